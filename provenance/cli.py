@@ -1,0 +1,440 @@
+"""The ``provenance`` command: a thin click layer over the library.
+
+Commands open the database, call one or two library functions and render the result;
+library errors become one-line messages with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import click
+from sqlalchemy import Engine
+
+from . import __version__, inspect as inspection, render, report as reporting
+from .db.migrate import check_database, current_revision, head_revision, upgrade_to_head
+from .db.session import DEFAULT_DB, database_url, make_engine, session_scope, sqlite_path
+from .errors import ProvenanceError
+from .reader import DEFAULT_MAX_BYTES
+from .settings import Settings, SketchSettings
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+FORMATS = ["table", "json", "csv"]
+
+
+class Context:
+    def __init__(self, db: Optional[str], quiet: bool):
+        self.target = db or DEFAULT_DB
+        self.url = database_url(db)
+        self.quiet = quiet
+        self._engine: Optional[Engine] = None
+
+    def engine(self, *, create: bool = False) -> Engine:
+        """The database, migrated to head; refuses to create one unless ``create``."""
+        if self._engine is None:
+            path = sqlite_path(self.url)
+            if path and not os.path.exists(path) and not create:
+                raise ProvenanceError(
+                    f"{self.target}: no such database; run `provenance ingest PATH` first or pass --db"
+                )
+            if path:
+                _check_sqlite_file(path, self.target)
+            engine = make_engine(self.url)
+            try:
+                upgrade_to_head(engine)
+            except ProvenanceError:
+                engine.dispose()
+                raise
+            except Exception as error:
+                engine.dispose()
+                raise ProvenanceError(f"{self.target}: cannot open the database ({type(error).__name__}: {error})") from error
+            self._engine = engine
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def _check_sqlite_file(path: str, shown: str) -> None:
+    if os.path.isdir(path):
+        raise ProvenanceError(f"{shown}: is a folder; pass a database file to --db")
+    if os.path.exists(path) and os.path.getsize(path) > 0:
+        with open(path, "rb") as handle:
+            if handle.read(16) != b"SQLite format 3\x00":
+                raise ProvenanceError(f"{shown}: is not a provenance database (not SQLite); pass another --db")
+
+
+def fail(error: Exception) -> None:
+    raise click.ClickException(str(error))
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.option("--db", envvar="PROVENANCE_DB", metavar="PATH|URL",
+              help=f"Database file or SQLAlchemy URL [default: {DEFAULT_DB}; env PROVENANCE_DB].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary on stderr.")
+@click.version_option(__version__, prog_name="provenance")
+@click.pass_context
+def cli(ctx: click.Context, db: Optional[str], quiet: bool) -> None:
+    """Find duplicate, syndicated and rewritten documents and record where text came from.
+
+    \b
+    Quick start:
+      provenance ingest seeds/          # read files, detect, store
+      provenance report                 # duplicates and derivations
+      provenance inspect                # what the database holds
+    """
+    state = Context(db, quiet)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+# -- ingest ---------------------------------------------------------------------------
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--source", help="Source/publisher name for these files [default: the parent folder's name].")
+@click.option("--threshold", type=click.FloatRange(0.05, 0.99), default=None,
+              help="Near-duplicate threshold the LSH bands are designed for (first ingest only) [default: 0.8].")
+@click.option("--num-perm", type=click.IntRange(16, 1024), default=None,
+              help="MinHash permutations for document signatures (first ingest only) [default: 128].")
+@click.option("--shingle-size", type=click.IntRange(1, 8), default=None,
+              help="Words per document shingle (first ingest only) [default: 5].")
+@click.option("--seed", type=int, default=None, help="MinHash seed (first ingest only) [default: 1].")
+@click.option("--boilerplate-min-documents", type=click.IntRange(2, 1000), default=None,
+              help="A passage recurring in this many unrelated documents is boilerplate [default: 3].")
+@click.option("--max-file-size", type=click.IntRange(1, 4096), default=DEFAULT_MAX_BYTES // 1_000_000 + 3,
+              show_default=True, metavar="MB", help="Refuse files larger than this.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Run summary format on stdout.")
+@click.pass_obj
+def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, seed,
+           boilerplate_min_documents, max_file_size, fmt) -> None:
+    """Ingest files and folders (recursively); '-' reads one document from stdin.
+
+    Formats: .txt, .md, .html/.htm (visible text), .jsonl (one document a line: "text"
+    required; "id", "url", "source", "published_at", "title" optional). Unchanged files
+    are skipped; a changed file becomes a new version. Bad files are reported and skipped;
+    the exit code is non-zero when any input failed or nothing could be ingested.
+
+    \b
+    Example:
+      provenance ingest seeds/ wire.jsonl
+      cat article.txt | provenance ingest - --source "Daily Globe"
+    """
+    from .ingest import Ingestor, run_arguments
+
+    try:
+        engine = state.engine(create=True)
+        requested = _requested_settings(engine, threshold, num_perm, shingle_size, seed, boilerplate_min_documents)
+        ingestor = Ingestor(engine, requested)
+    except (ProvenanceError, ValueError) as error:
+        fail(error)
+    progress = _Progress(enabled=not state.quiet and sys.stderr.isatty())
+    summary = ingestor.ingest_paths(
+        list(paths),
+        source=source,
+        max_bytes=max_file_size * 1_000_000,
+        on_event=progress,
+        arguments=run_arguments(list(paths), source=source),
+    )
+    progress.close()
+    if fmt == "json":
+        click.echo(render.to_json(summary.as_dict()))
+    elif not state.quiet:
+        click.echo(
+            f"run {summary.run_id}: {summary.files_seen} file(s) read, {summary.documents_added} document(s) added, "
+            f"{summary.versions_added} new version(s), {summary.unchanged} unchanged, {summary.skipped} skipped, "
+            f"{summary.failed} failed; {summary.exact_duplicates} exact and {summary.near_duplicates} near-duplicate "
+            f"pair(s), {summary.derivations} derivation(s), {summary.boilerplate_learned} boilerplate passage(s) learned"
+        )
+    if summary.interrupted:
+        click.echo(f"interrupted: stored {summary.documents_added + summary.versions_added} document(s) before stopping; "
+                   "run the same command again to finish", err=True)
+        sys.exit(130)
+    stored = summary.documents_added + summary.versions_added + summary.unchanged
+    if summary.failed or stored == 0:
+        raise click.ClickException(
+            f"{summary.failed} input(s) failed and {summary.skipped} skipped; {stored} document(s) stored or unchanged"
+        )
+
+
+def _requested_settings(engine, threshold, num_perm, shingle_size, seed, boilerplate_min_documents) -> Optional[Settings]:
+    """Settings asked for on the command line, merged over what the database already has."""
+    from . import manifest
+
+    if all(v is None for v in (threshold, num_perm, shingle_size, seed, boilerplate_min_documents)):
+        return None
+    with session_scope(engine) as session:
+        base = manifest.load(session) or Settings()
+    document = base.document
+    if any(v is not None for v in (threshold, num_perm, shingle_size, seed)):
+        document = SketchSettings(
+            shingle_size=shingle_size if shingle_size is not None else document.shingle_size,
+            num_perm=num_perm if num_perm is not None else document.num_perm,
+            seed=seed if seed is not None else document.seed,
+            lsh_threshold=threshold if threshold is not None else document.lsh_threshold,
+            recall_weight=document.recall_weight,
+        )
+    import dataclasses
+
+    return dataclasses.replace(
+        base,
+        document=document,
+        near_duplicate_threshold=threshold if threshold is not None else base.near_duplicate_threshold,
+        boilerplate_min_documents=boilerplate_min_documents or base.boilerplate_min_documents,
+    )
+
+
+class _Progress:
+    """A progress bar on stderr (terminals only) plus one line per problem, always."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+
+    def __call__(self, event: str, *args) -> None:
+        if event == "start" and self.enabled:
+            self.bar = click.progressbar(length=args[0], label="ingesting", file=sys.stderr, show_pos=True)
+            self.bar.__enter__()
+        elif event == "file" and self.bar is not None:
+            self.bar.update(1)
+        elif event == "problem":
+            if self.bar is not None:
+                sys.stderr.write("\n")
+            click.echo(f"error: {render.safe(args[0])}", err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+# -- report ---------------------------------------------------------------------------
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "html"]), default="table", show_default=True)
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+              help="Near-duplicate threshold for clusters [default: the database's, 0.8].")
+@click.option("--document", metavar="ID|PATH", help="Only what concerns this document.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to this file instead of stdout.")
+@click.pass_obj
+def report(state: Context, fmt, threshold, document, output) -> None:
+    """Duplicate clusters, derivations with their passages, boilerplate and credits.
+
+    \b
+    Examples:
+      provenance report
+      provenance report --format json | jq '.clusters'
+      provenance report --format html -o report.html
+      provenance report --document seeds/000_21d20b42f286ae20.txt
+    """
+    try:
+        with session_scope(state.engine()) as session:
+            data = reporting.build(session, threshold=threshold, document=document)
+    except ProvenanceError as error:
+        fail(error)
+    if fmt == "json":
+        text = render.to_json(data) + "\n"
+    elif fmt == "csv":
+        text = render.report_csv(data)
+    elif fmt == "html":
+        text = render.report_html(data)
+    else:
+        colour = output is None and sys.stdout.isatty()
+        text = render.report_text(data, style=(lambda w: click.style(w, bold=True, fg="yellow")) if colour else (lambda w: w))
+    _emit(text, output)
+
+
+def _emit(text: str, output: Optional[str]) -> None:
+    if output:
+        with open(output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+# -- inspect --------------------------------------------------------------------------
+def _format_option(f):
+    return click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)(f)
+
+
+@cli.group(invoke_without_command=True)
+@_format_option
+@click.pass_context
+def inspect(ctx: click.Context, fmt) -> None:
+    """What the database holds: summary (default), documents, one document, runs.
+
+    \b
+    Examples:
+      provenance inspect
+      provenance inspect documents --format csv
+      provenance inspect document 3
+    """
+    if ctx.invoked_subcommand is None:
+        state: Context = ctx.obj
+        try:
+            engine = state.engine()
+            with session_scope(engine) as session:
+                data = inspection.summarise(engine, session)
+        except ProvenanceError as error:
+            fail(error)
+        click.echo(render.mapping(data, fmt))
+
+
+@inspect.command("documents")
+@_format_option
+@click.pass_obj
+def inspect_documents(state: Context, fmt) -> None:
+    """Every document (latest versions) with its metadata."""
+    try:
+        with session_scope(state.engine()) as session:
+            click.echo(render.records(inspection.documents(session), fmt))
+    except ProvenanceError as error:
+        fail(error)
+
+
+@inspect.command("document")
+@click.argument("reference", metavar="ID|PATH")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_obj
+def inspect_document(state: Context, reference, fmt) -> None:
+    """One document: metadata, versions, duplicates, citations, passages with tags and matches."""
+    try:
+        with session_scope(state.engine()) as session:
+            data = inspection.document(session, reference)
+    except ProvenanceError as error:
+        fail(error)
+    if fmt == "json":
+        click.echo(render.to_json(data))
+        return
+    head = {k: v for k, v in data.items() if k not in ("versions", "duplicates", "citations", "passages")}
+    click.echo(render.mapping(head, "table"))
+    for name in ("versions", "duplicates", "citations"):
+        if data[name]:
+            click.echo(f"\n{name}")
+            click.echo(render.records(data[name], "table"))
+    click.echo("\npassages")
+    click.echo(render.table(
+        ["seq", "span", "tag", "matches", "text"],
+        [[p["seq"], f"{p['span'][0]}-{p['span'][1]}", p["tag"],
+          ", ".join(f"{m['label']} {m['similarity']:.2f} ({m['role']} of #{m['other_document']})" for m in p["matches"]),
+          p["text"][:60]] for p in data["passages"]],
+    ))
+
+
+@inspect.command("runs")
+@_format_option
+@click.pass_obj
+def inspect_runs(state: Context, fmt) -> None:
+    """Ingest runs with their counts and settings fingerprint."""
+    try:
+        with session_scope(state.engine()) as session:
+            click.echo(render.records(inspection.runs(session), fmt))
+    except ProvenanceError as error:
+        fail(error)
+
+
+# -- boilerplate ----------------------------------------------------------------------
+@cli.group()
+def boilerplate() -> None:
+    """The boilerplate library: learned page chrome, and your own corrections."""
+
+
+@boilerplate.command("list")
+@_format_option
+@click.pass_obj
+def boilerplate_list(state: Context, fmt) -> None:
+    """Learned and hand-marked entries with their counts."""
+    from sqlalchemy import select
+
+    from .db.models import Boilerplate
+
+    try:
+        with session_scope(state.engine()) as session:
+            rows = [
+                {"text": b.text, "status": b.status, "origin": b.origin, "documents": b.document_count,
+                 "occurrences": b.occurrence_count}
+                for b in session.scalars(select(Boilerplate).order_by(Boilerplate.document_count.desc(), Boilerplate.id))
+            ]
+    except ProvenanceError as error:
+        fail(error)
+    click.echo(render.records(rows, fmt))
+
+
+@boilerplate.command("add")
+@click.argument("text")
+@click.option("--content", is_flag=True, help="Mark TEXT as content: never learn it as boilerplate.")
+@click.pass_obj
+def boilerplate_add(state: Context, text, content) -> None:
+    """Mark TEXT (one line or passage) as boilerplate, or with --content as content.
+
+    Documents already stored are corrected at once, from the database.
+
+    \b
+    Example:
+      provenance boilerplate add "Subscribe to our newsletter"
+    """
+    from .ingest import Ingestor
+
+    try:
+        result = Ingestor(state.engine()).mark(text, "content" if content else "boilerplate")
+    except ProvenanceError as error:
+        fail(error)
+    click.echo(f"{result['status']}: {render.safe(result['text'])} ({result['documents_changed']} document(s) corrected)")
+
+
+@boilerplate.command("remove")
+@click.argument("text")
+@click.pass_obj
+def boilerplate_remove(state: Context, text) -> None:
+    """Remove TEXT from the library; its passages become content again."""
+    from .ingest import Ingestor
+
+    try:
+        result = Ingestor(state.engine()).unmark(text)
+    except ProvenanceError as error:
+        fail(error)
+    click.echo(f"removed: {render.safe(result['text'])} ({result['documents_changed']} document(s) corrected)")
+
+
+# -- db -------------------------------------------------------------------------------
+@cli.group()
+def db() -> None:
+    """Schema management (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(state: Context) -> None:
+    """Create the database or upgrade its schema to the newest revision."""
+    try:
+        state.engine(create=True)
+    except ProvenanceError as error:
+        fail(error)
+    click.echo(f"{state.target}: at revision {head_revision()} (head)")
+
+
+@db.command("current")
+@click.pass_obj
+def db_current(state: Context) -> None:
+    """Print the database's schema revision and whether it is current."""
+    path = sqlite_path(state.url)
+    if path and not os.path.exists(path):
+        fail(ProvenanceError(f"{state.target}: no such database; run `provenance db upgrade` to create it"))
+    try:
+        if path:
+            _check_sqlite_file(path, state.target)
+        engine = make_engine(state.url)
+        revision = check_database(engine)
+        engine.dispose()
+    except ProvenanceError as error:
+        fail(error)
+    head = head_revision()
+    status = "head" if revision == head else ("empty" if revision is None else f"behind head {head}")
+    click.echo(f"{revision or '-'} ({status})")
+
+
+def main() -> None:  # pragma: no cover
+    cli(prog_name="provenance")

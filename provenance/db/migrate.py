@@ -1,0 +1,81 @@
+"""Alembic driven from code: the database is created and upgraded only by migrations."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+
+from ..errors import ProvenanceError
+
+
+def migrations_dir() -> Path:
+    override = os.environ.get("PROVENANCE_MIGRATIONS")
+    if override:
+        return Path(override)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "migrations"
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise ProvenanceError(
+        "cannot find the migrations folder; install provenance from its source tree "
+        "(pip install -e .) or set PROVENANCE_MIGRATIONS"
+    )
+
+
+def alembic_config(engine: Engine | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    if engine is not None:
+        config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def check_database(engine: Engine) -> str | None:
+    """The database's revision, refusing what provenance cannot safely open."""
+    with engine.connect() as connection:
+        tables = set(inspect(connection).get_table_names())
+        revision = MigrationContext.configure(connection).get_current_revision()
+    if tables and "alembic_version" not in tables:
+        raise ProvenanceError(
+            f"{engine.url.database or engine.url} is a database but not a provenance database "
+            f"(it has tables {', '.join(sorted(tables)[:5])}); pass another --db"
+        )
+    if revision is not None:
+        script = ScriptDirectory.from_config(alembic_config())
+        known = {rev.revision for rev in script.walk_revisions()}
+        if revision not in known:
+            raise ProvenanceError(
+                f"the database's schema revision {revision} is newer than this provenance knows; "
+                "upgrade provenance"
+            )
+    return revision
+
+
+def upgrade_to_head(engine: Engine) -> str:
+    """Create or upgrade the schema; returns the head revision."""
+    check_database(engine)
+    config = alembic_config(engine)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    return head_revision()
+
+
+def is_at_head(engine: Engine) -> bool:
+    return current_revision(engine) == head_revision()

@@ -1,0 +1,228 @@
+"""The schema. Documents, their passages and signatures, the persisted LSH band tables,
+verified duplicate pairs, the boilerplate library, derivations with passage evidence,
+citations, ingest runs and the settings manifest.
+
+Change it only together with a migration in ``migrations/versions`` (a test checks that
+the two agree).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base
+
+
+class ManifestEntry(Base):
+    """Settings that signed this database (``settings`` JSON and its ``fingerprint``)."""
+
+    __tablename__ = "manifest"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class IngestRun(Base):
+    """One ``provenance ingest`` invocation (a PROV activity)."""
+
+    __tablename__ = "ingest_run"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    settings_fingerprint: Mapped[str] = mapped_column(String(32))
+    tool_version: Mapped[str] = mapped_column(String(32))
+    arguments: Mapped[str] = mapped_column(Text, default="")
+    files_seen: Mapped[int] = mapped_column(Integer, default=0)
+    documents_added: Mapped[int] = mapped_column(Integer, default=0)
+    versions_added: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Document(Base):
+    """One version of one input document, with its extracted text."""
+
+    __tablename__ = "document"
+    __table_args__ = (
+        UniqueConstraint("path", "version"),
+        Index(None, "content_hash"),
+        Index(None, "is_latest", "path"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    previous_version_id: Mapped[Optional[int]] = mapped_column(ForeignKey("document.id"))
+    is_latest: Mapped[bool] = mapped_column(Boolean, default=True)
+    source: Mapped[Optional[str]] = mapped_column(Text)
+    external_id: Mapped[Optional[str]] = mapped_column(Text)
+    url: Mapped[Optional[str]] = mapped_column(Text)
+    title: Mapped[Optional[str]] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(16))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    encoding: Mapped[str] = mapped_column(String(32))
+    content_hash: Mapped[str] = mapped_column(String(32))
+    published_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    ingested_at: Mapped[datetime] = mapped_column(DateTime)
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_run.id"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    word_count: Mapped[int] = mapped_column(Integer, default=0)
+    content_word_count: Mapped[int] = mapped_column(Integer, default=0)
+    signature: Mapped[Optional[bytes]] = mapped_column(LargeBinary)
+
+
+class DocumentBand(Base):
+    """Persisted LSH index of document signatures: one row per (document, band)."""
+
+    __tablename__ = "document_band"
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("document.id", ondelete="CASCADE"), primary_key=True
+    )
+    band_key: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)
+
+
+class DocumentPair(Base):
+    """A verified candidate pair (``first_id < second_id``) with its estimated similarity."""
+
+    __tablename__ = "document_pair"
+    first_id: Mapped[int] = mapped_column(
+        ForeignKey("document.id", ondelete="CASCADE"), primary_key=True
+    )
+    second_id: Mapped[int] = mapped_column(
+        ForeignKey("document.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    similarity: Mapped[float] = mapped_column(Float)
+    exact: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Passage(Base):
+    """A span of a document; ``boilerplate_id`` tags it (never deletes it)."""
+
+    __tablename__ = "passage"
+    __table_args__ = (UniqueConstraint("document_id", "seq"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("document.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    block: Mapped[int] = mapped_column(Integer)
+    start_offset: Mapped[int] = mapped_column(Integer)
+    end_offset: Mapped[int] = mapped_column(Integer)
+    key_hash: Mapped[int] = mapped_column(BigInteger, index=True)
+    word_count: Mapped[int] = mapped_column(Integer)
+    content_word_count: Mapped[int] = mapped_column(Integer)
+    boilerplate_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("boilerplate.id", ondelete="SET NULL"), index=True
+    )
+    signature: Mapped[Optional[bytes]] = mapped_column(LargeBinary)
+
+
+class PassageBand(Base):
+    """Persisted LSH index of passage signatures."""
+
+    __tablename__ = "passage_band"
+    passage_id: Mapped[int] = mapped_column(
+        ForeignKey("passage.id", ondelete="CASCADE"), primary_key=True
+    )
+    band_key: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)
+
+
+class Boilerplate(Base):
+    """The boilerplate library: recurring page chrome, learned or set by a user.
+
+    ``status`` is ``boilerplate`` or ``content`` (a user's override that stops learning);
+    ``origin`` says why: ``corpus`` (seen in many documents), ``repeated`` (repeats inside
+    one document) or ``user``.
+    """
+
+    __tablename__ = "boilerplate"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_hash: Mapped[int] = mapped_column(BigInteger, unique=True)
+    text: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="boilerplate")
+    origin: Mapped[str] = mapped_column(String(16))
+    document_count: Mapped[int] = mapped_column(Integer, default=0)
+    occurrence_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class BoilerplateDocument(Base):
+    """Which documents a boilerplate entry was seen in."""
+
+    __tablename__ = "boilerplate_document"
+    boilerplate_id: Mapped[int] = mapped_column(
+        ForeignKey("boilerplate.id", ondelete="CASCADE"), primary_key=True
+    )
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("document.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    occurrences: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Derivation(Base):
+    """``derived`` took text from ``source`` (earlier by published_at, else ingestion)."""
+
+    __tablename__ = "derivation"
+    __table_args__ = (UniqueConstraint("derived_id", "source_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    derived_id: Mapped[int] = mapped_column(ForeignKey("document.id", ondelete="CASCADE"))
+    source_id: Mapped[int] = mapped_column(
+        ForeignKey("document.id", ondelete="CASCADE"), index=True
+    )
+    relation: Mapped[str] = mapped_column(String(16))
+    score: Mapped[float] = mapped_column(Float)
+    coverage: Mapped[float] = mapped_column(Float)
+    credited: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_run.id"), index=True)
+
+
+class PassageMatch(Base):
+    """Evidence of a derivation: one derived passage aligned with one source passage."""
+
+    __tablename__ = "passage_match"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    derivation_id: Mapped[int] = mapped_column(
+        ForeignKey("derivation.id", ondelete="CASCADE"), index=True
+    )
+    derived_passage_id: Mapped[int] = mapped_column(
+        ForeignKey("passage.id", ondelete="CASCADE"), index=True
+    )
+    source_passage_id: Mapped[int] = mapped_column(
+        ForeignKey("passage.id", ondelete="CASCADE"), index=True
+    )
+    label: Mapped[str] = mapped_column(String(16))
+    similarity: Mapped[float] = mapped_column(Float)
+    estimated_jaccard: Mapped[float] = mapped_column(Float)
+    jaccard: Mapped[float] = mapped_column(Float)
+    containment_derived: Mapped[float] = mapped_column(Float)
+    containment_source: Mapped[float] = mapped_column(Float)
+    content_overlap: Mapped[float] = mapped_column(Float)
+
+
+class Citation(Base):
+    """An agency a document credits ("reported by TASS"), with the span that says so."""
+
+    __tablename__ = "citation"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("document.id", ondelete="CASCADE"), index=True
+    )
+    agency: Mapped[str] = mapped_column(String(64), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    start_offset: Mapped[int] = mapped_column(Integer)
+    end_offset: Mapped[int] = mapped_column(Integer)

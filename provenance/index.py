@@ -1,0 +1,130 @@
+"""The persisted LSH indexes: band tables in the database, queried with indexed lookups.
+
+A new document is compared with everything stored in earlier runs through these tables,
+without re-reading or re-signing the corpus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from sqlalchemy import delete, insert, or_, select
+from sqlalchemy.orm import Session
+
+from .db.models import Document, DocumentBand, DocumentPair, Passage, PassageBand
+from .settings import Settings
+from .sketch import band_keys, estimate_jaccard, from_blob
+
+#: SQLite allows 32k bound parameters; stay well below for IN lists.
+_CHUNK = 900
+
+
+@dataclass
+class Found:
+    exact: int = 0
+    near: int = 0
+
+
+def _chunks(values: list, size: int = _CHUNK):
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def index_document(session: Session, document_id: int, signature: Optional[np.ndarray], settings: Settings) -> Found:
+    """Replace the document's bands and verified pairs; returns what it duplicates."""
+    session.execute(delete(DocumentBand).where(DocumentBand.document_id == document_id))
+    session.execute(
+        delete(DocumentPair).where(
+            or_(DocumentPair.first_id == document_id, DocumentPair.second_id == document_id)
+        )
+    )
+    me = session.execute(select(Document.content_hash, Document.path).where(Document.id == document_id)).one()
+    pairs: dict[int, tuple[float, bool]] = {}
+    for other in session.scalars(
+        select(Document.id).where(
+            Document.content_hash == me.content_hash, Document.is_latest.is_(True),
+            Document.id != document_id, Document.path != me.path,
+        )
+    ):
+        pairs[other] = (1.0, True)
+    if signature is not None:
+        keys = band_keys(signature, settings.document)
+        session.execute(insert(DocumentBand), [{"document_id": document_id, "band_key": k} for k in keys])
+        candidates = set(
+            session.scalars(
+                select(DocumentBand.document_id).where(
+                    DocumentBand.band_key.in_(keys), DocumentBand.document_id != document_id
+                )
+            )
+        ) - set(pairs)
+        for batch in _chunks(sorted(candidates)):
+            for row in session.execute(
+                select(Document.id, Document.signature, Document.content_hash).where(
+                    Document.id.in_(batch), Document.is_latest.is_(True), Document.path != me.path
+                )
+            ):
+                if row.signature is None:
+                    continue
+                similarity = estimate_jaccard(signature, from_blob(row.signature))
+                pairs[row.id] = (similarity, row.content_hash == me.content_hash)
+    if pairs:
+        session.execute(
+            insert(DocumentPair),
+            [
+                {"first_id": min(document_id, other), "second_id": max(document_id, other),
+                 "similarity": similarity, "exact": exact}
+                for other, (similarity, exact) in sorted(pairs.items())
+            ],
+        )
+    found = Found()
+    for similarity, exact in pairs.values():
+        if exact:
+            found.exact += 1
+        elif similarity >= settings.near_duplicate_threshold:
+            found.near += 1
+    return found
+
+
+def remove_document(session: Session, document_id: int) -> None:
+    """Take a document (e.g. a superseded version) out of both indexes."""
+    session.execute(delete(DocumentBand).where(DocumentBand.document_id == document_id))
+    passage_ids = list(session.scalars(select(Passage.id).where(Passage.document_id == document_id)))
+    remove_passages(session, passage_ids)
+
+
+def add_passages(session: Session, signed: list[tuple[int, bytes]], settings: Settings) -> None:
+    rows = [
+        {"passage_id": passage_id, "band_key": key}
+        for passage_id, blob in signed
+        for key in set(band_keys(from_blob(blob), settings.passage))
+    ]
+    if rows:
+        session.execute(insert(PassageBand).prefix_with("OR IGNORE", dialect="sqlite"), rows)
+
+
+def remove_passages(session: Session, passage_ids: list[int]) -> None:
+    for batch in _chunks(passage_ids):
+        session.execute(delete(PassageBand).where(PassageBand.passage_id.in_(batch)))
+
+
+def passage_candidates(
+    session: Session, signed: list[tuple[int, bytes]], document_id: int, settings: Settings
+) -> dict[int, set[int]]:
+    """For each of the document's signed passages, the passages of other documents that
+    share a band with it."""
+    by_key: dict[int, list[int]] = {}
+    for passage_id, blob in signed:
+        for key in band_keys(from_blob(blob), settings.passage):
+            by_key.setdefault(key, []).append(passage_id)
+    found: dict[int, set[int]] = {}
+    for batch in _chunks(sorted(by_key)):
+        for key, candidate in session.execute(
+            select(PassageBand.band_key, PassageBand.passage_id)
+            .join(Passage, Passage.id == PassageBand.passage_id)
+            .where(PassageBand.band_key.in_(batch), Passage.document_id != document_id)
+        ):
+            for mine in by_key[key]:
+                found.setdefault(mine, set()).add(candidate)
+    return found

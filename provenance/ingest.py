@@ -1,0 +1,501 @@
+"""Ingest: read inputs, store each document atomically, learn boilerplate, index, match.
+
+The only module that calls every step. One document is one transaction: a failure rolls
+back that document alone and the ingest goes on with the next.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Iterable, Optional, Union
+
+from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from . import __version__, index, lineage, manifest
+from .db.models import (
+    Boilerplate,
+    BoilerplateDocument,
+    Citation,
+    Document,
+    IngestRun,
+    Passage,
+)
+from .db.session import session_scope
+from .errors import InputError, ProvenanceError
+from .prepare import PreparedDocument, document_signature, passage_words, prepare
+from .reader import DEFAULT_MAX_BYTES, InputFile, RawDocument, discover, read
+from .settings import Settings
+from .cluster import UnionFind
+from .sketch import estimate_jaccard, from_blob, to_blob
+from .text.attribution import citations
+
+
+@dataclass
+class IngestSummary:
+    """What one run did; ``problems`` holds one line per skipped or failed input."""
+
+    run_id: int
+    files_seen: int = 0
+    documents_added: int = 0
+    versions_added: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    failed: int = 0
+    exact_duplicates: int = 0
+    near_duplicates: int = 0
+    derivations: int = 0
+    boilerplate_learned: int = 0
+    problems: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+#: Events reported while ingesting: ("file", path) before each input, ("document", path,
+#: outcome) after each document, ("problem", message) for each skipped input.
+EventHandler = Callable[..., None]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Ingestor:
+    """Stores documents into one database under its settings manifest."""
+
+    def __init__(self, engine: Engine, settings: Optional[Settings] = None):
+        self.engine = engine
+        with session_scope(engine) as session:
+            self.settings = manifest.ensure(session, settings)
+        self.policy = self.settings.match_policy()
+
+    # -- the boilerplate library, by hand ----------------------------------------------
+    def mark(self, text: str, status: str) -> dict:
+        """Mark text as ``boilerplate`` or ``content`` and correct every document it is in."""
+        if status not in ("boilerplate", "content"):
+            raise ValueError(f"status must be 'boilerplate' or 'content', not {status!r}")
+        if not text.strip():
+            raise ProvenanceError("give the text to mark, e.g. provenance boilerplate add \"Next Article\"")
+        key = boilerplate_key(text)
+        summary = IngestSummary(run_id=0)
+        with session_scope(self.engine) as session:
+            entry = session.scalar(select(Boilerplate).where(Boilerplate.key_hash == key))
+            if entry is None:
+                entry = Boilerplate(key_hash=key, text=text.strip(), status=status, origin="user",
+                                    document_count=0, occurrence_count=0, created_at=utcnow())
+                session.add(entry)
+            else:
+                entry.status, entry.origin = status, "user"
+            session.flush()
+            if status == "boilerplate":
+                affected = self._tag_key(session, entry.id, key)
+                for document_id in sorted(affected):
+                    self._refresh(session, document_id, summary)
+            else:
+                affected = self._untag_key(session, entry.id)
+            return {"text": entry.text, "status": status, "documents_changed": len(affected)}
+
+    def unmark(self, text: str) -> dict:
+        """Forget a hand-made mark; learning decides again from the next ingest on."""
+        key = boilerplate_key(text)
+        with session_scope(self.engine) as session:
+            entry = session.scalar(select(Boilerplate).where(Boilerplate.key_hash == key))
+            if entry is None:
+                raise ProvenanceError(f"{text!r} is not in the boilerplate library; see `provenance boilerplate list`")
+            affected = self._untag_key(session, entry.id)
+            session.execute(delete(Boilerplate).where(Boilerplate.id == entry.id))
+            return {"text": entry.text, "status": "removed", "documents_changed": len(affected)}
+
+    def _untag_key(self, session: Session, boilerplate_id: int) -> set[int]:
+        """Turn passages tagged with an entry back into content and re-match their documents."""
+        untagged = session.execute(
+            update(Passage).where(Passage.boilerplate_id == boilerplate_id).values(boilerplate_id=None)
+            .returning(Passage.document_id)
+        ).scalars().all()
+        session.execute(delete(BoilerplateDocument).where(BoilerplateDocument.boilerplate_id == boilerplate_id))
+        session.execute(update(Boilerplate).where(Boilerplate.id == boilerplate_id).values(document_count=0, occurrence_count=0))
+        summary = IngestSummary(run_id=0)
+        for document_id in sorted(set(untagged)):
+            text = session.scalar(select(Document.text).where(Document.id == document_id))
+            rows = session.execute(
+                select(Passage.id, Passage.start_offset, Passage.end_offset).where(Passage.document_id == document_id)
+            ).all()
+            words = {row.id: passage_words(text[row.start_offset : row.end_offset]) for row in rows}
+            self._index_document(session, document_id, words, summary, rematch=True)
+        return set(untagged)
+
+    # -- runs -------------------------------------------------------------------------
+    def ingest_paths(
+        self,
+        paths: list[str],
+        *,
+        source: Optional[str] = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        on_event: EventHandler = lambda *args: None,
+        arguments: str = "",
+    ) -> IngestSummary:
+        items = list(discover(paths))
+        on_event("start", sum(isinstance(i, InputFile) for i in items))
+        return self.ingest_items(items, source=source, max_bytes=max_bytes, on_event=on_event, arguments=arguments)
+
+    def ingest_items(
+        self,
+        items: Iterable[Union[InputFile, InputError]],
+        *,
+        source: Optional[str] = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        on_event: EventHandler = lambda *args: None,
+        arguments: str = "",
+    ) -> IngestSummary:
+        summary = IngestSummary(run_id=self._start_run(arguments))
+        try:
+            for item in items:
+                if isinstance(item, InputError):
+                    self._problem(summary, item, on_event, hard=True)
+                    continue
+                summary.files_seen += 1
+                on_event("file", item.path)
+                for document in read(item, source=source, max_bytes=max_bytes):
+                    if isinstance(document, InputError):
+                        self._problem(summary, document, on_event, hard=False)
+                        continue
+                    self.ingest_document(document, summary, on_event)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finally:
+            self._finish_run(summary)
+        return summary
+
+    def ingest_document(self, raw: RawDocument, summary: IngestSummary, on_event: EventHandler = lambda *a: None) -> str:
+        """Store one document in its own transaction; returns the outcome word."""
+        try:
+            prepared = prepare(raw, self.settings)
+            with session_scope(self.engine) as session:
+                outcome = self._store(session, prepared, summary)
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # one document's failure must not stop the run
+            self._problem(summary, InputError(raw.path, f"could not be stored ({type(error).__name__}: {error})"), on_event, hard=True)
+            return "failed"
+        on_event("document", raw.path, outcome)
+        return outcome
+
+    def _problem(self, summary: IngestSummary, error: InputError, on_event: EventHandler, hard: bool) -> None:
+        if hard:
+            summary.failed += 1
+        else:
+            summary.skipped += 1
+        summary.problems.append(str(error))
+        on_event("problem", str(error))
+
+    def _start_run(self, arguments: str) -> int:
+        with session_scope(self.engine) as session:
+            run = IngestRun(
+                started_at=utcnow(),
+                status="running",
+                settings_fingerprint=self.settings.fingerprint(),
+                tool_version=__version__,
+                arguments=arguments,
+            )
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def _finish_run(self, summary: IngestSummary) -> None:
+        with session_scope(self.engine) as session:
+            session.execute(
+                update(IngestRun)
+                .where(IngestRun.id == summary.run_id)
+                .values(
+                    finished_at=utcnow(),
+                    status="interrupted" if summary.interrupted else "completed",
+                    files_seen=summary.files_seen,
+                    documents_added=summary.documents_added,
+                    versions_added=summary.versions_added,
+                    unchanged=summary.unchanged,
+                    skipped=summary.skipped,
+                    failed=summary.failed,
+                )
+            )
+
+    # -- one document -----------------------------------------------------------------
+    def _store(self, session: Session, prepared: PreparedDocument, summary: IngestSummary) -> str:
+        raw = prepared.raw
+        latest = session.execute(
+            select(Document.id, Document.content_hash, Document.version)
+            .where(Document.path == raw.path, Document.is_latest.is_(True))
+        ).first()
+        if latest is not None and latest.content_hash == prepared.content_hash:
+            summary.unchanged += 1
+            return "unchanged"
+        document = Document(
+            path=raw.path,
+            version=latest.version + 1 if latest else 1,
+            previous_version_id=latest.id if latest else None,
+            is_latest=True,
+            source=raw.source,
+            external_id=raw.external_id,
+            url=raw.url,
+            title=raw.title,
+            format=raw.format,
+            size_bytes=raw.size_bytes,
+            encoding=raw.encoding,
+            content_hash=prepared.content_hash,
+            published_at=raw.published_at,
+            ingested_at=utcnow(),
+            run_id=summary.run_id,
+            text=raw.text,
+            word_count=prepared.word_count,
+        )
+        if latest is not None:
+            session.execute(update(Document).where(Document.id == latest.id).values(is_latest=False))
+            index.remove_document(session, latest.id)
+        session.add(document)
+        session.flush()
+        passage_ids = self._insert_passages(session, document.id, prepared)
+        affected = self._tag_boilerplate(session, document.id, prepared, passage_ids, summary)
+        for citation in citations(raw.text):
+            session.execute(
+                insert(Citation).values(
+                    document_id=document.id,
+                    agency=citation.agency,
+                    text=citation.text,
+                    start_offset=citation.start,
+                    end_offset=citation.end,
+                )
+            )
+        words_by_passage = {passage_ids[p.seq]: p.words for p in prepared.passages}
+        self._index_document(session, document.id, words_by_passage, summary, rematch=True)
+        for other_id in sorted(affected - {document.id}):
+            self._refresh(session, other_id, summary)
+        if latest is not None:
+            summary.versions_added += 1
+            return "new version"
+        summary.documents_added += 1
+        return "added"
+
+    def _insert_passages(self, session: Session, document_id: int, prepared: PreparedDocument) -> dict[int, int]:
+        if not prepared.passages:
+            return {}
+        rows = [
+            {
+                "document_id": document_id,
+                "seq": p.seq,
+                "block": p.block,
+                "start_offset": p.start,
+                "end_offset": p.end,
+                "key_hash": p.key_hash,
+                "word_count": len(p.words),
+                "content_word_count": p.content_word_count,
+                "signature": to_blob(p.signature) if p.signature is not None else None,
+            }
+            for p in prepared.passages
+        ]
+        result = session.execute(
+            insert(Passage).returning(Passage.id, Passage.seq, sort_by_parameter_order=True), rows
+        )
+        return {seq: passage_id for passage_id, seq in result.all()}
+
+    # -- boilerplate ------------------------------------------------------------------
+    def _tag_boilerplate(
+        self,
+        session: Session,
+        document_id: int,
+        prepared: PreparedDocument,
+        passage_ids: dict[int, int],
+        summary: IngestSummary,
+    ) -> set[int]:
+        """Tag this document's boilerplate, promoting recurring passages to the library.
+
+        Returns the ids of earlier documents whose passages were newly tagged: their
+        signatures and matches must be corrected.
+        """
+        settings = self.settings
+        eligible = [p for p in prepared.passages if 0 < len(p.words) <= settings.boilerplate_max_words]
+        if not eligible:
+            return set()
+        keys = sorted({p.key_hash for p in eligible})
+        library = {
+            row.key_hash: row
+            for row in session.execute(
+                select(Boilerplate.id, Boilerplate.key_hash, Boilerplate.status).where(Boilerplate.key_hash.in_(keys))
+            )
+        }
+        repeats = Counter(p.key_hash for p in eligible)
+        unknown = [k for k in keys if k not in library]
+        recurring: set[int] = set()
+        if unknown:
+            counts = session.execute(
+                select(Passage.key_hash, func.count(func.distinct(Document.content_hash)))
+                .join(Document, Document.id == Passage.document_id)
+                .where(Passage.key_hash.in_(unknown), Document.is_latest.is_(True))
+                .group_by(Passage.key_hash)
+            ).all()
+            crowded = [key for key, count in counts if count >= settings.boilerplate_min_documents]
+            if crowded:
+                known = {k for k, row in library.items() if row.status == "boilerplate"}
+                mine = document_signature(
+                    [p.words for p in prepared.passages if p.key_hash not in known and repeats[p.key_hash] < 2],
+                    settings,
+                )
+                words = {p.key_hash: len(p.words) for p in eligible}
+                recurring = {
+                    key for key in crowded
+                    if self._recurs_independently(session, key, document_id, mine, words[key])
+                }
+        short = {p.key_hash: len(p.words) <= settings.boilerplate_short_words for p in eligible}
+        affected: set[int] = set()
+        first_text = {}
+        for p in eligible:
+            first_text.setdefault(p.key_hash, prepared.raw.text[p.start : p.end])
+        for key in keys:
+            entry = library.get(key)
+            if entry is not None:
+                if entry.status != "boilerplate":
+                    continue
+                self._tag_key(session, entry.id, key, only_document=document_id)
+                continue
+            origin = None
+            if key in recurring:
+                origin = "corpus"
+            elif repeats[key] > 1 and short[key]:
+                origin = "repeated"
+            if origin is None:
+                continue
+            boilerplate_id = session.execute(
+                insert(Boilerplate)
+                .values(key_hash=key, text=first_text[key], status="boilerplate", origin=origin,
+                        document_count=0, occurrence_count=0, created_at=utcnow())
+                .returning(Boilerplate.id)
+            ).scalar_one()
+            summary.boilerplate_learned += 1
+            affected |= self._tag_key(session, boilerplate_id, key)
+        return affected
+
+    def _recurs_independently(self, session: Session, key: int, document_id: int, mine, word_count: int) -> bool:
+        """True when ``key`` occurs in enough *unrelated* documents to be page chrome.
+
+        Copies of one article (same content, or similar signatures) count once, so an
+        article carried by three sites does not turn its own sentences into boilerplate.
+        Passages longer than ``boilerplate_short_words`` count only within one source: a
+        long footer recurs on one site, a long wire paragraph across many.
+        """
+        settings = self.settings
+        rows = session.execute(
+            select(Document.id, Document.source, Document.signature, Document.content_hash)
+            .join(Passage, Passage.document_id == Document.id)
+            .where(Passage.key_hash == key, Document.is_latest.is_(True))
+            .distinct()
+            .order_by(Document.id)
+            .limit(256)
+        ).all()
+        signatures = {
+            row.id: (mine if row.id == document_id else (from_blob(row.signature) if row.signature else None))
+            for row in rows
+        }
+        forest = UnionFind()
+        for index_a, a in enumerate(rows):
+            forest.find(a.id)
+            for b in rows[:index_a]:
+                same = a.content_hash == b.content_hash
+                if not same and signatures[a.id] is not None and signatures[b.id] is not None:
+                    same = estimate_jaccard(signatures[a.id], signatures[b.id]) >= settings.boilerplate_family_similarity
+                if same:
+                    forest.union(a.id, b.id)
+        families = forest.groups()
+        if word_count <= settings.boilerplate_short_words:
+            return len(families) >= settings.boilerplate_min_documents
+        source_of = {row.id: row.source for row in rows}
+        per_source = Counter(source_of[min(family)] for family in families)
+        return max(per_source.values()) >= settings.boilerplate_min_documents
+
+    def _tag_key(self, session: Session, boilerplate_id: int, key: int, only_document: Optional[int] = None) -> set[int]:
+        """Tag untagged passages with ``key`` and record where they were seen."""
+        condition = [Passage.key_hash == key, Passage.boilerplate_id.is_(None)]
+        if only_document is not None:
+            condition.append(Passage.document_id == only_document)
+        tagged = session.execute(
+            update(Passage).where(*condition).values(boilerplate_id=boilerplate_id)
+            .returning(Passage.document_id)
+        ).scalars().all()
+        for document_id, occurrences in sorted(Counter(tagged).items()):
+            session.execute(
+                insert(BoilerplateDocument).values(
+                    boilerplate_id=boilerplate_id, document_id=document_id, occurrences=occurrences
+                )
+            )
+        if tagged:
+            session.execute(
+                update(Boilerplate).where(Boilerplate.id == boilerplate_id).values(
+                    document_count=Boilerplate.document_count + len(set(tagged)),
+                    occurrence_count=Boilerplate.occurrence_count + len(tagged),
+                )
+            )
+        return set(tagged)
+
+    # -- indexing and matching --------------------------------------------------------
+    def _index_document(
+        self,
+        session: Session,
+        document_id: int,
+        words_by_passage: dict[int, list[str]],
+        summary: IngestSummary,
+        rematch: bool = False,
+    ) -> None:
+        """(Re)sign a document from its content passages, find its duplicates and sources."""
+        content = session.execute(
+            select(Passage.id, Passage.signature)
+            .where(Passage.document_id == document_id, Passage.boilerplate_id.is_(None))
+            .order_by(Passage.seq)
+        ).all()
+        content_words_lists = [words_by_passage[row.id] for row in content]
+        signature = document_signature(content_words_lists, self.settings)
+        session.execute(
+            update(Document).where(Document.id == document_id).values(
+                signature=to_blob(signature) if signature is not None else None,
+                content_word_count=sum(len(w) for w in content_words_lists),
+            )
+        )
+        found = index.index_document(session, document_id, signature, self.settings)
+        summary.exact_duplicates += found.exact
+        summary.near_duplicates += found.near
+        signed = [(row.id, row.signature) for row in content if row.signature is not None]
+        index.add_passages(session, signed, self.settings)
+        if rematch:
+            summary.derivations += lineage.derive(session, document_id, signed, words_by_passage, self.settings)
+
+    def _refresh(self, session: Session, document_id: int, summary: IngestSummary) -> None:
+        """Correct an earlier document after some of its passages became boilerplate.
+
+        Works from the stored text: no file is read again.
+        """
+        text = session.scalar(select(Document.text).where(Document.id == document_id))
+        rows = session.execute(
+            select(Passage.id, Passage.start_offset, Passage.end_offset, Passage.boilerplate_id)
+            .where(Passage.document_id == document_id)
+        ).all()
+        tagged = [row.id for row in rows if row.boilerplate_id is not None]
+        index.remove_passages(session, tagged)
+        lineage.drop_matches_of(session, tagged)
+        words_by_passage = {row.id: passage_words(text[row.start_offset : row.end_offset]) for row in rows}
+        self._index_document(session, document_id, words_by_passage, summary)
+        lineage.recompute_document(session, document_id, self.settings)
+
+
+def boilerplate_key(text: str) -> int:
+    """The library key of a piece of text (its normalised, digit-masked form)."""
+    from .prepare import signed64
+    from .text.normalize import boilerplate_key_text, normalize
+
+    import xxhash
+
+    return signed64(xxhash.xxh3_64_intdigest(boilerplate_key_text(normalize(text)).encode("utf-8")))
+
+
+def run_arguments(paths: list[str], **options) -> str:
+    return json.dumps({"paths": paths, **options}, sort_keys=True, default=str)

@@ -1,0 +1,165 @@
+"""What a database holds, as plain data: summary, documents, one document, runs."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from sqlalchemy import Engine, func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from . import manifest
+from .db.migrate import current_revision, head_revision
+from .db.models import (
+    Boilerplate,
+    Citation,
+    Derivation,
+    Document,
+    DocumentPair,
+    IngestRun,
+    Passage,
+    PassageMatch,
+)
+from .db.session import sqlite_path
+from .report import clusters, resolve_document
+from .sketch import candidate_probability
+
+
+def summarise(engine: Engine, session: Session) -> dict:
+    settings = manifest.load(session)
+    path = sqlite_path(engine.url.render_as_string(hide_password=False))
+    count = lambda query: session.scalar(query) or 0  # noqa: E731
+    summary = {
+        "database": engine.url.render_as_string(hide_password=True),
+        "file_size_bytes": os.path.getsize(path) if path and os.path.exists(path) else None,
+        "schema_revision": current_revision(engine),
+        "schema_head": head_revision(),
+        "documents": count(select(func.count()).select_from(Document).where(Document.is_latest.is_(True))),
+        "versions": count(select(func.count()).select_from(Document)),
+        "runs": count(select(func.count()).select_from(IngestRun)),
+        "passages": count(select(func.count()).select_from(Passage)),
+        "boilerplate_passages": count(select(func.count()).select_from(Passage).where(Passage.boilerplate_id.is_not(None))),
+        "boilerplate_library": count(select(func.count()).select_from(Boilerplate)),
+        "derivations": count(select(func.count()).select_from(Derivation)),
+        "citations": count(select(func.count()).select_from(Citation)),
+        "settings_fingerprint": settings.fingerprint() if settings else None,
+        "settings": settings.as_dict() if settings else None,
+    }
+    if settings is not None:
+        summary["clusters"] = len(clusters(session, settings.near_duplicate_threshold))
+        sketch = settings.document
+        threshold = settings.near_duplicate_threshold
+        summary["band_layout"] = {
+            "bands": sketch.bands,
+            "rows": sketch.rows,
+            "candidate_probability": {
+                f"{s:.2f}": round(candidate_probability(s, sketch), 4)
+                for s in (max(0.0, threshold - 0.1), threshold, min(1.0, threshold + 0.1))
+            },
+        }
+    return summary
+
+
+def documents(session: Session) -> list[dict]:
+    rows = session.execute(
+        select(Document.id, Document.path, Document.version, Document.source, Document.format,
+               Document.size_bytes, Document.encoding, Document.content_hash, Document.published_at,
+               Document.ingested_at, Document.run_id)
+        .where(Document.is_latest.is_(True))
+        .order_by(Document.id)
+    ).all()
+    return [
+        {**row._asdict(), "published_at": _iso(row.published_at), "ingested_at": _iso(row.ingested_at)}
+        for row in rows
+    ]
+
+
+def _iso(value) -> Optional[str]:
+    return value.isoformat() if value else None
+
+
+def document(session: Session, reference: str) -> dict:
+    found = resolve_document(session, reference)
+    versions = session.execute(
+        select(Document.id, Document.version, Document.content_hash, Document.ingested_at, Document.run_id)
+        .where(Document.path == found.path).order_by(Document.version)
+    ).all()
+    first, second = aliased(Document), aliased(Document)
+    pairs = session.execute(
+        select(DocumentPair.first_id, DocumentPair.second_id, DocumentPair.similarity, DocumentPair.exact)
+        .where(or_(DocumentPair.first_id == found.id, DocumentPair.second_id == found.id))
+        .order_by(DocumentPair.similarity.desc())
+    ).all()
+    paths = dict(session.execute(select(Document.id, Document.path).where(
+        Document.id.in_([p.first_id if p.second_id == found.id else p.second_id for p in pairs])
+    )).all())
+    tags = dict(session.execute(select(Boilerplate.id, Boilerplate.origin)).all())
+    passages = []
+    for p in session.scalars(select(Passage).where(Passage.document_id == found.id).order_by(Passage.seq)):
+        matches = session.execute(
+            select(PassageMatch.label, PassageMatch.similarity, PassageMatch.derived_passage_id,
+                   PassageMatch.source_passage_id, Derivation.derived_id, Derivation.source_id)
+            .join(Derivation, Derivation.id == PassageMatch.derivation_id)
+            .where(or_(PassageMatch.derived_passage_id == p.id, PassageMatch.source_passage_id == p.id))
+        ).all()
+        passages.append(
+            {
+                "seq": p.seq,
+                "span": [p.start_offset, p.end_offset],
+                "tag": "boilerplate" if p.boilerplate_id else "content",
+                "boilerplate_origin": tags.get(p.boilerplate_id) if p.boilerplate_id else None,
+                "text": found.text[p.start_offset : p.end_offset],
+                "matches": [
+                    {
+                        "label": m.label,
+                        "similarity": m.similarity,
+                        "role": "derived" if m.derived_passage_id == p.id else "source",
+                        "other_document": m.source_id if m.derived_passage_id == p.id else m.derived_id,
+                    }
+                    for m in matches
+                ],
+            }
+        )
+    return {
+        "id": found.id,
+        "path": found.path,
+        "source": found.source,
+        "title": found.title,
+        "url": found.url,
+        "format": found.format,
+        "encoding": found.encoding,
+        "size_bytes": found.size_bytes,
+        "content_hash": found.content_hash,
+        "published_at": _iso(found.published_at),
+        "ingested_at": _iso(found.ingested_at),
+        "run_id": found.run_id,
+        "versions": [{**v._asdict(), "ingested_at": _iso(v.ingested_at)} for v in versions],
+        "duplicates": [
+            {
+                "id": other,
+                "path": paths.get(other),
+                "similarity": round(p.similarity, 4),
+                "relation": "exact" if p.exact else "candidate",
+            }
+            for p in pairs
+            for other in [p.first_id if p.second_id == found.id else p.second_id]
+        ],
+        "citations": [
+            {"agency": c.agency, "text": c.text, "span": [c.start_offset, c.end_offset]}
+            for c in session.scalars(select(Citation).where(Citation.document_id == found.id).order_by(Citation.start_offset))
+        ],
+        "passages": passages,
+    }
+
+
+def runs(session: Session) -> list[dict]:
+    rows = session.scalars(select(IngestRun).order_by(IngestRun.id)).all()
+    return [
+        {
+            "id": r.id, "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at), "status": r.status,
+            "files_seen": r.files_seen, "documents_added": r.documents_added, "versions_added": r.versions_added,
+            "unchanged": r.unchanged, "skipped": r.skipped, "failed": r.failed,
+            "settings_fingerprint": r.settings_fingerprint, "tool_version": r.tool_version,
+        }
+        for r in rows
+    ]

@@ -1,0 +1,79 @@
+"""Score a pair of passages and grade the match: verbatim, syndicated or rewritten.
+
+Pure functions over normalised words. Word 3-grams catch copying (light edits leave most
+3-grams intact); content words catch rewording (the 3-grams are gone, the vocabulary stays).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .text.normalize import content_words
+
+
+@dataclass(frozen=True)
+class MatchPolicy:
+    """Thresholds that grade a passage pair; stored with the settings that produced results."""
+
+    #: Share of the shorter passage's word 3-grams found in the other: near-verbatim copy.
+    syndicated_min_containment: float = 0.5
+    #: Share of the shorter passage's content words found in the other: reworded content.
+    rewritten_min_overlap: float = 0.6
+    #: A reworded passage must share at least this many content words.
+    rewritten_min_shared: int = 6
+    #: A passage needs this many content words to be matched at all.
+    min_content_words: int = 5
+
+
+@dataclass(frozen=True)
+class PassageScore:
+    label: Optional[str]
+    similarity: float
+    jaccard: float
+    containment_a: float
+    containment_b: float
+    content_overlap: float
+    shared_content_words: int
+
+
+def trigrams(words: list[str]) -> set[tuple[str, ...]]:
+    if len(words) < 3:
+        return {tuple(words)} if words else set()
+    return {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
+
+
+def score(words_a: list[str], words_b: list[str], policy: MatchPolicy = MatchPolicy()) -> PassageScore:
+    """Measures and label for passage ``a`` (the derived side) against ``b`` (the source)."""
+    grams_a, grams_b = trigrams(words_a), trigrams(words_b)
+    shared = len(grams_a & grams_b)
+    union = len(grams_a | grams_b)
+    jaccard = shared / union if union else 0.0
+    containment_a = shared / len(grams_a) if grams_a else 0.0
+    containment_b = shared / len(grams_b) if grams_b else 0.0
+    content_a, content_b = set(content_words(words_a)), set(content_words(words_b))
+    shared_content = len(content_a & content_b)
+    smaller = min(len(content_a), len(content_b))
+    overlap = shared_content / smaller if smaller else 0.0
+    best_containment = max(containment_a, containment_b)
+    label: Optional[str] = None
+    similarity = 0.0
+    if words_a and (words_a == words_b or _contains(words_b, words_a) or _contains(words_a, words_b)):
+        label, similarity = "verbatim", 1.0
+    elif best_containment >= policy.syndicated_min_containment:
+        label, similarity = "syndicated", best_containment
+    elif (
+        overlap >= policy.rewritten_min_overlap
+        and shared_content >= policy.rewritten_min_shared
+    ):
+        label, similarity = "rewritten", overlap
+    return PassageScore(label, round(similarity, 4), round(jaccard, 4), round(containment_a, 4),
+                        round(containment_b, 4), round(overlap, 4), shared_content)
+
+
+def _contains(haystack: list[str], needle: list[str]) -> bool:
+    """True when ``needle`` occurs as a contiguous run of words in ``haystack`` (an excerpt)."""
+    if len(needle) < 3 or len(needle) > len(haystack):
+        return False
+    joined = " " + " ".join(haystack) + " "
+    return (" " + " ".join(needle) + " ") in joined

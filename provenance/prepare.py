@@ -1,0 +1,95 @@
+"""The CPU-bound half of ingest: normalise, segment, tokenise and sign one document.
+
+Pure (no database), so it can run in worker processes; what depends on the corpus
+(boilerplate, candidates) is decided later by :mod:`provenance.ingest`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import xxhash
+
+from . import sketch
+from .reader import RawDocument
+from .settings import Settings
+from .text.normalize import boilerplate_key_text, content_words, normalize, tokens
+from .text.segment import segment
+
+
+@dataclass
+class PreparedPassage:
+    seq: int
+    start: int
+    end: int
+    block: int
+    key_hash: int
+    words: list[str]
+    content_word_count: int
+    signature: Optional[np.ndarray]
+
+
+@dataclass
+class PreparedDocument:
+    raw: RawDocument
+    content_hash: str
+    word_count: int
+    passages: list[PreparedPassage]
+
+
+def signed64(value: int) -> int:
+    """Fold an unsigned 64-bit hash into the signed range a BIGINT column holds."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def content_hash(text: str) -> str:
+    """xxh3_128 of the normalised text: equal for copies that differ only in case or spacing."""
+    return xxhash.xxh3_128_hexdigest(normalize(text).encode("utf-8"))
+
+
+def passage_words(text: str) -> list[str]:
+    return tokens(normalize(text))
+
+
+def passage_signature(words: list[str], settings: Settings) -> Optional[np.ndarray]:
+    """Signature over the passage's content-word set, or None when it is too short to match."""
+    vocabulary = content_words(words)
+    if len(set(vocabulary)) < settings.passage_min_words:
+        return None
+    hashes = sketch.shingle_hashes(sorted(set(vocabulary)), settings.passage.shingle_size)
+    return sketch.signature(hashes, settings.passage)
+
+
+def prepare(raw: RawDocument, settings: Settings) -> PreparedDocument:
+    passages = []
+    total_words = 0
+    for seq, passage in enumerate(
+        segment(raw.text, min_words=settings.passage_min_words, max_words=settings.passage_max_words)
+    ):
+        normalized = normalize(passage.text)
+        words = tokens(normalized)
+        total_words += len(words)
+        key = signed64(xxhash.xxh3_64_intdigest(boilerplate_key_text(normalized).encode("utf-8")))
+        passages.append(
+            PreparedPassage(
+                seq=seq,
+                start=passage.start,
+                end=passage.end,
+                block=passage.block,
+                key_hash=key,
+                words=words,
+                content_word_count=len(content_words(words)),
+                signature=passage_signature(words, settings),
+            )
+        )
+    return PreparedDocument(raw, content_hash(raw.text), total_words, passages)
+
+
+def document_signature(word_lists: list[list[str]], settings: Settings) -> Optional[np.ndarray]:
+    """Signature over the word shingles of the document's content passages, in order."""
+    words = [word for words in word_lists for word in words]
+    if not words:
+        return None
+    return sketch.signature(sketch.shingle_hashes(words, settings.document.shingle_size), settings.document)

@@ -1,0 +1,229 @@
+"""Turn paths into documents: discover files, decode bytes, extract text, split JSONL.
+
+Everything here reports a bad input as an :class:`InputError` naming the file and the
+reason, instead of raising past the caller: one file's failure never stops an ingest.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+from .errors import InputError
+from .text import html as html_text
+from .text.dates import parse_datetime
+
+SUPPORTED_SUFFIXES = {".txt": "text", ".md": "markdown", ".html": "html", ".htm": "html", ".jsonl": "jsonl"}
+STDIN = "-"
+#: Files above this size are refused with a message rather than read into memory.
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RawDocument:
+    """A decoded document ready for ingest; ``path`` is unique per input (JSONL: ``file#id``)."""
+
+    path: str
+    text: str
+    format: str
+    encoding: str
+    size_bytes: int
+    source: Optional[str] = None
+    external_id: Optional[str] = None
+    url: Optional[str] = None
+    title: Optional[str] = None
+    published_at: Optional[datetime] = None
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    format: str
+
+
+def discover(paths: list[str]) -> Iterator[Union[InputFile, InputError]]:
+    """Input files in a stable order: named files as given, folders walked recursively and
+    sorted, only supported suffixes taken from folders, symlinked folders not followed."""
+    for given in paths:
+        if given == STDIN:
+            yield InputFile(STDIN, "text")
+            continue
+        if os.path.isdir(given):
+            yield from _walk(given)
+        elif os.path.lexists(given) and not os.path.exists(given):
+            yield InputError(given, "dangling symbolic link; fix or remove the link")
+        elif not os.path.exists(given):
+            yield InputError(given, "no such file or folder; check the path")
+        else:
+            suffix = Path(given).suffix.lower()
+            yield InputFile(given, SUPPORTED_SUFFIXES.get(suffix, "text"))
+
+
+def _walk(folder: str) -> Iterator[Union[InputFile, InputError]]:
+    errors: list[InputError] = []
+
+    def onerror(error: OSError) -> None:
+        errors.append(InputError(error.filename or folder, f"cannot read folder ({error.strerror})"))
+
+    for root, dirs, files in os.walk(folder, onerror=onerror):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield from errors
+        errors.clear()
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            full = os.path.join(root, name)
+            suffix = Path(name).suffix.lower()
+            if suffix not in SUPPORTED_SUFFIXES:
+                continue
+            if os.path.islink(full) and not os.path.exists(full):
+                yield InputError(full, "dangling symbolic link; fix or remove the link")
+                continue
+            yield InputFile(full, SUPPORTED_SUFFIXES[suffix])
+    yield from errors
+
+
+def read(item: InputFile, *, source: Optional[str] = None, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[Union[RawDocument, InputError]]:
+    """Documents of one input file (several for JSONL), or the errors that stop them."""
+    try:
+        data = _read_bytes(item.path, max_bytes)
+    except InputError as error:
+        yield error
+        return
+    if item.format == "jsonl":
+        yield from _read_jsonl(item.path, data, source)
+        return
+    try:
+        text, encoding = decode(data, item.path)
+    except InputError as error:
+        yield error
+        return
+    title = published = None
+    if item.format == "html":
+        page = html_text.extract(data, encoding)
+        text, title, published = page.text, page.title, page.published_at
+    if not text.strip():
+        yield InputError(item.path, "no text (empty or whitespace only); nothing to ingest")
+        return
+    yield RawDocument(
+        path=item.path if item.path == STDIN else os.path.abspath(item.path),
+        text=text,
+        format=item.format,
+        encoding=encoding,
+        size_bytes=len(data),
+        source=source if source is not None else _default_source(item.path),
+        title=title,
+        published_at=published,
+    )
+
+
+def _default_source(path: str) -> Optional[str]:
+    if path == STDIN:
+        return "stdin"
+    return Path(os.path.abspath(path)).parent.name or None
+
+
+def _read_bytes(path: str, max_bytes: int) -> bytes:
+    if path == STDIN:
+        data = sys.stdin.buffer.read(max_bytes + 1)
+    else:
+        try:
+            size = os.path.getsize(path)
+            if size > max_bytes:
+                raise InputError(
+                    path,
+                    f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit; "
+                    "split it or raise --max-file-size",
+                )
+            with open(path, "rb") as handle:
+                data = handle.read(max_bytes + 1)
+        except IsADirectoryError:
+            raise InputError(path, "is a folder where a file was expected") from None
+        except PermissionError:
+            raise InputError(path, "permission denied; check the file's permissions") from None
+        except OSError as error:
+            raise InputError(path, f"cannot read ({error.strerror or error})") from None
+    if len(data) > max_bytes:
+        raise InputError(path, f"over the {max_bytes / 1e6:.0f} MB limit; split it or raise --max-file-size")
+    return data
+
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def decode(data: bytes, path: str) -> tuple[str, str]:
+    """Text and the encoding it was read with; binary data is refused."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding), encoding
+            except UnicodeDecodeError:
+                raise InputError(path, f"starts with a {encoding} byte-order mark but does not decode as {encoding}") from None
+    if b"\x00" in data[:65536]:
+        raise InputError(path, "binary file (contains NUL bytes), not text; remove it from the input")
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None:
+        raise InputError(path, "cannot detect the text encoding; convert the file to UTF-8")
+    text = str(best)
+    controls = sum(1 for ch in text[:65536] if ord(ch) < 32 and ch not in "\t\n\r\f")
+    if controls > max(8, len(text[:65536]) // 100):
+        raise InputError(path, "looks binary (many control characters), not text; remove it from the input")
+    return text, best.encoding
+
+
+def _read_jsonl(path: str, data: bytes, source: Optional[str]) -> Iterator[Union[RawDocument, InputError]]:
+    try:
+        text, encoding = decode(data, path)
+    except InputError as error:
+        yield error
+        return
+    base = path if path == STDIN else os.path.abspath(path)
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            yield InputError(where, f"malformed JSON ({error.msg} at column {error.colno}); fix the line")
+            continue
+        if not isinstance(record, dict):
+            yield InputError(where, "a JSONL line must be an object with a \"text\" field")
+            continue
+        body = record.get("text")
+        if not isinstance(body, str) or not body.strip():
+            yield InputError(where, "missing or empty \"text\" field; every line needs one")
+            continue
+        published = parse_datetime(record.get("published_at"))
+        if record.get("published_at") not in (None, "") and published is None:
+            yield InputError(where, f"published_at {record.get('published_at')!r} is not an ISO 8601 date")
+            continue
+        external_id = record.get("id")
+        key = str(external_id) if external_id is not None else f"L{number}"
+        yield RawDocument(
+            path=f"{base}#{key}",
+            text=body,
+            format="jsonl",
+            encoding=encoding,
+            size_bytes=len(line.encode("utf-8")),
+            source=str(record["source"]) if record.get("source") is not None else (source if source is not None else _default_source(path)),
+            external_id=str(external_id) if external_id is not None else None,
+            url=record.get("url"),
+            title=record.get("title"),
+            published_at=published,
+        )

@@ -1,0 +1,207 @@
+"""Shape report and inspection data for people and programs: table, JSON, CSV, HTML.
+
+Document text is data: control characters are neutralised for terminals and every piece of
+text is escaped in HTML.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import re
+from typing import Iterable, Sequence
+
+from tabulate import tabulate
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: object) -> str:
+    """Text with terminal control sequences and bidi overrides made visible, not obeyed."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", str(text))
+
+
+def to_json(data: object) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    cleaned = [[safe(c) if isinstance(c, str) else ("" if c is None else c) for c in row] for row in rows]
+    return tabulate(cleaned, headers=list(headers), tablefmt="simple", disable_numparse=True)
+
+
+def to_csv(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(headers)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def records(items: list[dict], fmt: str) -> str:
+    """A list of flat dicts as table, CSV or JSON."""
+    if fmt == "json":
+        return to_json(items)
+    headers = list(items[0]) if items else []
+    rows = [[_cell(item.get(h)) for h in headers] for item in items]
+    return to_csv(headers, rows) if fmt == "csv" else table(headers, rows)
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    flat: dict = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def mapping(data: dict, fmt: str) -> str:
+    """One record (a summary) as key/value table, CSV or JSON."""
+    if fmt == "json":
+        return to_json(data)
+    rows = [[key, _cell(value)] for key, value in _flatten(data).items()]
+    return to_csv(["key", "value"], rows) if fmt == "csv" else table(["key", "value"], rows)
+
+
+# -- report ---------------------------------------------------------------------------
+REPORT_CSV_HEADERS = ["kind", "group", "document_id", "path", "relation", "similarity",
+                      "other_id", "other_path", "coverage", "credited", "reason"]
+
+
+def report_rows(report: dict) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for cluster in report["clusters"]:
+        canonical = cluster["canonical"]
+        rows.append(["cluster", cluster["id"], canonical["id"], canonical["path"], "canonical", 1.0,
+                     "", "", "", "", canonical["reason"]])
+        for member in cluster["members"]:
+            rows.append(["cluster", cluster["id"], member["id"], member["path"], member["relation"],
+                         member["similarity"], canonical["id"], canonical["path"], "", "", ""])
+    for number, d in enumerate(report["derivations"], start=1):
+        rows.append(["derivation", number, d["derived"]["id"], d["derived"]["path"], d["relation"], d["score"],
+                     d["source"]["id"], d["source"]["path"], d["coverage"], d["credited"], d["reason"]])
+    return rows
+
+
+def report_csv(report: dict) -> str:
+    return to_csv(REPORT_CSV_HEADERS, report_rows(report))
+
+
+def highlight_shared(text: str, other: str, style) -> str:
+    """``text`` with the words it shares with ``other`` passed through ``style``."""
+    shared = {w.casefold() for w in re.findall(r"\w+", other)}
+    return re.sub(r"\w+", lambda m: style(m.group()) if m.group().casefold() in shared else m.group(), safe(text))
+
+
+def report_text(report: dict, style=lambda s: s, passages: bool = True) -> str:
+    """The terminal report: clusters, then derivations with passages side by side."""
+    out = [report["summary"]["message"], ""]
+    if report["clusters"]:
+        out.append("Duplicate clusters")
+        rows = []
+        for cluster in report["clusters"]:
+            rows.append([cluster["id"], cluster["canonical"]["id"], cluster["canonical"]["path"], "canonical", "1.00"])
+            for m in cluster["members"]:
+                rows.append(["", m["id"], m["path"], m["relation"], f"{m['similarity']:.2f}"])
+        out.append(table(["cluster", "doc", "path", "relation", "similarity"], rows))
+        out.append("")
+    if report["derivations"]:
+        out.append("Derivations (derived <- source)")
+        rows = [
+            [d["derived"]["id"], d["derived"]["path"], d["source"]["id"], d["source"]["path"], d["relation"],
+             f"{d['score']:.2f}", f"{d['coverage']:.0%}", "yes" if d["credited"] else "no"]
+            for d in report["derivations"]
+        ]
+        out.append(table(["derived", "path", "source", "source path", "relation", "score", "coverage", "credited"], rows))
+        out.append("")
+        if passages:
+            for d in report["derivations"]:
+                if not d["passages"]:
+                    continue
+                out.append(f"#{d['derived']['id']} <- #{d['source']['id']} {d['relation']} ({d['reason']})")
+                for p in d["passages"]:
+                    out.append(f"  [{p['label']} {p['similarity']:.2f}] derived {p['derived_span']} | source {p['source_span']}")
+                    out.append("    derived: " + highlight_shared(p.get("derived_text", ""), p.get("source_text", ""), style))
+                    out.append("    source:  " + highlight_shared(p.get("source_text", ""), p.get("derived_text", ""), style))
+                out.append("")
+    if report["boilerplate"]:
+        out.append("Boilerplate library (excluded from matching)")
+        out.append(table(["text", "documents", "occurrences", "origin"],
+                         [[b["text"][:70], b["documents"], b["occurrences"], b["origin"]] for b in report["boilerplate"]]))
+        out.append("")
+    if report["citations"]:
+        out.append("Credited sources")
+        out.append(table(["doc", "path", "agency", "text"],
+                         [[c["document"]["id"], c["document"]["path"], c["agency"], c["text"]] for c in report["citations"]]))
+    return "\n".join(out).rstrip() + "\n"
+
+
+_HTML_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:1em;margin:.5em 0 1.5em}
+.pair div{background:#f7f7f7;padding:.5em;white-space:pre-wrap}
+mark{background:#ffe08a}.label{font-weight:bold}
+"""
+
+
+def report_html(report: dict) -> str:
+    """One self-contained HTML page; every piece of document text is escaped."""
+    e = lambda value: html.escape(str(value), quote=True)  # noqa: E731
+    mark = lambda word: f"\x00{word}\x01"  # noqa: E731 - placeholder, replaced after escaping
+
+    def highlighted(text: str, other: str) -> str:
+        shared = {w.casefold() for w in re.findall(r"\w+", other)}
+        marked = re.sub(r"\w+", lambda m: mark(m.group()) if m.group().casefold() in shared else m.group(), text.replace("\x00", "").replace("\x01", ""))
+        return e(marked).replace("\x00", "<mark>").replace("\x01", "</mark>")
+
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>provenance report</title>",
+        f"<style>{_HTML_STYLE}</style></head><body>",
+        "<h1>provenance report</h1>",
+        f"<p>{e(report['summary']['message'])}</p>",
+    ]
+    if report["clusters"]:
+        parts.append("<h2>Duplicate clusters</h2><table><tr><th>cluster</th><th>document</th><th>path</th><th>relation</th><th>similarity</th></tr>")
+        for cluster in report["clusters"]:
+            c = cluster["canonical"]
+            parts.append(f"<tr><td>{e(cluster['id'])}</td><td>{e(c['id'])}</td><td>{e(c['path'])}</td><td>canonical: {e(c['reason'])}</td><td>1.00</td></tr>")
+            for m in cluster["members"]:
+                parts.append(f"<tr><td></td><td>{e(m['id'])}</td><td>{e(m['path'])}</td><td>{e(m['relation'])}</td><td>{m['similarity']:.2f}</td></tr>")
+        parts.append("</table>")
+    if report["derivations"]:
+        parts.append("<h2>Derivations</h2>")
+        for d in report["derivations"]:
+            parts.append(
+                f"<h3>{e(d['derived']['path'])} &larr; {e(d['source']['path'])}</h3>"
+                f"<p><span class='label'>{e(d['relation'])}</span> score {d['score']:.2f}, coverage {d['coverage']:.0%}, "
+                f"{'credited' if d['credited'] else 'uncredited'}; {e(d['reason'])}</p>"
+            )
+            for p in d["passages"]:
+                parts.append(
+                    f"<p>{e(p['label'])} {p['similarity']:.2f}: derived {e(p['derived_span'])}, source {e(p['source_span'])}</p>"
+                    f"<div class='pair'><div>{highlighted(p.get('derived_text', ''), p.get('source_text', ''))}</div>"
+                    f"<div>{highlighted(p.get('source_text', ''), p.get('derived_text', ''))}</div></div>"
+                )
+    if report["boilerplate"]:
+        parts.append("<h2>Boilerplate library</h2><table><tr><th>text</th><th>documents</th><th>occurrences</th><th>origin</th></tr>")
+        for b in report["boilerplate"]:
+            parts.append(f"<tr><td>{e(b['text'])}</td><td>{b['documents']}</td><td>{b['occurrences']}</td><td>{e(b['origin'])}</td></tr>")
+        parts.append("</table>")
+    if report["citations"]:
+        parts.append("<h2>Credited sources</h2><table><tr><th>document</th><th>agency</th><th>text</th></tr>")
+        for c in report["citations"]:
+            parts.append(f"<tr><td>{e(c['document']['path'])}</td><td>{e(c['agency'])}</td><td>{e(c['text'])}</td></tr>")
+        parts.append("</table>")
+    parts.append("</body></html>\n")
+    return "".join(parts)

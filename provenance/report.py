@@ -1,0 +1,283 @@
+"""The duplicate and derivation report as plain data (the ``provenance.report/1`` contract).
+
+Nothing here prints; :mod:`provenance.render` shapes the data for a terminal, CSV or HTML.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from . import manifest
+from .cluster import components, star_clusters
+from .db.models import Boilerplate, Citation, Derivation, Document, DocumentPair, Passage, PassageMatch
+from .errors import ProvenanceError
+from .sketch import estimate_jaccard, from_blob
+
+SCHEMA = "provenance.report/1"
+
+
+def _iso(value: Optional[datetime]) -> Optional[str]:
+    return value.isoformat() if value else None
+
+
+def canonical_order(document) -> tuple:
+    """Earliest by published_at (documents without one come after), then ingestion order, then path."""
+    return (document.published_at is None, document.published_at or datetime.min, document.id, document.path)
+
+
+def canonical_reason(canonical, members: list) -> str:
+    if canonical.published_at is not None:
+        return f"earliest published_at ({canonical.published_at.isoformat()})"
+    dated = [m for m in members if m.published_at is not None]
+    if dated:
+        return "earliest ingested; no member has an earlier published_at"
+    return f"earliest ingested (document {canonical.id}; no published_at in the cluster)"
+
+
+def resolve_document(session: Session, reference: str) -> Document:
+    """A document by id or by path (latest version); raises a one-line error otherwise."""
+    query = select(Document)
+    if reference.isdigit():
+        found = session.scalar(query.where(Document.id == int(reference)))
+    else:
+        import os
+
+        candidates = [reference, os.path.abspath(reference)]
+        found = session.scalar(
+            query.where(Document.path.in_(candidates), Document.is_latest.is_(True))
+        )
+    if found is None:
+        raise ProvenanceError(f"no document {reference!r} in this database; see `provenance inspect documents`")
+    return found
+
+
+def clusters(session: Session, threshold: float, documents: Optional[dict[int, Document]] = None) -> list[dict]:
+    """Exact and near-duplicate clusters of latest documents; members scored to the canonical."""
+    first, second = aliased(Document), aliased(Document)
+    rows = session.execute(
+        select(DocumentPair.first_id, DocumentPair.second_id)
+        .join(first, first.id == DocumentPair.first_id)
+        .join(second, second.id == DocumentPair.second_id)
+        .where(
+            first.is_latest.is_(True), second.is_latest.is_(True),
+            or_(DocumentPair.exact.is_(True), DocumentPair.similarity >= threshold),
+        )
+    ).all()
+    if not rows:
+        return []
+    groups = components((a, b) for a, b in rows)
+    ids = sorted({i for group in groups for i in group})
+    by_id = documents if documents is not None else {}
+    missing = [i for i in ids if i not in by_id]
+    for start in range(0, len(missing), 900):
+        for document in session.scalars(select(Document).where(Document.id.in_(missing[start : start + 900]))):
+            by_id[document.id] = document
+    signatures = {i: from_blob(by_id[i].signature) if by_id[i].signature else None for i in ids}
+
+    def similarity(a: int, b: int) -> float:
+        if by_id[a].content_hash == by_id[b].content_hash:
+            return 1.0
+        if signatures[a] is None or signatures[b] is None:
+            return 0.0
+        return estimate_jaccard(signatures[a], signatures[b])
+
+    out = []
+    for group in groups:
+        ordered = sorted((by_id[i] for i in group), key=canonical_order)
+        for centre, joined in star_clusters([d.id for d in ordered], similarity, threshold):
+            canonical = by_id[centre]
+            members = [by_id[m] for m, _ in joined]
+            out.append(
+                {
+                    "id": canonical.id,
+                    "canonical": {"id": canonical.id, "path": canonical.path,
+                                  "reason": canonical_reason(canonical, members)},
+                    "members": [
+                        {
+                            "id": member,
+                            "path": by_id[member].path,
+                            "relation": "exact" if by_id[member].content_hash == canonical.content_hash else "near-duplicate",
+                            "similarity": round(value, 4),
+                        }
+                        for member, value in joined
+                    ],
+                }
+            )
+    out.sort(key=lambda c: canonical_order(by_id[c["id"]]))
+    return out
+
+
+def derivations(session: Session, document_id: Optional[int] = None, with_text: bool = True) -> list[dict]:
+    """Directed derivations with their passage evidence, between latest documents."""
+    derived, source = aliased(Document), aliased(Document)
+    query = (
+        select(Derivation, derived.path, source.path)
+        .join(derived, derived.id == Derivation.derived_id)
+        .join(source, source.id == Derivation.source_id)
+        .where(derived.is_latest.is_(True), source.is_latest.is_(True))
+        .order_by(Derivation.derived_id, Derivation.source_id)
+    )
+    if document_id is not None:
+        query = query.where(or_(Derivation.derived_id == document_id, Derivation.source_id == document_id))
+    items = session.execute(query).all()
+    derived_passage, source_passage = aliased(Passage), aliased(Passage)
+    texts: dict[int, str] = {}
+
+    def text_of(doc_id: int) -> str:
+        if doc_id not in texts:
+            texts[doc_id] = session.scalar(select(Document.text).where(Document.id == doc_id))
+        return texts[doc_id]
+
+    out = []
+    for derivation, derived_path, source_path in items:
+        matches = session.execute(
+            select(PassageMatch, derived_passage.start_offset, derived_passage.end_offset,
+                   source_passage.start_offset, source_passage.end_offset)
+            .join(derived_passage, derived_passage.id == PassageMatch.derived_passage_id)
+            .join(source_passage, source_passage.id == PassageMatch.source_passage_id)
+            .where(PassageMatch.derivation_id == derivation.id)
+            .order_by(derived_passage.start_offset, source_passage.start_offset)
+        ).all()
+        passages = []
+        for match, d_start, d_end, s_start, s_end in matches:
+            item = {
+                "label": match.label,
+                "similarity": match.similarity,
+                "derived_span": [d_start, d_end],
+                "source_span": [s_start, s_end],
+                "measures": {
+                    "estimated_jaccard": match.estimated_jaccard,
+                    "jaccard": match.jaccard,
+                    "containment_derived": match.containment_derived,
+                    "containment_source": match.containment_source,
+                    "content_overlap": match.content_overlap,
+                },
+            }
+            if with_text:
+                item["derived_text"] = text_of(derivation.derived_id)[d_start:d_end]
+                item["source_text"] = text_of(derivation.source_id)[s_start:s_end]
+            passages.append(item)
+        out.append(
+            {
+                "derived": {"id": derivation.derived_id, "path": derived_path},
+                "source": {"id": derivation.source_id, "path": source_path},
+                "relation": derivation.relation,
+                "score": derivation.score,
+                "coverage": derivation.coverage,
+                "credited": derivation.credited,
+                "reason": derivation.reason,
+                "passages": passages,
+            }
+        )
+    return out
+
+
+def boilerplate(session: Session) -> list[dict]:
+    rows = session.execute(
+        select(Boilerplate).where(Boilerplate.status == "boilerplate").order_by(Boilerplate.document_count.desc(), Boilerplate.id)
+    ).scalars()
+    return [
+        {"text": b.text, "documents": b.document_count, "occurrences": b.occurrence_count, "origin": b.origin}
+        for b in rows
+    ]
+
+
+def citations(session: Session, document_id: Optional[int] = None) -> list[dict]:
+    query = (
+        select(Citation, Document.path)
+        .join(Document, Document.id == Citation.document_id)
+        .where(Document.is_latest.is_(True))
+        .order_by(Citation.document_id, Citation.start_offset)
+    )
+    if document_id is not None:
+        query = query.where(Citation.document_id == document_id)
+    return [
+        {"document": {"id": c.document_id, "path": path}, "agency": c.agency, "text": c.text,
+         "span": [c.start_offset, c.end_offset]}
+        for c, path in session.execute(query)
+    ]
+
+
+def highest_pair(session: Session) -> Optional[dict]:
+    first, second = aliased(Document), aliased(Document)
+    row = session.execute(
+        select(DocumentPair.similarity, first.path, second.path)
+        .join(first, first.id == DocumentPair.first_id)
+        .join(second, second.id == DocumentPair.second_id)
+        .where(first.is_latest.is_(True), second.is_latest.is_(True))
+        .order_by(DocumentPair.similarity.desc(), DocumentPair.first_id, DocumentPair.second_id)
+        .limit(1)
+    ).first()
+    return {"similarity": row[0], "paths": [row[1], row[2]]} if row else None
+
+
+def build(session: Session, threshold: Optional[float] = None, document: Optional[str] = None) -> dict:
+    """The whole report; ``document`` (id or path) narrows it to one document."""
+    settings = manifest.load(session)
+    if settings is None:
+        raise ProvenanceError("this database holds no documents yet; run `provenance ingest PATH` first")
+    threshold = settings.near_duplicate_threshold if threshold is None else threshold
+    if not 0.0 < threshold <= 1.0:
+        raise ProvenanceError(f"--threshold must be in (0, 1], got {threshold}")
+    focus = resolve_document(session, document) if document else None
+    query = select(Document).where(Document.is_latest.is_(True)).order_by(Document.id)
+    all_documents = {d.id: d for d in session.scalars(query)}
+    cluster_list = clusters(session, threshold, dict(all_documents))
+    derivation_list = derivations(session, focus.id if focus else None)
+    if focus is not None:
+        cluster_list = [
+            c for c in cluster_list
+            if c["canonical"]["id"] == focus.id or any(m["id"] == focus.id for m in c["members"])
+        ]
+        shown = {focus.id}
+    else:
+        shown = set(all_documents)
+    report = {
+        "schema": SCHEMA,
+        "threshold": threshold,
+        "documents": [
+            {
+                "id": d.id, "path": d.path, "source": d.source, "content_hash": d.content_hash,
+                "published_at": _iso(d.published_at), "ingested_at": _iso(d.ingested_at),
+            }
+            for d in all_documents.values() if d.id in shown
+        ],
+        "clusters": cluster_list,
+        "derivations": derivation_list,
+        "boilerplate": boilerplate(session),
+        "citations": citations(session, focus.id if focus else None),
+    }
+    report["summary"] = _summary(session, report, threshold)
+    return report
+
+
+def _summary(session: Session, report: dict, threshold: float) -> dict:
+    counts = {
+        "documents": len(report["documents"]),
+        "clusters": len(report["clusters"]),
+        "exact_duplicates": sum(1 for c in report["clusters"] for m in c["members"] if m["relation"] == "exact"),
+        "near_duplicates": sum(1 for c in report["clusters"] for m in c["members"] if m["relation"] == "near-duplicate"),
+        "derivations": len(report["derivations"]),
+    }
+    if report["clusters"] or report["derivations"]:
+        message = (
+            f"{counts['clusters']} cluster(s) of duplicates and {counts['derivations']} derivation(s) "
+            f"among {counts['documents']} document(s) at threshold {threshold}"
+        )
+    else:
+        best = highest_pair(session)
+        if best is None:
+            message = (
+                f"nothing found among {counts['documents']} document(s): no pair of documents shared an LSH "
+                f"band (no candidate near threshold {threshold}) and no passages were reused"
+            )
+        else:
+            message = (
+                f"nothing found among {counts['documents']} document(s): no pair above threshold {threshold}; "
+                f"highest similarity {best['similarity']:.2f} between {best['paths'][0]} and {best['paths'][1]}"
+            )
+    return {**counts, "message": message}

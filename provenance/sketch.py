@@ -1,0 +1,103 @@
+"""Shingles, MinHash signatures and LSH band keys.
+
+Signatures are datasketch ``MinHash`` objects (affine32 scheme) fed with 32-bit xxhash
+values of word shingles; they are stored as little-endian uint32 BLOBs and banded into
+signed 64-bit keys that live in an indexed database table, so the LSH index is persisted
+and incremental instead of held in memory.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import xxhash
+from datasketch import MinHash
+
+from .settings import SketchSettings
+
+_MASK32 = np.uint64(0xFFFFFFFF)
+# Odd 64-bit multipliers for position-dependent shingle mixing (fixed: part of the format).
+_POSITION_MULTIPLIERS = np.array(
+    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5,
+     0x94D049BB133111EB, 0xBF58476D1CE4E5B9, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53],
+    dtype=np.uint64,
+)
+
+
+@lru_cache(maxsize=1 << 18)
+def token_hash(token: str) -> int:
+    """64-bit hash of one token, memoised: news vocabulary repeats heavily."""
+    return xxhash.xxh3_64_intdigest(token.encode())
+
+
+def shingle_hashes(words: list[str], size: int) -> np.ndarray:
+    """Distinct 32-bit hashes of the word ``size``-grams of ``words``.
+
+    A text shorter than ``size`` words becomes one shingle of all its words, so it never gets
+    an empty signature; an empty text gives an empty array.
+    """
+    if not words:
+        return np.empty(0, dtype=np.uint32)
+    size = min(size, len(words), len(_POSITION_MULTIPLIERS))
+    hashes = np.fromiter((token_hash(w) for w in words), dtype=np.uint64, count=len(words))
+    count = len(words) - size + 1
+    with np.errstate(over="ignore"):
+        combined = hashes[:count] * _POSITION_MULTIPLIERS[0]
+        for offset in range(1, size):
+            combined ^= hashes[offset : offset + count] * _POSITION_MULTIPLIERS[offset]
+    folded = ((combined >> np.uint64(32)) ^ combined) & _MASK32
+    return np.unique(folded.astype(np.uint32))
+
+
+@lru_cache(maxsize=16)
+def _permutations(num_perm: int, seed: int) -> np.ndarray:
+    return MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
+
+
+def _identity(value):
+    return value
+
+
+def signature(hashes: np.ndarray, sketch: SketchSettings) -> np.ndarray:
+    """MinHash hash values (uint32, ``num_perm`` long) of a set of shingle hashes."""
+    minhash = MinHash(
+        num_perm=sketch.num_perm,
+        seed=sketch.seed,
+        hashfunc=_identity,
+        permutations=_permutations(sketch.num_perm, sketch.seed),
+        scheme="affine32",
+    )
+    minhash.update_batch(hashes)
+    return minhash.hashvalues.astype(np.uint32, copy=False)
+
+
+def to_blob(values: np.ndarray) -> bytes:
+    return values.astype("<u4", copy=False).tobytes()
+
+
+def from_blob(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<u4")
+
+
+def estimate_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """MinHash estimate of the Jaccard similarity: the share of equal hash values."""
+    if len(a) != len(b):
+        raise ValueError(f"signatures of different lengths ({len(a)} and {len(b)}) cannot be compared")
+    return float(np.count_nonzero(a == b)) / len(a)
+
+
+def band_keys(values: np.ndarray, sketch: SketchSettings) -> list[int]:
+    """One signed 64-bit key per band; the band index is hashed in, so one column suffices."""
+    raw = values.astype("<u4", copy=False)
+    keys = []
+    for band in range(sketch.bands):
+        chunk = raw[band * sketch.rows : (band + 1) * sketch.rows].tobytes()
+        key = xxhash.xxh3_64_intdigest(chunk, seed=band)
+        keys.append(key - (1 << 64) if key >= 1 << 63 else key)
+    return keys
+
+
+def candidate_probability(similarity: float, sketch: SketchSettings) -> float:
+    """Probability that a pair at ``similarity`` shares at least one band (becomes a candidate)."""
+    return 1.0 - (1.0 - similarity**sketch.rows) ** sketch.bands

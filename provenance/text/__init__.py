@@ -1,0 +1,1 @@
+"""Pure text helpers: normalise, tokenise, segment, shingle. No I/O, no database."""

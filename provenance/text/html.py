@@ -1,0 +1,77 @@
+"""Visible text of an HTML page with its block structure (one block a line), via lxml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Optional
+
+import lxml.etree
+import lxml.html
+
+_SKIP = {"script", "style", "noscript", "template", "head", "svg", "iframe", "object", "canvas"}
+_BLOCK = {
+    "address", "article", "aside", "blockquote", "body", "br", "dd", "details", "dialog", "div",
+    "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4",
+    "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "summary",
+    "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul", "option", "button", "label",
+}
+_PUBLISHED_META = ("article:published_time", "og:published_time", "date", "dc.date", "pubdate")
+
+
+@dataclass(frozen=True)
+class HtmlPage:
+    text: str
+    title: Optional[str]
+    published_at: Optional[datetime]
+
+
+def extract(data: bytes, encoding: str) -> HtmlPage:
+    parser = lxml.html.HTMLParser(encoding=encoding, remove_comments=True)
+    try:
+        root = lxml.html.document_fromstring(data, parser=parser)
+    except (lxml.etree.ParserError, ValueError):
+        return HtmlPage("", None, None)
+    title = root.findtext(".//title")
+    parts: list[str] = []
+    _walk(root, parts)
+    lines = [" ".join(line.split()) for line in "".join(parts).split("\n")]
+    text = "\n".join(line for line in lines if line)
+    return HtmlPage(text, " ".join(title.split()) if title else None, _published(root))
+
+
+def _walk(element, parts: list[str]) -> None:
+    tag = element.tag if isinstance(element.tag, str) else ""
+    tag = tag.lower()
+    if tag in _SKIP:
+        if element.tail:
+            parts.append(element.tail)
+        return
+    block = tag in _BLOCK
+    if block:
+        parts.append("\n")
+    if element.text and isinstance(element.tag, str):
+        parts.append(element.text)
+    for child in element:
+        _walk(child, parts)
+    if block:
+        parts.append("\n")
+    if element.tail:
+        parts.append(element.tail)
+
+
+def _published(root) -> Optional[datetime]:
+    from .dates import parse_datetime
+
+    for meta in root.iter("meta"):
+        name = (meta.get("property") or meta.get("name") or "").lower()
+        if name in _PUBLISHED_META and meta.get("content"):
+            parsed = parse_datetime(meta.get("content"))
+            if parsed:
+                return parsed
+    for time in root.iter("time"):
+        if time.get("datetime"):
+            parsed = parse_datetime(time.get("datetime"))
+            if parsed:
+                return parsed
+    return None
