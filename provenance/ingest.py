@@ -156,7 +156,7 @@ class Ingestor:
         try:
             for item in items:
                 if isinstance(item, InputError):
-                    self._problem(summary, item, on_event, hard=True)
+                    self._problem(summary, item, on_event, hard=False)
                     continue
                 summary.files_seen += 1
                 on_event("file", item.path)

@@ -1,0 +1,281 @@
+"""Passage-level detection on the seeds and on cases planted from them in the tests."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from provenance.cli import cli
+from provenance.db.models import Boilerplate, Passage
+from provenance.db.session import make_engine, session_scope
+
+SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+SEED_000 = SEEDS / "000_21d20b42f286ae20.txt"
+SEED_001 = SEEDS / "001_5e92cb80f85b5761.txt"
+
+HEADER = "The Minsk Herald, independent daily news since 1991\nHome | Politics | Economy | Sport | Culture | Opinion\n"
+FOOTER = (
+    "\nCopyright The Minsk Herald. All rights reserved. Reproduction of our articles without the written "
+    "permission of the editors is strictly prohibited.\nPrevious Article\nNext Article\n"
+)
+UNRELATED = [
+    "The city council approved a new budget for public transport on Monday, adding twenty buses and extending "
+    "the tram line to the northern districts by next spring.",
+    "Farmers in the Gomel region reported a record potato harvest this autumn, crediting favourable weather and "
+    "new irrigation systems that were installed across the region last year.",
+    "A new exhibition of contemporary painting opened at the national art museum, featuring more than two "
+    "hundred works by young artists from twelve countries.",
+]
+
+
+def run(db: Path, *args: str, ok: bool = True):
+    result = CliRunner().invoke(cli, ["--db", str(db), *args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def report(db: Path, *args: str) -> dict:
+    return json.loads(run(db, "report", "--format", "json", *args).stdout)
+
+
+def seed_lines(path: Path = SEED_000) -> list[str]:
+    return path.read_text(encoding="utf-8").split("\n")
+
+
+def derivation(data: dict, derived: Path, source: Path) -> dict | None:
+    for item in data["derivations"]:
+        if item["derived"]["path"] == str(derived.resolve()) and item["source"]["path"] == str(source.resolve()):
+            return item
+    return None
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "passages.db"
+
+
+def test_seeds_boilerplate_credits_and_independence(db):
+    run(db, "ingest", str(SEEDS))
+    data = report(db)
+    learned = {b["text"]: b for b in data["boilerplate"]}
+    assert {"No time to read?", "Get a summary"} <= set(learned)
+    assert learned["No time to read?"]["occurrences"] == 2
+    credits = {(c["document"]["path"], c["agency"]) for c in data["citations"]}
+    assert (str(SEED_000.resolve()), "BelTA") in credits
+    assert (str(SEED_001.resolve()), "TASS") in credits
+    assert not any(a == str(SEED_000.resolve()) and b == "TASS" for a, b in credits)
+    assert data["derivations"] == [] and data["clusters"] == []
+    # Tagged, never deleted: the passages are still stored.
+    with session_scope(make_engine(f"sqlite:///{db}")) as session:
+        tagged = session.scalars(select(Passage).where(Passage.boilerplate_id.is_not(None))).all()
+        assert len(tagged) == 4
+
+
+def test_copy_wrapped_in_another_sites_boilerplate_is_a_near_duplicate(db, tmp_path):
+    copy = tmp_path / "other-site" / "copy.txt"
+    copy.parent.mkdir()
+    copy.write_text(HEADER + SEED_000.read_text(encoding="utf-8") + FOOTER, encoding="utf-8")
+    run(db, "ingest", str(SEEDS))
+    run(db, "ingest", str(copy))
+    data = report(db)
+    found = derivation(data, copy, SEED_000)
+    assert found is not None and found["relation"] == "near-duplicate"
+    assert found["credited"] is True  # the copy keeps "reported by BelTA"
+    assert any(
+        c["canonical"]["path"] == str(SEED_000.resolve()) and [m["path"] for m in c["members"]] == [str(copy.resolve())]
+        for c in data["clusters"]
+    )
+
+
+def test_excerpt_inside_unrelated_text_is_syndicated_with_exact_spans(db, tmp_path):
+    lines = seed_lines()
+    excerpt = "\n".join(lines[8:12])
+    text = UNRELATED[0] + "\n" + excerpt + "\n" + UNRELATED[1] + "\n"
+    planted = tmp_path / "planted" / "excerpt.txt"
+    planted.parent.mkdir()
+    planted.write_text(text, encoding="utf-8")
+    run(db, "ingest", str(SEED_000))
+    run(db, "ingest", str(planted))
+    found = derivation(report(db), planted, SEED_000)
+    assert found is not None and found["relation"] == "syndicated"
+    assert found["credited"] is False
+    seed_text = SEED_000.read_text(encoding="utf-8")
+    for p in found["passages"]:
+        (d_start, d_end), (s_start, s_end) = p["derived_span"], p["source_span"]
+        assert text[d_start:d_end] == p["derived_text"]
+        assert seed_text[s_start:s_end] == p["source_text"]
+    # Together the matched passages cover exactly the planted excerpt, in both texts.
+    derived_spans = sorted(p["derived_span"] for p in found["passages"])
+    source_spans = sorted(p["source_span"] for p in found["passages"])
+    assert derived_spans[0][0] == text.index(excerpt) and derived_spans[-1][1] == text.index(excerpt) + len(excerpt)
+    assert source_spans[0][0] == seed_text.index(excerpt) and source_spans[-1][1] == seed_text.index(excerpt) + len(excerpt)
+    for spans, body in ((derived_spans, text), (source_spans, seed_text)):
+        for (_, end), (start, _) in zip(spans, spans[1:]):
+            assert body[end:start].strip() == "", "a gap inside the excerpt was not matched"
+    for p in found["passages"]:
+        assert p["label"] == "verbatim" and p["derived_text"] == p["source_text"]
+    assert 0.5 < found["coverage"] < 0.9
+
+
+def test_reworded_sentences_are_rewritten(db, tmp_path):
+    reworded = (
+        "Alexander Lukashenko, the president of Belarus, has made an important move to deepen military relations "
+        "with Russia by endorsing a proposed change to the military technical cooperation agreement of 2009.\n"
+        "The country's foreign ministry has earlier stressed how strategically important it is to host these drills, "
+        "notably the stationing of the Russian-developed 'Oreshnik' hypersonic missile system, a long-range weapon able to carry nuclear warheads.\n"
+        + UNRELATED[2] + "\n"
+    )
+    planted = tmp_path / "planted" / "rewritten.txt"
+    planted.parent.mkdir()
+    planted.write_text(reworded, encoding="utf-8")
+    run(db, "ingest", str(SEEDS))
+    run(db, "ingest", str(planted))
+    data = report(db)
+    found = derivation(data, planted, SEED_000)
+    assert found is not None and found["relation"] == "rewritten"
+    assert {p["label"] for p in found["passages"]} == {"rewritten"}
+    assert all(p["measures"]["jaccard"] < 0.3 for p in found["passages"])
+    assert derivation(data, planted, SEED_001) is None
+
+
+def test_shared_header_and_footer_are_boilerplate_not_duplicates(db, tmp_path):
+    site = tmp_path / "minsk-herald"
+    site.mkdir()
+    paths = []
+    for number, body in enumerate(UNRELATED):
+        path = site / f"article-{number}.txt"
+        path.write_text(HEADER + body + FOOTER, encoding="utf-8")
+        paths.append(path)
+    # Two articles: the shared chrome is not yet known to be chrome.
+    run(db, "ingest", str(paths[0]))
+    run(db, "ingest", str(paths[1]))
+    # The third makes it recur in three documents: earlier results are corrected.
+    run(db, "ingest", str(paths[2]))
+    data = report(db)
+    learned = {b["text"] for b in data["boilerplate"]}
+    assert {"Previous Article", "Next Article", "Home | Politics | Economy | Sport | Culture | Opinion"} <= learned
+    assert all(b["documents"] >= 3 for b in data["boilerplate"])
+    assert data["clusters"] == []
+    assert data["derivations"] == []
+
+
+def test_late_boilerplate_corrects_earlier_derivation(db, tmp_path):
+    site = tmp_path / "minsk-herald"
+    site.mkdir()
+    long_header = (
+        "The Minsk Herald brings independent reporting on politics, business, culture and sport from Belarus and the wider region every day.\n"
+    )
+    paths = []
+    for number, body in enumerate(UNRELATED):
+        path = site / f"article-{number}.txt"
+        path.write_text(long_header + body + FOOTER, encoding="utf-8")
+        paths.append(path)
+    run(db, "ingest", str(paths[0]), str(paths[1]))
+    before = report(db)
+    assert derivation(before, paths[1], paths[0]) is not None, "two pages sharing a long header look related at first"
+    run(db, "ingest", str(paths[2]))
+    after = report(db)
+    assert after["derivations"] == []
+    assert any(b["text"].startswith("The Minsk Herald brings") for b in after["boilerplate"])
+
+
+def test_boilerplate_add_remove_and_content_override(db, tmp_path):
+    run(db, "ingest", str(SEEDS))
+    run(db, "boilerplate", "add", "Previous Article")
+    listed = json.loads(run(db, "boilerplate", "list", "--format", "json").stdout)
+    assert {"text": "Previous Article", "status": "boilerplate", "origin": "user"}.items() <= next(
+        item for item in listed if item["text"] == "Previous Article"
+    ).items()
+    engine = make_engine(f"sqlite:///{db}")
+    with session_scope(engine) as session:
+        entry = session.scalar(select(Boilerplate).where(Boilerplate.text == "Previous Article"))
+        assert session.scalars(select(Passage).where(Passage.boilerplate_id == entry.id)).all()
+    run(db, "boilerplate", "add", "--content", "No time to read?")
+    with session_scope(engine) as session:
+        entry = session.scalar(select(Boilerplate).where(Boilerplate.text == "No time to read?"))
+        assert entry.status == "content"
+        assert not session.scalars(select(Passage).where(Passage.boilerplate_id == entry.id)).all()
+    run(db, "boilerplate", "remove", "Previous Article")
+    listed = json.loads(run(db, "boilerplate", "list", "--format", "json").stdout)
+    assert "Previous Article" not in {item["text"] for item in listed}
+    missing = run(db, "boilerplate", "remove", "never seen", ok=False)
+    assert missing.exit_code != 0 and "not in the boilerplate library" in missing.output
+
+
+def test_direction_follows_published_at(db, tmp_path):
+    text = SEED_000.read_text(encoding="utf-8")
+    lines = seed_lines()
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text(
+        json.dumps({"id": "late", "text": UNRELATED[0] + "\n" + "\n".join(lines[:6]), "published_at": "2025-09-20T10:00:00Z"}) + "\n"
+        + json.dumps({"id": "early", "text": text, "published_at": "2025-09-18T08:00:00+02:00"}) + "\n",
+        encoding="utf-8",
+    )
+    run(db, "ingest", str(feed))
+    data = report(db)
+    [found] = data["derivations"]
+    assert found["derived"]["path"].endswith("#late") and found["source"]["path"].endswith("#early")
+    assert "published" in found["reason"]
+    # Passage spans are oriented with the direction: the derived span lies in the derived text.
+    late_text = UNRELATED[0] + "\n" + "\n".join(lines[:6])
+    for p in found["passages"]:
+        start, end = p["derived_span"]
+        assert late_text[start:end] == p["derived_text"]
+
+
+class _Elements(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+
+def test_html_report_escapes_document_text(db, tmp_path):
+    hostile = tmp_path / "hostile" / "copy.txt"
+    hostile.parent.mkdir()
+    seed = SEED_000.read_text(encoding="utf-8")
+    hostile.write_text(
+        seed.replace("Belarusian President", "Belarusian <script>alert(1)</script><img src=x onerror=alert(2)> President", 1),
+        encoding="utf-8",
+    )
+    run(db, "ingest", str(SEED_000), str(hostile))
+    out = tmp_path / "report.html"
+    run(db, "report", "--format", "html", "-o", str(out))
+    page = out.read_text(encoding="utf-8")
+    parser = _Elements()
+    parser.feed(page)
+    assert "script" not in parser.tags and "img" not in parser.tags
+    assert "&lt;script&gt;" in page
+    assert "mark" in parser.tags  # matched words are highlighted
+
+
+def test_report_for_one_document_and_inspect_passages(db, tmp_path):
+    planted = tmp_path / "planted" / "excerpt.txt"
+    planted.parent.mkdir()
+    excerpt = "\n".join(seed_lines()[8:12])
+    planted.write_text(UNRELATED[0] + "\n" + excerpt + "\n", encoding="utf-8")
+    run(db, "ingest", str(SEEDS), str(planted))
+    data = report(db, "--document", str(planted))
+    assert [d["id"] for d in data["documents"]] and len(data["documents"]) == 1
+    assert all(str(planted.resolve()) in (d["derived"]["path"], d["source"]["path"]) for d in data["derivations"])
+    detail = json.loads(run(db, "inspect", "document", str(planted), "--format", "json").stdout)
+    start = len(UNRELATED[0]) + 1
+    for passage in detail["passages"]:
+        labels = {m["label"] for m in passage["matches"]}
+        if passage["span"][0] >= start:
+            assert labels == {"verbatim"}, passage
+        else:
+            assert labels == set(), passage
+    seed = json.loads(run(db, "inspect", "document", str(SEED_001), "--format", "json").stdout)
+    assert [p["tag"] for p in seed["passages"]].count("boilerplate") == 4
+    table = run(db, "report").stdout
+    assert "syndicated" in table and re.search(r"derived: .*Belarusian", table)
