@@ -108,9 +108,10 @@ def cli(ctx: click.Context, db: Optional[str], quiet: bool) -> None:
               show_default=True, metavar="MB", help="Refuse files larger than this.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Run summary format on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line (errors still print).")
 @click.pass_obj
 def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, seed,
-           boilerplate_min_documents, max_file_size, fmt) -> None:
+           boilerplate_min_documents, max_file_size, fmt, quiet) -> None:
     """Ingest files and folders (recursively); '-' reads one document from stdin.
 
     Formats: .txt, .md, .html/.htm (visible text), .jsonl (one document a line: "text"
@@ -125,6 +126,7 @@ def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, see
     """
     from .ingest import Ingestor, run_arguments
 
+    state.quiet = state.quiet or quiet
     try:
         engine = state.engine(create=True)
         requested = _requested_settings(engine, threshold, num_perm, shingle_size, seed, boilerplate_min_documents)
@@ -334,6 +336,150 @@ def inspect_runs(state: Context, fmt) -> None:
             click.echo(render.records(inspection.runs(session), fmt))
     except ProvenanceError as error:
         fail(error)
+
+
+@inspect.command("sources")
+@_format_option
+@click.pass_obj
+def inspect_sources(state: Context, fmt) -> None:
+    """Publishers with their documents, reuse counts and the agencies they credit."""
+    _records(state, inspection.sources, fmt)
+
+
+@inspect.command("boilerplate")
+@_format_option
+@click.pass_obj
+def inspect_boilerplate(state: Context, fmt) -> None:
+    """The boilerplate library (same as `provenance boilerplate list`)."""
+    _records(state, inspection.boilerplate_library, fmt)
+
+
+@inspect.command("clusters")
+@_format_option
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=None)
+@click.pass_obj
+def inspect_clusters(state: Context, fmt, threshold) -> None:
+    """Duplicate clusters, one row per member, canonical first."""
+    _records(state, lambda session: inspection.cluster_rows(session, threshold), fmt)
+
+
+@inspect.command("sql")
+@click.argument("statement")
+@_format_option
+@click.pass_obj
+def inspect_sql(state: Context, statement, fmt) -> None:
+    """Run one read-only SQL statement; writes are refused.
+
+    \b
+    Views: duplicate_pairs, derivations_with_paths, passages_with_tags,
+    boilerplate_library, source_reuse (and every table).
+    Example:
+      provenance inspect sql "SELECT derived_path, relation, credited
+        FROM derivations_with_paths WHERE source_path LIKE '%000_21d20b42f286ae20.txt'"
+    """
+    try:
+        state.engine()
+        columns, rows = inspection.run_sql(state.url, statement)
+    except (ProvenanceError, ValueError, inspection.ReadOnlyViolation) as error:
+        fail(error)
+    if fmt == "json":
+        click.echo(render.to_json([dict(zip(columns, row)) for row in rows]))
+    elif fmt == "csv":
+        click.echo(render.to_csv(columns, rows), nl=False)
+    else:
+        click.echo(render.table(columns, rows))
+
+
+def _records(state: Context, query, fmt: str) -> None:
+    try:
+        with session_scope(state.engine()) as session:
+            click.echo(render.records(query(session), fmt))
+    except ProvenanceError as error:
+        fail(error)
+
+
+# -- lineage, export, forget ----------------------------------------------------------
+@cli.command()
+@click.argument("reference", metavar="DOC")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "dot"]), default="table", show_default=True)
+@click.pass_obj
+def lineage(state: Context, reference, fmt) -> None:
+    """What DOC (id or path) came from and what came from it, transitively.
+
+    \b
+    Examples:
+      provenance lineage seeds/000_21d20b42f286ae20.txt
+      provenance lineage 3 --format dot | dot -Tsvg > lineage.svg
+    """
+    from . import lineage as lineage_graph
+
+    try:
+        with session_scope(state.engine()) as session:
+            data = lineage_graph.lineage(session, reference)
+    except ProvenanceError as error:
+        fail(error)
+    if fmt == "json":
+        click.echo(render.to_json(data))
+    elif fmt == "dot":
+        click.echo(lineage_graph.tree_dot(data), nl=False)
+    else:
+        click.echo(render.safe(lineage_graph.tree_text(data)), nl=False)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["prov-json", "prov-n"]), default="prov-json", show_default=True)
+@click.option("--document", metavar="DOC", help="Only this document's lineage neighbourhood.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to this file instead of stdout.")
+@click.pass_obj
+def export(state: Context, fmt, document, output) -> None:
+    """Export the lineage as a W3C PROV document (PROV-JSON or PROV-N).
+
+    \b
+    Example:
+      provenance export --format prov-json -o lineage.json
+    """
+    from . import export as prov_export
+
+    try:
+        with session_scope(state.engine()) as session:
+            text = prov_export.serialize(prov_export.build(session, document), fmt)
+    except ProvenanceError as error:
+        fail(error)
+    _emit(text, output)
+
+
+@cli.command()
+@click.argument("reference", metavar="DOC", required=False)
+@click.option("--run", "run_id", type=int, help="Forget every document this ingest run added, and the run.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def forget(state: Context, reference, run_id, yes) -> None:
+    """Remove DOC (all its versions) or a whole run, and what depended only on it.
+
+    Input files are never touched; only the database changes.
+
+    \b
+    Examples:
+      provenance forget seeds/000_21d20b42f286ae20.txt --yes
+      provenance forget --run 3 --yes
+    """
+    from . import forget as forgetting, manifest
+
+    if (reference is None) == (run_id is None):
+        fail(ProvenanceError("give either DOC or --run N"))
+    try:
+        with session_scope(state.engine()) as session:
+            ids = forgetting.run_document_ids(session, run_id) if run_id is not None else forgetting.document_ids_for(session, reference)
+            what = f"run {run_id} ({len(ids)} document(s))" if run_id is not None else f"{reference} ({len(ids)} version(s))"
+            if not yes and not click.confirm(f"Forget {what}?", err=True):
+                raise click.Abort()
+            result = forgetting.forget(session, ids, manifest.load(session), run_id=run_id)
+    except ProvenanceError as error:
+        fail(error)
+    click.echo(
+        f"forgot {result.documents} document(s), {result.derivations} derivation(s), {result.passages} passage(s); "
+        f"{result.restored_versions} earlier version(s) restored"
+    )
 
 
 # -- boilerplate ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Optional, Union
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from . import __version__, index, lineage, manifest
+from . import __version__, derive, index, manifest
 from .db.models import (
     Boilerplate,
     BoilerplateDocument,
@@ -467,7 +467,7 @@ class Ingestor:
         signed = [(row.id, row.signature) for row in content if row.signature is not None]
         index.add_passages(session, signed, self.settings)
         if rematch:
-            summary.derivations += lineage.derive(session, document_id, signed, words_by_passage, self.settings)
+            summary.derivations += derive.derive(session, document_id, signed, words_by_passage, self.settings)
 
     def _refresh(self, session: Session, document_id: int, summary: IngestSummary) -> None:
         """Correct an earlier document after some of its passages became boilerplate.
@@ -481,10 +481,10 @@ class Ingestor:
         ).all()
         tagged = [row.id for row in rows if row.boilerplate_id is not None]
         index.remove_passages(session, tagged)
-        lineage.drop_matches_of(session, tagged)
+        derive.drop_matches_of(session, tagged)
         words_by_passage = {row.id: passage_words(text[row.start_offset : row.end_offset]) for row in rows}
         self._index_document(session, document_id, words_by_passage, summary)
-        lineage.recompute_document(session, document_id, self.settings)
+        derive.recompute_document(session, document_id, self.settings)
 
 
 def boilerplate_key(text: str) -> int:

@@ -163,3 +163,94 @@ def runs(session: Session) -> list[dict]:
         }
         for r in rows
     ]
+
+
+def sources(session: Session) -> list[dict]:
+    """Per publisher: documents, and how often its documents were reused or reused others."""
+    counts = dict(session.execute(
+        select(Document.source, func.count()).where(Document.is_latest.is_(True)).group_by(Document.source)
+    ).all())
+    derived_doc, source_doc = aliased(Document), aliased(Document)
+    reused = dict(session.execute(
+        select(source_doc.source, func.count()).select_from(Derivation)
+        .join(source_doc, source_doc.id == Derivation.source_id).group_by(source_doc.source)
+    ).all())
+    reusing = dict(session.execute(
+        select(derived_doc.source, func.count()).select_from(Derivation)
+        .join(derived_doc, derived_doc.id == Derivation.derived_id).group_by(derived_doc.source)
+    ).all())
+    credited = dict(session.execute(
+        select(derived_doc.source, func.count()).select_from(Derivation)
+        .join(derived_doc, derived_doc.id == Derivation.derived_id)
+        .where(Derivation.credited.is_(True)).group_by(derived_doc.source)
+    ).all())
+    agencies: dict = {}
+    for source, agency in session.execute(
+        select(Document.source, Citation.agency).join(Citation, Citation.document_id == Document.id).distinct()
+    ):
+        agencies.setdefault(source, []).append(agency)
+    return [
+        {"source": name, "documents": counts.get(name, 0), "reused_by_others": reused.get(name, 0),
+         "derived_from_others": reusing.get(name, 0), "credited_derivations": credited.get(name, 0),
+         "agencies_credited": ", ".join(sorted(agencies.get(name, [])))}
+        for name in sorted(counts, key=lambda n: (n is None, n or ""))
+    ]
+
+
+def boilerplate_library(session: Session) -> list[dict]:
+    return [
+        {"id": b.id, "text": b.text, "status": b.status, "origin": b.origin,
+         "documents": b.document_count, "occurrences": b.occurrence_count}
+        for b in session.scalars(select(Boilerplate).order_by(Boilerplate.document_count.desc(), Boilerplate.id))
+    ]
+
+
+def cluster_rows(session: Session, threshold: Optional[float] = None) -> list[dict]:
+    settings = manifest.load(session)
+    threshold = threshold if threshold is not None else (settings.near_duplicate_threshold if settings else 0.8)
+    rows = []
+    for cluster in clusters(session, threshold):
+        rows.append({"cluster": cluster["id"], "document_id": cluster["canonical"]["id"], "path": cluster["canonical"]["path"],
+                     "role": "canonical", "relation": "", "similarity": 1.0, "reason": cluster["canonical"]["reason"]})
+        for m in cluster["members"]:
+            rows.append({"cluster": cluster["id"], "document_id": m["id"], "path": m["path"], "role": "member",
+                         "relation": m["relation"], "similarity": m["similarity"], "reason": ""})
+    return rows
+
+
+class ReadOnlyViolation(Exception):
+    pass
+
+
+def run_sql(url: str, statement: str, limit: int = 10000) -> tuple[list[str], list[list]]:
+    """Run one statement on a read-only connection; a write is refused by the database."""
+    from sqlalchemy import text
+
+    from .db.session import make_engine
+
+    engine = make_engine(url, read_only=True)
+    try:
+        with engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                connection.exec_driver_sql("PRAGMA query_only = ON")
+            else:
+                connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+            try:
+                result = connection.execute(text(statement))
+            except Exception as error:  # the driver's own words name the problem
+                message = str(getattr(error, "orig", error)).splitlines()[0]
+                lowered = message.lower()
+                if "readonly" in lowered or "read-only" in lowered or "read only" in lowered or "query_only" in lowered:
+                    raise ReadOnlyViolation(
+                        "inspect sql is read-only: the statement tries to change the database; "
+                        "use provenance commands (ingest, forget, boilerplate) to change data"
+                    ) from error
+                raise ValueError(f"SQL error: {message}") from error
+            if not result.returns_rows:
+                return [], []
+            columns = list(result.keys())
+            rows = [list(row) for row in result.fetchmany(limit)]
+            connection.rollback()
+            return columns, rows
+    finally:
+        engine.dispose()

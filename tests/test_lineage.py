@@ -1,0 +1,183 @@
+"""Lineage you can query: lineage tree, PROV export, SQL views and read-only SQL, forget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import prov.model as pm
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from provenance.cli import cli
+from provenance.db.models import Citation, Derivation, Document, DocumentBand, DocumentPair, Passage, PassageBand, PassageMatch
+from provenance.db.session import make_engine, session_scope
+
+SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+SEED_000 = SEEDS / "000_21d20b42f286ae20.txt"
+OTHER = (
+    "Farmers in the Gomel region reported a record potato harvest this autumn, crediting favourable weather and "
+    "new irrigation systems that were installed across the region last year."
+)
+
+
+def run(db: Path, *args: str, ok: bool = True):
+    result = CliRunner().invoke(cli, ["--db", str(db), *args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+    """Seeds plus planted derivatives: a credited near-copy, an uncredited excerpt, a version."""
+    db = tmp_path / "lineage.db"
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    text = SEED_000.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    files = {
+        "copy": planted / "copy.txt",
+        "excerpt": planted / "excerpt.txt",
+    }
+    files["copy"].write_text("World Desk\n" + text.replace("significant", "major"), encoding="utf-8")
+    files["excerpt"].write_text(OTHER + "\n" + "\n".join(lines[10:14]) + "\n", encoding="utf-8")
+    run(db, "ingest", str(SEEDS))
+    run(db, "ingest", str(planted))
+    return db, files
+
+
+def test_lineage_shows_derived_documents_under_their_source(corpus):
+    db, files = corpus
+    data = json.loads(run(db, "lineage", str(SEED_000), "--format", "json").stdout)
+    assert data["document"]["path"] == str(SEED_000.resolve()) and data["sources"] == []
+    derived = {node["path"]: node for node in data["derived"]}
+    assert derived[str(files["copy"].resolve())]["relation"] == "near-duplicate"
+    assert derived[str(files["copy"].resolve())]["credited"] is True
+    assert derived[str(files["excerpt"].resolve())]["relation"] == "syndicated"
+    assert derived[str(files["excerpt"].resolve())]["credited"] is False
+    upward = json.loads(run(db, "lineage", str(files["excerpt"]), "--format", "json").stdout)
+    assert [node["path"] for node in upward["sources"]] == [str(SEED_000.resolve())]
+    table = run(db, "lineage", str(SEED_000)).stdout
+    assert "used by:" in table and "syndicated" in table
+    dot = run(db, "lineage", str(files["excerpt"]), "--format", "dot").stdout
+    assert dot.startswith("digraph lineage {") and "syndicated" in dot
+
+
+def test_revision_is_part_of_lineage(corpus, tmp_path):
+    db, files = corpus
+    files["excerpt"].write_text(files["excerpt"].read_text(encoding="utf-8") + "An added closing line about the weather in Minsk today.\n", encoding="utf-8")
+    run(db, "ingest", str(files["excerpt"]))
+    data = json.loads(run(db, "lineage", str(files["excerpt"]), "--format", "json").stdout)
+    relations = {node["relation"] for node in data["sources"]}
+    assert "revision" in relations and "syndicated" in relations
+
+
+def test_prov_json_export_round_trips(corpus, tmp_path):
+    db, files = corpus
+    out = tmp_path / "lineage.json"
+    run(db, "export", "--format", "prov-json", "-o", str(out))
+    document = pm.ProvDocument.deserialize(content=out.read_text(encoding="utf-8"), format="json")
+    derivations = list(document.get_records(pm.ProvDerivation))
+    by_pair = {}
+    for record in derivations:
+        attributes = dict(record.attributes)
+        generated = str(attributes[pm.PROV_ATTR_GENERATED_ENTITY])
+        used = str(attributes[pm.PROV_ATTR_USED_ENTITY])
+        by_pair[(generated, used)] = record
+    with session_scope(make_engine(f"sqlite:///{db}")) as session:
+        ids = dict(session.execute(select(Document.path, Document.id)).all())
+        stored = session.execute(select(Derivation.derived_id, Derivation.source_id, Derivation.relation)).all()
+    seed_id, excerpt_id = ids[str(SEED_000.resolve())], ids[str(files["excerpt"].resolve())]
+    record = by_pair[(f"prv:document/{excerpt_id}", f"prv:document/{seed_id}")]
+    types = {str(v) for k, v in record.attributes if k == pm.PROV_TYPE}
+    assert "prov:Quotation" in types
+    assert len([r for r in derivations if str(dict(r.attributes)[pm.PROV_ATTR_GENERATED_ENTITY]).startswith("prv:document/")]) == len(stored)
+    agents = {str(a.identifier) for a in document.get_records(pm.ProvAgent)}
+    assert "prv:agency/BelTA" in agents and "prv:agency/TASS" in agents
+    provn = run(db, "export", "--format", "prov-n", "--document", str(files["excerpt"])).stdout
+    assert provn.startswith("document") and "wasDerivedFrom" in provn
+
+
+def test_one_sql_query_answers_who_reused_seed_000_and_credited(corpus):
+    db, files = corpus
+    query = (
+        "SELECT derived_path, relation, credited FROM derivations_with_paths "
+        "WHERE source_path LIKE '%000_21d20b42f286ae20.txt' ORDER BY derived_path"
+    )
+    rows = json.loads(run(db, "inspect", "sql", query, "--format", "json").stdout)
+    assert rows == [
+        {"derived_path": str(files["copy"].resolve()), "relation": "near-duplicate", "credited": 1},
+        {"derived_path": str(files["excerpt"].resolve()), "relation": "syndicated", "credited": 0},
+    ]
+    tags = json.loads(run(db, "inspect", "sql", "SELECT tag, COUNT(*) AS n FROM passages_with_tags GROUP BY tag ORDER BY tag", "--format", "json").stdout)
+    assert {row["tag"] for row in tags} == {"boilerplate", "content"}
+
+
+@pytest.mark.parametrize("statement", ["DELETE FROM document", "DROP VIEW source_reuse", "UPDATE derivation SET credited = 1", "CREATE TABLE x (a)"])
+def test_inspect_sql_refuses_writes(corpus, statement):
+    db, _ = corpus
+    with session_scope(make_engine(f"sqlite:///{db}")) as session:
+        before = session.scalar(select(func.count()).select_from(Document))
+    result = run(db, "inspect", "sql", statement, ok=False)
+    assert result.exit_code != 0
+    assert "read-only" in result.output
+    with session_scope(make_engine(f"sqlite:///{db}")) as session:
+        assert session.scalar(select(func.count()).select_from(Document)) == before
+
+
+def test_inspect_sources_boilerplate_clusters(corpus):
+    db, files = corpus
+    sources = json.loads(run(db, "inspect", "sources", "--format", "json").stdout)
+    by_name = {s["source"]: s for s in sources}
+    assert by_name["seeds"]["reused_by_others"] == 2 and by_name["planted"]["derived_from_others"] == 2
+    library = json.loads(run(db, "inspect", "boilerplate", "--format", "json").stdout)
+    assert {"No time to read?", "Get a summary"} <= {b["text"] for b in library}
+    clusters = json.loads(run(db, "inspect", "clusters", "--format", "json").stdout)
+    assert {(c["path"], c["role"]) for c in clusters} == {(str(SEED_000.resolve()), "canonical"), (str(files["copy"].resolve()), "member")}
+
+
+def _counts(db: Path) -> dict[str, int]:
+    with session_scope(make_engine(f"sqlite:///{db}")) as session:
+        return {
+            model.__tablename__: session.scalar(select(func.count()).select_from(model))
+            for model in (Document, Passage, PassageBand, DocumentBand, DocumentPair, Derivation, PassageMatch, Citation)
+        }
+
+
+def test_forget_removes_a_document_and_what_depended_on_it(corpus):
+    db, files = corpus
+    before = _counts(db)
+    with session_scope(make_engine(f"sqlite:///{db}")) as session:
+        excerpt = session.scalar(select(Document).where(Document.path == str(files["excerpt"].resolve())))
+        own_passages = session.scalar(select(func.count()).select_from(Passage).where(Passage.document_id == excerpt.id))
+        own_matches = session.scalar(
+            select(func.count()).select_from(PassageMatch).join(Derivation, Derivation.id == PassageMatch.derivation_id)
+            .where(Derivation.derived_id == excerpt.id)
+        )
+    run(db, "forget", str(files["excerpt"]), "--yes")
+    after = _counts(db)
+    assert after["document"] == before["document"] - 1
+    assert after["passage"] == before["passage"] - own_passages
+    assert after["derivation"] == before["derivation"] - 1
+    assert after["passage_match"] == before["passage_match"] - own_matches
+    # The rest is untouched and consistent: the copy still derives from the seed.
+    data = json.loads(run(db, "report", "--format", "json").stdout)
+    assert [(d["derived"]["path"], d["relation"]) for d in data["derivations"]] == [(str(files["copy"].resolve()), "near-duplicate")]
+    with session_scope(make_engine(f"sqlite:///{db}")) as session:
+        orphans = session.scalar(
+            select(func.count()).select_from(PassageBand).outerjoin(Passage, Passage.id == PassageBand.passage_id).where(Passage.id.is_(None))
+        )
+        assert orphans == 0
+
+
+def test_forget_a_run(corpus):
+    db, files = corpus
+    runs = json.loads(run(db, "inspect", "runs", "--format", "json").stdout)
+    run(db, "forget", "--run", str(runs[-1]["id"]), "--yes")
+    after = _counts(db)
+    assert after["document"] == 2 and after["derivation"] == 0 and after["passage_match"] == 0
+    assert len(json.loads(run(db, "inspect", "runs", "--format", "json").stdout)) == len(runs) - 1
+    missing = run(db, "forget", "--run", "999", "--yes", ok=False)
+    assert missing.exit_code != 0 and "no run 999" in missing.output
