@@ -6,6 +6,7 @@ library errors become one-line messages with a non-zero exit code.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Optional
@@ -215,13 +216,17 @@ class _Progress:
 
 # -- report ---------------------------------------------------------------------------
 @cli.command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "html"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "html", "paths", "jsonl"]), default="table",
+              show_default=True, help="paths: files to drop to deduplicate (see --keep); jsonl: one record per document.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
               help="Near-duplicate threshold for clusters [default: the database's, 0.8].")
 @click.option("--document", metavar="ID|PATH", help="Only what concerns this document.")
+@click.option("--keep", type=click.Choice(["canonical", "earliest", "none"]), default="canonical", show_default=True,
+              help="For paths/jsonl: which member of each cluster a deduplicated dataset keeps.")
+@click.option("--no-timestamps", is_flag=True, help="Leave ingestion times out (byte-identical reruns).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to this file instead of stdout.")
 @click.pass_obj
-def report(state: Context, fmt, threshold, document, output) -> None:
+def report(state: Context, fmt, threshold, document, keep, no_timestamps, output) -> None:
     """Duplicate clusters, derivations with their passages, boilerplate and credits.
 
     \b
@@ -230,13 +235,20 @@ def report(state: Context, fmt, threshold, document, output) -> None:
       provenance report --format json | jq '.clusters'
       provenance report --format html -o report.html
       provenance report --document seeds/000_21d20b42f286ae20.txt
+      provenance report --format paths --keep canonical > drop.txt   # dry run: deletes nothing
     """
     try:
         with session_scope(state.engine()) as session:
-            data = reporting.build(session, threshold=threshold, document=document)
+            data = reporting.build(session, threshold=threshold, document=document, timestamps=not no_timestamps)
     except ProvenanceError as error:
         fail(error)
-    if fmt == "json":
+    if fmt in ("paths", "jsonl"):
+        plan = reporting.dataset_plan(data, keep)
+        if fmt == "paths":
+            text = "".join(f"{render.safe(r['path'])}\n" for r in plan if not r["keep"])
+        else:
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in plan)
+    elif fmt == "json":
         text = render.to_json(data) + "\n"
     elif fmt == "csv":
         text = render.report_csv(data)
@@ -396,6 +408,92 @@ def _records(state: Context, query, fmt: str) -> None:
             click.echo(render.records(query(session), fmt))
     except ProvenanceError as error:
         fail(error)
+
+
+# -- match, explain -------------------------------------------------------------------
+@cli.command()
+@click.argument("file", required=False, type=click.Path(allow_dash=True))
+@click.option("--text", "inline", help="The text to look up, instead of FILE.")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=None)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_obj
+def match(state: Context, file, inline, threshold, fmt) -> None:
+    """Does this text duplicate or reuse anything stored? Nothing is stored.
+
+    \b
+    Examples:
+      provenance match draft.txt
+      provenance match --text "Lukashenko approved a draft amendment ..."
+      cat draft.txt | provenance match - --format json
+    """
+    from . import lookup
+    from .reader import InputFile, read
+
+    if (file is None) == (inline is None):
+        fail(ProvenanceError("give FILE, '-' or --text"))
+    if inline is not None:
+        text, name = inline, "<text>"
+    else:
+        documents = list(read(InputFile(file, "html" if file.lower().endswith((".html", ".htm")) else "text")))
+        problems = [d for d in documents if not hasattr(d, "text")]
+        if problems:
+            fail(problems[0])
+        text, name = documents[0].text, file
+    try:
+        with session_scope(state.engine()) as session:
+            data = lookup.match_text(session, text, name=name, threshold=threshold)
+            session.rollback()
+    except ProvenanceError as error:
+        fail(error)
+    if fmt == "json":
+        click.echo(render.to_json(data))
+        return
+    if not data["documents"] and not data["passages"]:
+        click.echo(f"no stored document duplicates this text at threshold {data['threshold']}, and no passage was reused")
+        return
+    if data["documents"]:
+        click.echo(render.records([{"id": d["id"], "path": d["path"], "relation": d["relation"],
+                                    "similarity": d["similarity"]} for d in data["documents"]], "table"))
+    if data["passages"]:
+        click.echo("\npassages")
+        click.echo(render.table(
+            ["span", "label", "similarity", "document", "document span", "text"],
+            [[f"{p['span'][0]}-{p['span'][1]}", p["label"], f"{p['similarity']:.2f}", f"#{p['document']['id']} {p['document']['path']}",
+              f"{p['document_span'][0]}-{p['document_span'][1]}", p["text"][:50]] for p in data["passages"]],
+        ))
+
+
+@cli.command()
+@click.argument("first", metavar="A")
+@click.argument("second", metavar="B")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "html"]), default="table", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to this file instead of stdout.")
+@click.pass_obj
+def explain(state: Context, first, second, fmt, output) -> None:
+    """Why documents A and B (ids or paths) match, or do not.
+
+    Shows estimated and exact Jaccard, containment both ways, matched passages side by
+    side with offsets, shared shingles, the boilerplate excluded, and the settings.
+
+    \b
+    Example:
+      provenance explain seeds/000_21d20b42f286ae20.txt copy.txt
+    """
+    from . import lookup
+
+    try:
+        with session_scope(state.engine()) as session:
+            data = lookup.explain(session, first, second)
+    except ProvenanceError as error:
+        fail(error)
+    if fmt == "json":
+        text = render.to_json(data) + "\n"
+    elif fmt == "html":
+        text = render.explain_html(data)
+    else:
+        colour = output is None and sys.stdout.isatty()
+        text = render.explain_text(data, style=(lambda w: click.style(w, bold=True, fg="yellow")) if colour else (lambda w: w))
+    _emit(text, output)
 
 
 # -- lineage, export, forget ----------------------------------------------------------

@@ -78,7 +78,7 @@ def derive(
             if candidate not in words_cache:
                 if row.document_id not in texts:
                     texts[row.document_id] = session.scalar(select(Document.text).where(Document.id == row.document_id))
-                words_cache[candidate] = passage_words(texts[row.document_id][row.start_offset : row.end_offset])
+                words_cache[candidate] = passage_words(texts[row.document_id][row.start_offset : row.end_offset], settings)
             result = score(words_by_passage[mine], words_cache[candidate], policy)
             if result.label is None:
                 continue

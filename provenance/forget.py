@@ -91,7 +91,7 @@ def _reindex(session: Session, document: Document, settings: Settings) -> None:
         .where(Passage.document_id == document.id).order_by(Passage.seq)
     ).all()
     content = [r for r in rows if r.boilerplate_id is None]
-    signature = document_signature([passage_words(document.text[r.start_offset : r.end_offset]) for r in content], settings)
+    signature = document_signature([passage_words(document.text[r.start_offset : r.end_offset], settings) for r in content], settings)
     document.signature = to_blob(signature) if signature is not None else None
     session.flush()
     index.index_document(session, document.id, signature, settings)

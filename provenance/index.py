@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-from sqlalchemy import delete, insert, or_, select
+from sqlalchemy import delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from .db.models import Document, DocumentBand, DocumentPair, Passage, PassageBand
@@ -25,6 +25,19 @@ _CHUNK = 900
 class Found:
     exact: int = 0
     near: int = 0
+    oversized_buckets: int = 0
+
+
+def _crowded(session: Session, column, keys: list[int], cap: int) -> set[int]:
+    """Band keys whose bucket already holds more than ``cap`` entries."""
+    crowded: set[int] = set()
+    for batch in _chunks(sorted(set(keys))):
+        crowded.update(
+            session.scalars(
+                select(column).where(column.in_(batch)).group_by(column).having(func.count() > cap)
+            )
+        )
+    return crowded
 
 
 def _chunks(values: list, size: int = _CHUNK):
@@ -42,6 +55,7 @@ def index_document(session: Session, document_id: int, signature: Optional[np.nd
     )
     me = session.execute(select(Document.content_hash, Document.path).where(Document.id == document_id)).one()
     pairs: dict[int, tuple[float, bool]] = {}
+    found = Found()
     for other in session.scalars(
         select(Document.id).where(
             Document.content_hash == me.content_hash, Document.is_latest.is_(True),
@@ -52,10 +66,13 @@ def index_document(session: Session, document_id: int, signature: Optional[np.nd
     if signature is not None:
         keys = band_keys(signature, settings.document)
         session.execute(insert(DocumentBand), [{"document_id": document_id, "band_key": k} for k in keys])
+        crowded = _crowded(session, DocumentBand.band_key, keys, settings.bucket_cap)
+        found.oversized_buckets += len(crowded)
+        lookup = [k for k in keys if k not in crowded]
         candidates = set(
             session.scalars(
                 select(DocumentBand.document_id).where(
-                    DocumentBand.band_key.in_(keys), DocumentBand.document_id != document_id
+                    DocumentBand.band_key.in_(lookup), DocumentBand.document_id != document_id
                 )
             )
         ) - set(pairs)
@@ -78,7 +95,6 @@ def index_document(session: Session, document_id: int, signature: Optional[np.nd
                 for other, (similarity, exact) in sorted(pairs.items())
             ],
         )
-    found = Found()
     for similarity, exact in pairs.values():
         if exact:
             found.exact += 1
@@ -110,14 +126,21 @@ def remove_passages(session: Session, passage_ids: list[int]) -> None:
 
 
 def passage_candidates(
-    session: Session, signed: list[tuple[int, bytes]], document_id: int, settings: Settings
+    session: Session, signed: list[tuple[int, bytes]], document_id: int, settings: Settings,
+    oversized: Optional[list[int]] = None,
 ) -> dict[int, set[int]]:
     """For each of the document's signed passages, the passages of other documents that
-    share a band with it."""
+    share a band with it. Buckets over ``settings.bucket_cap`` are skipped (and their keys
+    appended to ``oversized``)."""
     by_key: dict[int, list[int]] = {}
     for passage_id, blob in signed:
         for key in band_keys(from_blob(blob), settings.passage):
             by_key.setdefault(key, []).append(passage_id)
+    crowded = _crowded(session, PassageBand.band_key, list(by_key), settings.bucket_cap)
+    for key in crowded:
+        del by_key[key]
+    if oversized is not None:
+        oversized.extend(sorted(crowded))
     found: dict[int, set[int]] = {}
     for batch in _chunks(sorted(by_key)):
         for key, candidate in session.execute(

@@ -49,6 +49,10 @@ class IngestSummary:
     near_duplicates: int = 0
     derivations: int = 0
     boilerplate_learned: int = 0
+    #: Documents shorter than the shingle size: signed as one shingle of all their words.
+    short_documents: int = 0
+    #: LSH buckets skipped as over-full (a template or boilerplate signal).
+    oversized_buckets: int = 0
     problems: list[str] = field(default_factory=list)
     interrupted: bool = False
 
@@ -125,7 +129,7 @@ class Ingestor:
             rows = session.execute(
                 select(Passage.id, Passage.start_offset, Passage.end_offset).where(Passage.document_id == document_id)
             ).all()
-            words = {row.id: passage_words(text[row.start_offset : row.end_offset]) for row in rows}
+            words = {row.id: passage_words(text[row.start_offset : row.end_offset], self.settings) for row in rows}
             self._index_document(session, document_id, words, summary, rematch=True)
         return set(untagged)
 
@@ -273,6 +277,8 @@ class Ingestor:
         self._index_document(session, document.id, words_by_passage, summary, rematch=True)
         for other_id in sorted(affected - {document.id}):
             self._refresh(session, other_id, summary)
+        if prepared.word_count < self.settings.document.shingle_size:
+            summary.short_documents += 1
         if latest is not None:
             summary.versions_added += 1
             return "new version"
@@ -464,6 +470,7 @@ class Ingestor:
         found = index.index_document(session, document_id, signature, self.settings)
         summary.exact_duplicates += found.exact
         summary.near_duplicates += found.near
+        summary.oversized_buckets += found.oversized_buckets
         signed = [(row.id, row.signature) for row in content if row.signature is not None]
         index.add_passages(session, signed, self.settings)
         if rematch:
@@ -482,7 +489,7 @@ class Ingestor:
         tagged = [row.id for row in rows if row.boilerplate_id is not None]
         index.remove_passages(session, tagged)
         derive.drop_matches_of(session, tagged)
-        words_by_passage = {row.id: passage_words(text[row.start_offset : row.end_offset]) for row in rows}
+        words_by_passage = {row.id: passage_words(text[row.start_offset : row.end_offset], self.settings) for row in rows}
         self._index_document(session, document_id, words_by_passage, summary)
         derive.recompute_document(session, document_id, self.settings)
 

@@ -15,7 +15,7 @@ import xxhash
 from . import sketch
 from .reader import RawDocument
 from .settings import Settings
-from .text.normalize import boilerplate_key_text, content_words, normalize, tokens
+from .text.normalize import boilerplate_key_text, content_words, normalize, phonetic_key, tokens
 from .text.segment import segment
 
 
@@ -49,8 +49,10 @@ def content_hash(text: str) -> str:
     return xxhash.xxh3_128_hexdigest(normalize(text).encode("utf-8"))
 
 
-def passage_words(text: str) -> list[str]:
-    return tokens(normalize(text))
+def passage_words(text: str, settings: Settings) -> list[str]:
+    """The comparison words of a piece of text under ``settings`` (transliterated if asked)."""
+    words = tokens(normalize(text))
+    return [phonetic_key(w) for w in words] if settings.transliterate else words
 
 
 def passage_signature(words: list[str], settings: Settings) -> Optional[np.ndarray]:
@@ -70,6 +72,8 @@ def prepare(raw: RawDocument, settings: Settings) -> PreparedDocument:
     ):
         normalized = normalize(passage.text)
         words = tokens(normalized)
+        if settings.transliterate:
+            words = [phonetic_key(w) for w in words]
         total_words += len(words)
         key = signed64(xxhash.xxh3_64_intdigest(boilerplate_key_text(normalized).encode("utf-8")))
         passages.append(

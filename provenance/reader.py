@@ -160,6 +160,12 @@ _BOMS = (
 )
 
 
+_LATIN_SINGLE_BYTE = {
+    "cp1250", "cp1252", "cp1254", "cp1257", "latin_1", "iso8859_2", "iso8859_3", "iso8859_4",
+    "iso8859_9", "iso8859_10", "iso8859_13", "iso8859_14", "iso8859_15", "iso8859_16", "mac_latin2", "mac_roman",
+}
+
+
 def decode(data: bytes, path: str) -> tuple[str, str]:
     """Text and the encoding it was read with; binary data is refused."""
     for bom, encoding in _BOMS:
@@ -179,11 +185,18 @@ def decode(data: bytes, path: str) -> tuple[str, str]:
     best = from_bytes(data).best()
     if best is None:
         raise InputError(path, "cannot detect the text encoding; convert the file to UTF-8")
-    text = str(best)
+    text, encoding = str(best), best.encoding
+    if encoding in _LATIN_SINGLE_BYTE:
+        # Detectors often tie between Latin code pages on short Western text and pick a
+        # Baltic or Central European one; Windows-1252 is by far the commonest in news copy.
+        try:
+            text, encoding = data.decode("cp1252"), "cp1252"
+        except UnicodeDecodeError:
+            pass
     controls = sum(1 for ch in text[:65536] if ord(ch) < 32 and ch not in "\t\n\r\f")
     if controls > max(8, len(text[:65536]) // 100):
         raise InputError(path, "looks binary (many control characters), not text; remove it from the input")
-    return text, best.encoding
+    return text, encoding
 
 
 def _read_jsonl(path: str, data: bytes, source: Optional[str]) -> Iterator[Union[RawDocument, InputError]]:

@@ -205,3 +205,61 @@ def report_html(report: dict) -> str:
         parts.append("</table>")
     parts.append("</body></html>\n")
     return "".join(parts)
+
+
+def explain_text(data: dict, style=lambda s: s) -> str:
+    out = [
+        f"A #{data['a']['id']} {safe(data['a']['path'])}",
+        f"B #{data['b']['id']} {safe(data['b']['path'])}",
+        f"verdict: {data['verdict']}",
+        "",
+        table(["measure", "value"], [
+            ["estimated Jaccard (MinHash)", f"{data['estimated_jaccard']:.4f}"],
+            [f"exact Jaccard ({data['shingle_size']}-word shingles)", f"{data['jaccard']:.4f}"],
+            ["containment of A in B", f"{data['containment_a_in_b']:.4f}"],
+            ["containment of B in A", f"{data['containment_b_in_a']:.4f}"],
+            ["shared shingles", str(data["shared_shingle_count"])],
+            ["settings fingerprint", data["settings"]["fingerprint"]],
+        ]),
+        "",
+    ]
+    if data["passages"]:
+        out.append("matched passages")
+        for p in data["passages"]:
+            out.append(f"  [{p['label']} {p['similarity']:.2f}] A {p['a_span']} | B {p['b_span']}")
+            out.append("    A: " + highlight_shared(p["a_text"], p["b_text"], style))
+            out.append("    B: " + highlight_shared(p["b_text"], p["a_text"], style))
+        out.append("")
+    if data["shared_shingles"]:
+        out.append("shared shingles (first %d)" % len(data["shared_shingles"]))
+        out.extend("  " + safe(s) for s in data["shared_shingles"])
+        out.append("")
+    for side in ("a", "b"):
+        excluded = data["boilerplate_excluded"][side]
+        if excluded:
+            out.append(f"boilerplate excluded from {side.upper()}: " + "; ".join(safe(e["text"][:40]) for e in excluded))
+    return "\n".join(out).rstrip() + "\n"
+
+
+def explain_html(data: dict) -> str:
+    """The explanation as one self-contained page; all document text escaped."""
+    e = lambda value: html.escape(str(value), quote=True)  # noqa: E731
+    rows = "".join(
+        f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>"
+        for k, v in (
+            ("estimated Jaccard", data["estimated_jaccard"]), ("exact Jaccard", data["jaccard"]),
+            ("containment of A in B", data["containment_a_in_b"]), ("containment of B in A", data["containment_b_in_a"]),
+            ("shared shingles", data["shared_shingle_count"]), ("settings fingerprint", data["settings"]["fingerprint"]),
+        )
+    )
+    pairs = "".join(
+        f"<p>{e(p['label'])} {p['similarity']:.2f}: A {e(p['a_span'])}, B {e(p['b_span'])}</p>"
+        f"<div class='pair'><div>{e(p['a_text'])}</div><div>{e(p['b_text'])}</div></div>"
+        for p in data["passages"]
+    )
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>provenance explain</title>"
+        f"<style>{_HTML_STYLE}</style></head><body><h1>Why A and B match</h1>"
+        f"<p>A: {e(data['a']['path'])}<br>B: {e(data['b']['path'])}</p><p><b>{e(data['verdict'])}</b></p>"
+        f"<table>{rows}</table><h2>Matched passages</h2>{pairs or '<p>none</p>'}</body></html>\n"
+    )

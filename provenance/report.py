@@ -18,6 +18,11 @@ from .errors import ProvenanceError
 from .sketch import estimate_jaccard, from_blob
 
 SCHEMA = "provenance.report/1"
+#: Clusters bigger than this are flagged: a real story rarely has this many copies, a
+#: template or an over-broad threshold often does.
+MAX_CLUSTER_SIZE = 100
+#: A cluster whose mean similarity to its canonical is this close to the threshold is flagged.
+LOW_COHESION_MARGIN = 0.05
 
 
 def _iso(value: Optional[datetime]) -> Optional[str]:
@@ -66,6 +71,7 @@ def clusters(session: Session, threshold: float, documents: Optional[dict[int, D
             first.is_latest.is_(True), second.is_latest.is_(True),
             or_(DocumentPair.exact.is_(True), DocumentPair.similarity >= threshold),
         )
+        .order_by(DocumentPair.first_id, DocumentPair.second_id)
     ).all()
     if not rows:
         return []
@@ -91,6 +97,12 @@ def clusters(session: Session, threshold: float, documents: Optional[dict[int, D
         for centre, joined in star_clusters([d.id for d in ordered], similarity, threshold):
             canonical = by_id[centre]
             members = [by_id[m] for m, _ in joined]
+            cohesion = sum(value for _, value in joined) / len(joined)
+            flags = []
+            if len(joined) + 1 > MAX_CLUSTER_SIZE:
+                flags.append("oversized")
+            if cohesion < threshold + LOW_COHESION_MARGIN:
+                flags.append("low-cohesion")
             out.append(
                 {
                     "id": canonical.id,
@@ -105,6 +117,9 @@ def clusters(session: Session, threshold: float, documents: Optional[dict[int, D
                         }
                         for member, value in joined
                     ],
+                    "size": len(joined) + 1,
+                    "cohesion": round(cohesion, 4),
+                    "flags": flags,
                 }
             )
     out.sort(key=lambda c: canonical_order(by_id[c["id"]]))
@@ -215,8 +230,14 @@ def highest_pair(session: Session) -> Optional[dict]:
     return {"similarity": row[0], "paths": [row[1], row[2]]} if row else None
 
 
-def build(session: Session, threshold: Optional[float] = None, document: Optional[str] = None) -> dict:
-    """The whole report; ``document`` (id or path) narrows it to one document."""
+def build(
+    session: Session, threshold: Optional[float] = None, document: Optional[str] = None, timestamps: bool = True
+) -> dict:
+    """The whole report; ``document`` (id or path) narrows it to one document.
+
+    With ``timestamps=False`` the ingestion times are left out, so the same input gives a
+    byte-identical report whenever it was ingested.
+    """
     settings = manifest.load(session)
     if settings is None:
         raise ProvenanceError("this database holds no documents yet; run `provenance ingest PATH` first")
@@ -242,7 +263,8 @@ def build(session: Session, threshold: Optional[float] = None, document: Optiona
         "documents": [
             {
                 "id": d.id, "path": d.path, "source": d.source, "content_hash": d.content_hash,
-                "published_at": _iso(d.published_at), "ingested_at": _iso(d.ingested_at),
+                "published_at": _iso(d.published_at),
+                **({"ingested_at": _iso(d.ingested_at)} if timestamps else {}),
             }
             for d in all_documents.values() if d.id in shown
         ],
@@ -281,3 +303,36 @@ def _summary(session: Session, report: dict, threshold: float) -> dict:
                 f"highest similarity {best['similarity']:.2f} between {best['paths'][0]} and {best['paths'][1]}"
             )
     return {**counts, "message": message}
+
+
+def dataset_plan(report: dict, keep: str) -> list[dict]:
+    """One record per document: its cluster, role, and whether a deduplicated dataset keeps it.
+
+    ``keep``: ``canonical`` keeps each cluster's canonical member, ``earliest`` the first
+    ingested member, ``none`` keeps no clustered document. Unclustered documents are kept.
+    Nothing is deleted: this is the plan a pipeline acts on.
+    """
+    if keep not in ("canonical", "earliest", "none"):
+        raise ProvenanceError(f"--keep must be canonical, earliest or none, not {keep!r}")
+    placement: dict[int, dict] = {}
+    for cluster in report["clusters"]:
+        ids = [cluster["canonical"]["id"]] + [m["id"] for m in cluster["members"]]
+        kept = {"canonical": cluster["canonical"]["id"], "earliest": min(ids), "none": None}[keep]
+        placement[cluster["canonical"]["id"]] = {
+            "cluster": cluster["id"], "role": "canonical", "relation": "canonical", "similarity": 1.0,
+            "reason": cluster["canonical"]["reason"], "keep": cluster["canonical"]["id"] == kept,
+        }
+        for m in cluster["members"]:
+            placement[m["id"]] = {
+                "cluster": cluster["id"], "role": "member", "relation": m["relation"], "similarity": m["similarity"],
+                "reason": f"{m['relation']} of document {cluster['canonical']['id']} (similarity {m['similarity']:.2f})",
+                "keep": m["id"] == kept,
+            }
+    records = []
+    for document in report["documents"]:
+        info = placement.get(document["id"], {
+            "cluster": None, "role": "unique", "relation": None, "similarity": None,
+            "reason": "in no duplicate cluster", "keep": True,
+        })
+        records.append({"id": document["id"], "path": document["path"], **info})
+    return records

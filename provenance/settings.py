@@ -70,6 +70,9 @@ class Settings:
     )
     normaliser: str = NORMALISER_VERSION
     tokeniser: str = TOKENISER_VERSION
+    #: Opt-in: compare Cyrillic/Greek and Latin spellings of names as equal
+    #: ("Lukashenko" / "Lukashenka" / "Лукашенко") by transliterating and keying on consonants.
+    transliterate: bool = False
     hash_function: str = "xxh3_64-low32"
     minhash: str = "datasketch-affine32"
     #: A passage whose normalised form occurs in this many distinct documents is boilerplate.
@@ -85,6 +88,9 @@ class Settings:
     passage_min_words: int = 6
     #: Sentences are grouped into windows of at most this many words.
     passage_max_words: int = 60
+    #: An LSH bucket holding more entries than this is skipped when looking up candidates:
+    #: such a bucket is a template or boilerplate signal, and would make lookups quadratic.
+    bucket_cap: int = 1000
     #: Documents at or above this estimated Jaccard are near-duplicates (report can raise it).
     near_duplicate_threshold: float = 0.8
     #: Passage grading thresholds (see provenance.match.MatchPolicy).

@@ -11,11 +11,12 @@ import lxml.html
 
 _SKIP = {"script", "style", "noscript", "template", "head", "svg", "iframe", "object", "canvas"}
 _BLOCK = {
-    "address", "article", "aside", "blockquote", "body", "br", "dd", "details", "dialog", "div",
+    "pre", "address", "article", "aside", "blockquote", "body", "br", "dd", "details", "dialog", "div",
     "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4",
     "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "summary",
     "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul", "option", "button", "label",
 }
+_SOURCE_BREAKS = str.maketrans("\r\n\t", "   ")
 _PUBLISHED_META = ("article:published_time", "og:published_time", "date", "dc.date", "pubdate")
 
 
@@ -40,24 +41,30 @@ def extract(data: bytes, encoding: str) -> HtmlPage:
     return HtmlPage(text, " ".join(title.split()) if title else None, _published(root))
 
 
-def _walk(element, parts: list[str]) -> None:
+def _flow(text: str, preformatted: bool) -> str:
+    """Source line breaks are only whitespace in HTML, except inside <pre>."""
+    return text if preformatted else text.translate(_SOURCE_BREAKS)
+
+
+def _walk(element, parts: list[str], preformatted: bool = False) -> None:
     tag = element.tag if isinstance(element.tag, str) else ""
     tag = tag.lower()
     if tag in _SKIP:
         if element.tail:
-            parts.append(element.tail)
+            parts.append(_flow(element.tail, preformatted))
         return
     block = tag in _BLOCK
+    inner = preformatted or tag == "pre"
     if block:
         parts.append("\n")
     if element.text and isinstance(element.tag, str):
-        parts.append(element.text)
+        parts.append(_flow(element.text, inner))
     for child in element:
-        _walk(child, parts)
+        _walk(child, parts, inner)
     if block:
         parts.append("\n")
     if element.tail:
-        parts.append(element.tail)
+        parts.append(_flow(element.tail, preformatted))
 
 
 def _published(root) -> Optional[datetime]:

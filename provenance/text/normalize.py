@@ -91,3 +91,32 @@ def _stem(word: str) -> str:
 def boilerplate_key_text(normalized: str) -> str:
     """The form under which recurring chrome is counted: digits masked (dates, counters)."""
     return _DIGITS.sub("0", normalized)
+
+
+_TRANSLIT = str.maketrans({
+    "а": "a", "б": "b", "в": "v", "г": "g", "ґ": "g", "д": "d", "е": "e", "ё": "e", "є": "e", "ж": "zh",
+    "з": "z", "и": "i", "і": "i", "ї": "i", "й": "i", "к": "k", "л": "l", "м": "m", "н": "n", "о": "o",
+    "п": "p", "р": "r", "с": "s", "т": "t", "у": "u", "ў": "u", "ф": "f", "х": "kh", "ц": "ts", "ч": "ch",
+    "ш": "sh", "щ": "shch", "ъ": "", "ы": "y", "ь": "", "э": "e", "ю": "yu", "я": "ya",
+    "α": "a", "β": "v", "γ": "g", "δ": "d", "ε": "e", "ζ": "z", "η": "i", "θ": "th", "ι": "i", "κ": "k",
+    "λ": "l", "μ": "m", "ν": "n", "ξ": "x", "ο": "o", "π": "p", "ρ": "r", "σ": "s", "ς": "s", "τ": "t",
+    "υ": "y", "φ": "f", "χ": "ch", "ψ": "ps", "ω": "o",
+})
+_VOWELS = re.compile(r"(?<=.)[aeiouy]+")
+_DOUBLES = re.compile(r"(.)\1+")
+
+
+def transliterate(word: str) -> str:
+    """Cyrillic and Greek letters to Latin (a simple scientific-style table)."""
+    return word.translate(_TRANSLIT)
+
+
+def phonetic_key(word: str) -> str:
+    """A spelling-tolerant key: transliterated, inner vowels dropped, doubles collapsed.
+
+    "lukashenko", "lukashenka" and "лукашенко" all become "lkshnk". Digits pass through.
+    """
+    latin = transliterate(word)
+    if not latin.isalpha() or not latin.isascii():
+        return latin
+    return _DOUBLES.sub(r"\1", _VOWELS.sub("", latin.replace("kh", "h").replace("zh", "z")))

@@ -1,0 +1,194 @@
+"""Questions about one text or one pair, answered from the persisted index without storing.
+
+``match_text``: does this text duplicate or reuse anything stored? It reads only the band
+tables and the candidates' rows, never the whole corpus. ``explain``: why two stored
+documents match or do not, with every measure behind the answer.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import index, manifest
+from .db.models import Boilerplate, Document, DocumentBand, Passage
+from .errors import ProvenanceError
+from .match import score, trigrams
+from .prepare import document_signature, passage_words, prepare
+from .reader import RawDocument
+from .report import resolve_document
+from .sketch import band_keys, estimate_jaccard, from_blob, to_blob
+
+
+def _settings(session: Session):
+    settings = manifest.load(session)
+    if settings is None:
+        raise ProvenanceError("this database holds no documents yet; run `provenance ingest PATH` first")
+    return settings
+
+
+def match_text(session: Session, text: str, name: str = "<text>", threshold: Optional[float] = None) -> dict:
+    """Near-duplicate documents and reused passages for ``text``; nothing is written."""
+    settings = _settings(session)
+    threshold = settings.near_duplicate_threshold if threshold is None else threshold
+    raw = RawDocument(path=name, text=text, format="text", encoding="utf-8", size_bytes=len(text.encode("utf-8")))
+    prepared = prepare(raw, settings)
+    known = set(session.scalars(
+        select(Boilerplate.key_hash).where(
+            Boilerplate.key_hash.in_({p.key_hash for p in prepared.passages}), Boilerplate.status == "boilerplate"
+        )
+    ))
+    content = [p for p in prepared.passages if p.key_hash not in known]
+    signature = document_signature([p.words for p in content], settings)
+    documents = []
+    exact_ids = set(session.scalars(
+        select(Document.id).where(Document.content_hash == prepared.content_hash, Document.is_latest.is_(True))
+    ))
+    candidate_ids = set(exact_ids)
+    if signature is not None:
+        keys = band_keys(signature, settings.document)
+        candidate_ids |= set(session.scalars(select(DocumentBand.document_id).where(DocumentBand.band_key.in_(keys))))
+    for batch in index._chunks(sorted(candidate_ids)):
+        for row in session.execute(
+            select(Document.id, Document.path, Document.signature, Document.content_hash)
+            .where(Document.id.in_(batch), Document.is_latest.is_(True))
+        ):
+            exact = row.content_hash == prepared.content_hash
+            similarity = 1.0 if exact else (
+                estimate_jaccard(signature, from_blob(row.signature)) if signature is not None and row.signature else 0.0
+            )
+            if exact or similarity >= threshold:
+                documents.append({"id": row.id, "path": row.path, "relation": "exact" if exact else "near-duplicate",
+                                  "similarity": round(similarity, 4)})
+    documents.sort(key=lambda d: (-d["similarity"], d["id"]))
+    passages = _passage_matches(session, content, text, settings)
+    return {
+        "text": {"name": name, "content_hash": prepared.content_hash, "passages": len(prepared.passages),
+                 "boilerplate_passages": len(prepared.passages) - len(content)},
+        "threshold": threshold,
+        "documents": documents,
+        "passages": passages,
+    }
+
+
+def _passage_matches(session: Session, content: list, text: str, settings) -> list[dict]:
+    signed = [(p.seq, to_blob(p.signature)) for p in content if p.signature is not None]
+    by_seq = {p.seq: p for p in content}
+    candidates = index.passage_candidates(session, signed, -1, settings)
+    ids = sorted({c for found in candidates.values() for c in found})
+    rows = {}
+    for batch in index._chunks(ids):
+        for row in session.execute(
+            select(Passage.id, Passage.document_id, Passage.start_offset, Passage.end_offset, Document.path, Document.text)
+            .join(Document, Document.id == Passage.document_id)
+            .where(Passage.id.in_(batch), Passage.boilerplate_id.is_(None), Document.is_latest.is_(True))
+        ):
+            rows[row.id] = row
+    policy = settings.match_policy()
+    out = []
+    for seq, found in sorted(candidates.items()):
+        best = None
+        for candidate in sorted(found):
+            row = rows.get(candidate)
+            if row is None:
+                continue
+            source_text = row.text[row.start_offset : row.end_offset]
+            result = score(by_seq[seq].words, passage_words(source_text, settings), policy)
+            if result.label and (best is None or result.similarity > best[0].similarity):
+                best = (result, row, source_text)
+        if best is not None:
+            result, row, source_text = best
+            mine = by_seq[seq]
+            out.append({
+                "label": result.label, "similarity": result.similarity,
+                "span": [mine.start, mine.end], "text": text[mine.start : mine.end],
+                "document": {"id": row.document_id, "path": row.path},
+                "document_span": [row.start_offset, row.end_offset], "document_text": source_text,
+                "measures": {"jaccard": result.jaccard, "containment_text": result.containment_a,
+                             "containment_document": result.containment_b, "content_overlap": result.content_overlap},
+            })
+    return out
+
+
+def explain(session: Session, reference_a: str, reference_b: str, max_shingles: int = 25) -> dict:
+    """Every measure behind the answer to "do A and B match?"."""
+    settings = _settings(session)
+    a, b = resolve_document(session, reference_a), resolve_document(session, reference_b)
+    if a.id == b.id:
+        raise ProvenanceError("give two different documents to explain")
+    sides = {}
+    for doc in (a, b):
+        rows = session.execute(
+            select(Passage.id, Passage.start_offset, Passage.end_offset, Passage.boilerplate_id)
+            .where(Passage.document_id == doc.id).order_by(Passage.seq)
+        ).all()
+        content = [(r, passage_words(doc.text[r.start_offset : r.end_offset], settings)) for r in rows if r.boilerplate_id is None]
+        excluded = [
+            {"span": [r.start_offset, r.end_offset], "text": doc.text[r.start_offset : r.end_offset]}
+            for r in rows if r.boilerplate_id is not None
+        ]
+        words = [w for _, ws in content for w in ws]
+        sides[doc.id] = {"content": content, "excluded": excluded, "words": words}
+    size = settings.document.shingle_size
+    grams = {doc_id: _word_grams(side["words"], size) for doc_id, side in sides.items()}
+    shared = grams[a.id] & grams[b.id]
+    union = grams[a.id] | grams[b.id]
+    estimated = (
+        estimate_jaccard(from_blob(a.signature), from_blob(b.signature)) if a.signature and b.signature else 0.0
+    )
+    passages = []
+    policy = settings.match_policy()
+    for row_a, words_a in sides[a.id]["content"]:
+        best = None
+        for row_b, words_b in sides[b.id]["content"]:
+            result = score(words_a, words_b, policy)
+            if result.label and (best is None or result.similarity > best[0].similarity):
+                best = (result, row_b)
+        if best is not None:
+            result, row_b = best
+            passages.append({
+                "label": result.label, "similarity": result.similarity,
+                "a_span": [row_a.start_offset, row_a.end_offset], "b_span": [row_b.start_offset, row_b.end_offset],
+                "a_text": a.text[row_a.start_offset : row_a.end_offset], "b_text": b.text[row_b.start_offset : row_b.end_offset],
+                "measures": {"jaccard": result.jaccard, "containment_a": result.containment_a,
+                             "containment_b": result.containment_b, "content_overlap": result.content_overlap},
+            })
+    jaccard = len(shared) / len(union) if union else 0.0
+    verdict = _verdict(settings, a, b, jaccard, estimated, passages)
+    return {
+        "a": {"id": a.id, "path": a.path}, "b": {"id": b.id, "path": b.path},
+        "verdict": verdict,
+        "estimated_jaccard": round(estimated, 4),
+        "jaccard": round(jaccard, 4),
+        "containment_a_in_b": round(len(shared) / len(grams[a.id]), 4) if grams[a.id] else 0.0,
+        "containment_b_in_a": round(len(shared) / len(grams[b.id]), 4) if grams[b.id] else 0.0,
+        "shingle_size": size,
+        "shared_shingles": [" ".join(g) for g in sorted(shared)[:max_shingles]],
+        "shared_shingle_count": len(shared),
+        "passages": passages,
+        "boilerplate_excluded": {"a": sides[a.id]["excluded"], "b": sides[b.id]["excluded"]},
+        "settings": {"fingerprint": settings.fingerprint(), **settings.as_dict()},
+    }
+
+
+def _word_grams(words: list[str], size: int) -> set[tuple[str, ...]]:
+    if len(words) < size:
+        return {tuple(words)} if words else set()
+    return {tuple(words[i : i + size]) for i in range(len(words) - size + 1)}
+
+
+def _verdict(settings, a, b, jaccard: float, estimated: float, passages: list) -> str:
+    threshold = settings.near_duplicate_threshold
+    if a.content_hash == b.content_hash:
+        return "exact duplicates: the normalised texts are identical"
+    if estimated >= threshold:
+        return f"near-duplicates: estimated Jaccard {estimated:.2f} >= threshold {threshold}"
+    copied = [p for p in passages if p["label"] in ("verbatim", "syndicated")]
+    if copied:
+        return f"not near-duplicates (estimated Jaccard {estimated:.2f} < {threshold}), but {len(copied)} passage(s) copied"
+    if passages:
+        return f"not near-duplicates (estimated Jaccard {estimated:.2f} < {threshold}); {len(passages)} passage(s) reworded"
+    return f"no match: estimated Jaccard {estimated:.2f} (exact {jaccard:.2f}) < {threshold} and no passage in common"
+

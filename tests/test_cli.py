@@ -1,0 +1,777 @@
+"""The walking skeleton end to end through the ``provenance`` CLI on a temporary database."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import os
+import random
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from conftest import (
+    BELTA_SEED,
+    TASS_SEED,
+    cluster_ids,
+    cluster_with,
+    db_session,
+    document_count,
+    error_lines,
+    latest_document,
+    near_copy,
+    one_line,
+    run_count,
+)
+from provenance.db.models import Document, IngestRun, ManifestEntry
+from provenance.settings import Settings
+
+DOCUMENT_KEYS = {"id", "path", "source", "content_hash", "published_at", "ingested_at"}
+
+
+def ids_by_path(report: dict) -> dict[str, int]:
+    return {d["path"]: d["id"] for d in report["documents"]}
+
+
+# -- report contract ------------------------------------------------------------------
+def test_report_json_contract(ingest, report_json, db, seeds_dir, seed_copies):
+    ingest(seeds_dir)
+    ingest(seed_copies["exact"], seed_copies["near"])
+    report = report_json(db)
+
+    assert report["schema"] == "provenance.report/1"
+    with db_session(db) as session:
+        latest = {d.id: d for d in session.scalars(select(Document).where(Document.is_latest.is_(True)))}
+    assert {d["id"] for d in report["documents"]} == set(latest)
+    for entry in report["documents"]:
+        assert set(entry) >= DOCUMENT_KEYS, entry
+        stored = latest[entry["id"]]
+        assert entry["path"] == stored.path
+        assert entry["source"] == stored.source
+        assert entry["content_hash"] == stored.content_hash
+        assert entry["published_at"] is None  # plain text files carry no date
+        assert entry["ingested_at"] == stored.ingested_at.isoformat()
+    # sources default to the parent folder's name
+    by_path = {d["path"]: d for d in report["documents"]}
+    assert by_path[str(BELTA_SEED)]["source"] == BELTA_SEED.parent.name
+    assert by_path[str(seed_copies["near"])]["source"] == seed_copies["near"].parent.name
+
+    assert report["clusters"], "the copies of the BelTA seed should form a cluster"
+    for cluster in report["clusters"]:
+        canonical = cluster["canonical"]
+        assert set(canonical) >= {"id", "path", "reason"}
+        assert cluster["id"] == canonical["id"]
+        assert latest[canonical["id"]].path == canonical["path"]
+        assert isinstance(canonical["reason"], str) and canonical["reason"]
+        assert cluster["members"]
+        for member in cluster["members"]:
+            assert set(member) >= {"id", "path", "relation", "similarity"}
+            assert member["id"] != canonical["id"]
+            assert latest[member["id"]].path == member["path"]
+            assert member["relation"] in ("exact", "near-duplicate")
+            assert isinstance(member["similarity"], (int, float))
+            assert 0.0 <= member["similarity"] <= 1.0
+    # the summary agrees with the lists it summarises
+    summary = report["summary"]
+    assert summary["documents"] == len(report["documents"])
+    assert summary["clusters"] == len(report["clusters"])
+    assert summary["exact_duplicates"] == sum(
+        m["relation"] == "exact" for c in report["clusters"] for m in c["members"]
+    )
+
+
+def test_citations_reported_for_seeds(ingest, report_json, db, seeds_dir):
+    ingest(seeds_dir)
+    report = report_json(db)
+    ids = ids_by_path(report)
+    agencies = {(c["document"]["id"], c["agency"]) for c in report["citations"]}
+    assert (ids[str(BELTA_SEED)], "BelTA") in agencies
+    assert (ids[str(TASS_SEED)], "TASS") in agencies
+
+
+# -- idempotence and versions ---------------------------------------------------------
+def test_reingest_is_idempotent(ingest, invoke, report_json, db, seeds_dir):
+    first = ingest(seeds_dir)
+    assert first["documents_added"] == 2 and first["failed"] == 0
+    count = document_count(db)
+    before = report_json(db)
+
+    second = ingest(seeds_dir)
+    assert second["documents_added"] == 0
+    assert second["versions_added"] == 0
+    assert second["unchanged"] == first["documents_added"]
+    assert second["run_id"] != first["run_id"]
+    assert document_count(db) == count
+    after = report_json(db)
+    assert [d["content_hash"] for d in after["documents"]] == [d["content_hash"] for d in before["documents"]]
+    assert [d["ingested_at"] for d in after["documents"]] == [d["ingested_at"] for d in before["documents"]]
+
+    text = invoke("ingest", seeds_dir)
+    assert text.exit_code == 0, text.output
+    assert "0 document(s) added" in text.stdout
+    assert f"{first['documents_added']} unchanged" in text.stdout
+    assert document_count(db) == count
+
+
+def test_changed_file_becomes_new_version(ingest, report_json, db, tmp_path, belta_text):
+    article = tmp_path / "news" / "article.txt"
+    article.parent.mkdir()
+    article.write_text(belta_text, encoding="utf-8")
+    first = ingest(article)
+    assert first["documents_added"] == 1
+
+    article.write_text(belta_text + "\nAn editor's note was appended to this story on Tuesday afternoon.\n",
+                       encoding="utf-8")
+    second = ingest(article)
+    assert second["versions_added"] == 1
+    assert second["documents_added"] == 0
+
+    with db_session(db) as session:
+        versions = session.scalars(select(Document).where(Document.path == str(article)).order_by(Document.version)).all()
+        assert [v.version for v in versions] == [1, 2]
+        old, new = versions
+        assert new.previous_version_id == old.id
+        assert old.previous_version_id is None
+        assert old.is_latest is False and new.is_latest is True
+        assert old.content_hash != new.content_hash
+        assert "editor's note" in new.text and "editor's note" not in old.text
+        new_id = new.id
+    report = report_json(db)
+    assert [d["id"] for d in report["documents"] if d["path"] == str(article)] == [new_id]
+
+
+# -- duplicates -----------------------------------------------------------------------
+def test_near_copy_and_exact_copy_join_seed_cluster(ingest, report_json, db, seeds_dir, seed_copies):
+    ingest(seeds_dir, seed_copies["exact"], seed_copies["near"])
+    report = report_json(db)
+    ids = ids_by_path(report)
+    seed_id, exact_id, near_id = ids[str(BELTA_SEED)], ids[str(seed_copies["exact"])], ids[str(seed_copies["near"])]
+
+    cluster = cluster_with(report, seed_id)
+    assert cluster is not None, report["clusters"]
+    assert {seed_id, exact_id, near_id} <= cluster_ids(cluster)
+    relation_to_canonical = {m["id"]: m for m in cluster["members"]}
+    canonical_id = cluster["canonical"]["id"]
+    assert canonical_id == seed_id  # first ingested, no dates
+    assert relation_to_canonical[exact_id]["relation"] == "exact"
+    assert relation_to_canonical[exact_id]["similarity"] == pytest.approx(1.0)
+    assert relation_to_canonical[near_id]["relation"] == "near-duplicate"
+    assert 0.8 <= relation_to_canonical[near_id]["similarity"] < 1.0
+
+
+def test_seeds_are_not_near_duplicates(ingest, report_json, db, seeds_dir):
+    summary = ingest(seeds_dir)
+    assert summary["exact_duplicates"] == 0 and summary["near_duplicates"] == 0
+    report = report_json(db)
+    ids = ids_by_path(report)
+    belta, tass = ids[str(BELTA_SEED)], ids[str(TASS_SEED)]
+    for cluster in report["clusters"]:
+        assert not {belta, tass} <= cluster_ids(cluster), cluster
+    assert cluster_with(report, belta) is None and cluster_with(report, tass) is None
+
+
+def test_duplicate_found_across_runs(ingest, report_json, db, seeds_dir, seed_copies):
+    first = ingest(seeds_dir)
+    second = ingest(seed_copies["exact"])
+    assert second["documents_added"] == 1
+    assert second["exact_duplicates"] >= 1
+    third = ingest(seed_copies["near"])
+    assert third["near_duplicates"] >= 1
+
+    report = report_json(db)
+    ids = ids_by_path(report)
+    cluster = cluster_with(report, ids[str(seed_copies["exact"])])
+    assert cluster is not None
+    assert {ids[str(BELTA_SEED)], ids[str(seed_copies["exact"])], ids[str(seed_copies["near"])]} <= cluster_ids(cluster)
+    with db_session(db) as session:
+        seed_doc = latest_document(session, BELTA_SEED)
+        copy_doc = latest_document(session, seed_copies["exact"])
+        assert seed_doc.run_id == first["run_id"]
+        assert copy_doc.run_id == second["run_id"]
+
+
+def test_canonical_is_earliest_published(ingest, report_json, db, tmp_path, belta_text):
+    feed = tmp_path / "feed.jsonl"
+    records = [
+        {"id": "later", "text": belta_text, "published_at": "2024-05-02T09:00:00Z", "source": "Wire A"},
+        {"id": "earlier", "text": near_copy(belta_text, changes=2), "published_at": "2024-05-01T09:00:00Z",
+         "source": "Wire B"},
+        {"id": "undated", "text": belta_text, "source": "Wire C"},
+    ]
+    feed.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    summary = ingest(feed)
+    assert summary["documents_added"] == 3
+
+    with db_session(db) as session:
+        by_external = {d.external_id: d for d in session.scalars(select(Document))}
+    earlier, later, undated = by_external["earlier"], by_external["later"], by_external["undated"]
+    assert earlier.id > later.id, "the earlier-published record must be ingested later for this test"
+
+    report = report_json(db)
+    cluster = cluster_with(report, later.id)
+    assert cluster is not None
+    assert {earlier.id, later.id, undated.id} <= cluster_ids(cluster)
+    assert cluster["canonical"]["id"] == earlier.id
+    assert cluster["canonical"]["path"] == earlier.path
+    assert "published_at" in cluster["canonical"]["reason"]
+    assert earlier.published_at.isoformat() in cluster["canonical"]["reason"]
+    members = {m["id"]: m for m in cluster["members"]}
+    assert members[later.id]["relation"] == "near-duplicate"
+
+
+def test_canonical_falls_back_to_ingestion_order(ingest, report_json, db, tmp_path, belta_text):
+    first = tmp_path / "a" / "zz_first.txt"
+    second = tmp_path / "b" / "aa_second.txt"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    first.write_text(belta_text, encoding="utf-8")
+    second.write_text(belta_text, encoding="utf-8")
+    ingest(first)
+    ingest(second)
+    report = report_json(db)
+    ids = ids_by_path(report)
+    cluster = cluster_with(report, ids[str(first)])
+    assert cluster is not None
+    assert cluster["canonical"]["id"] == ids[str(first)]
+    assert "ingest" in cluster["canonical"]["reason"]
+    assert "published_at" in cluster["canonical"]["reason"]  # says why no date decided it
+    assert [m["id"] for m in cluster["members"]] == [ids[str(second)]]
+
+
+# -- report options -------------------------------------------------------------------
+def test_report_threshold_filters_clusters(ingest, report_json, invoke, db, seeds_dir, seed_copies):
+    ingest(seeds_dir, seed_copies["exact"], seed_copies["near"])
+    default = report_json(db)
+    ids = ids_by_path(default)
+    near_id, exact_id = ids[str(seed_copies["near"])], ids[str(seed_copies["exact"])]
+    near_similarity = {m["id"]: m["similarity"] for m in cluster_with(default, near_id)["members"]}[near_id]
+    assert near_similarity < 1.0
+
+    above = round(near_similarity + (1.0 - near_similarity) / 2, 4)
+    strict = report_json(db, "--threshold", above)
+    assert strict["threshold"] == pytest.approx(above)
+    assert cluster_with(strict, near_id) is None
+    assert cluster_with(strict, exact_id) is not None  # exact copies survive any threshold
+    assert len(strict["clusters"]) <= len(default["clusters"])
+    for cluster in strict["clusters"]:
+        for member in cluster["members"]:
+            assert member["similarity"] >= above or member["relation"] == "exact"
+
+    below = round(near_similarity - 0.01, 4)
+    loose = report_json(db, "--threshold", below)
+    assert near_id in cluster_ids(cluster_with(loose, exact_id))
+
+    bad = invoke("report", "--threshold", "1.5")
+    assert bad.exit_code != 0
+
+
+def test_report_csv_and_table(ingest, report_json, invoke, db, seeds_dir, seed_copies):
+    ingest(seeds_dir, seed_copies["exact"], seed_copies["near"])
+    report = report_json(db)
+    expected = set()
+    for cluster in report["clusters"]:
+        expected.add((cluster["canonical"]["id"], cluster["canonical"]["path"], "canonical"))
+        for member in cluster["members"]:
+            expected.add((member["id"], member["path"], member["relation"]))
+    assert expected
+
+    result = invoke("report", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert rows
+    assert {"kind", "document_id", "path", "relation", "similarity"} <= set(rows[0])
+    cluster_rows = [r for r in rows if r["kind"] == "cluster"]
+    assert {(int(r["document_id"]), r["path"], r["relation"]) for r in cluster_rows} == expected
+    for row in cluster_rows:
+        assert 0.0 <= float(row["similarity"]) <= 1.0
+
+    table = invoke("report", "--format", "table")
+    assert table.exit_code == 0, table.output
+    for _, path, _ in expected:
+        assert path in table.stdout
+    assert report["summary"]["message"] in table.stdout
+
+
+def test_report_before_any_ingest_is_refused(invoke, db):
+    result = invoke("report")
+    assert result.exit_code != 0
+    assert str(db) in result.output
+    assert not db.exists()
+
+
+# -- formats --------------------------------------------------------------------------
+def test_jsonl_metadata_and_malformed_line(ingest_result, db, tmp_path, belta_text, tass_text):
+    feed = tmp_path / "wire" / "feed.jsonl"
+    feed.parent.mkdir()
+    lines = [
+        json.dumps({"id": "belta-1", "url": "https://example.org/belta", "source": "BelTA",
+                    "published_at": "2024-03-05T10:00:00+02:00", "title": "Military cooperation",
+                    "text": belta_text}),
+        "",
+        '{"id": "broken", "text": "unterminated',
+        json.dumps({"text": tass_text, "title": "No id here"}),
+    ]
+    feed.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result, summary = ingest_result(feed)
+    assert result.exit_code == 0, result.output
+    assert summary["documents_added"] == 2
+    assert summary["skipped"] == 1 and summary["failed"] == 0
+    assert len(summary["problems"]) == 1
+    problem = summary["problems"][0]
+    assert f"{feed}:3" in problem and "JSON" in problem and "\n" not in problem
+    assert len(error_lines(result, f"{feed}:3")) == 1
+
+    with db_session(db) as session:
+        docs = {d.external_id: d for d in session.scalars(select(Document))}
+        assert set(docs) == {"belta-1", None}
+        belta = docs["belta-1"]
+        assert belta.path == f"{feed}#belta-1"
+        assert belta.url == "https://example.org/belta"
+        assert belta.source == "BelTA"
+        assert belta.title == "Military cooperation"
+        assert belta.format == "jsonl"
+        assert belta.text == belta_text
+        assert belta.published_at.isoformat() == "2024-03-05T08:00:00"  # stored as naive UTC
+        other = docs[None]
+        assert other.path == f"{feed}#L4"
+        assert other.source == feed.parent.name  # no "source": the folder's name
+        assert other.title == "No id here"
+        assert other.published_at is None
+
+
+def test_html_visible_text_with_blocks(ingest, db, tmp_path):
+    page = tmp_path / "site" / "page.html"
+    page.parent.mkdir()
+    page.write_text(
+        """<!DOCTYPE html><html><head><title>  Minsk   signs
+        accord </title><style>.hidden { color: red }</style>
+        <script>var tracking = "SCRIPT_PAYLOAD";</script></head>
+        <body><nav>Home</nav><h1>Belarus signs a defence accord</h1>
+        <p>The first paragraph explains the accord with <b>bold</b> words inline.</p>
+        <p>The second paragraph is short.</p>
+        <script>document.write("INLINE_SCRIPT")</script><noscript>NOSCRIPT_TEXT</noscript>
+        <ul><li>Item one</li><li>Item two</li></ul></body></html>""",
+        encoding="utf-8",
+    )
+    summary = ingest(page)
+    assert summary["documents_added"] == 1
+    with db_session(db) as session:
+        doc = latest_document(session, page)
+        assert doc.format == "html"
+        assert doc.title == "Minsk signs accord"
+        text = doc.text
+    for hidden in ("SCRIPT_PAYLOAD", "INLINE_SCRIPT", "NOSCRIPT_TEXT", "color: red", "<p>", "Minsk signs"):
+        assert hidden not in text
+    lines = text.splitlines()
+    assert "Belarus signs a defence accord" in lines
+    assert "The first paragraph explains the accord with bold words inline." in lines
+    assert "The second paragraph is short." in lines
+    assert lines.index("The first paragraph explains the accord with bold words inline.") < lines.index(
+        "The second paragraph is short.")
+    assert "Item one" in lines and "Item two" in lines
+
+
+def test_html_paragraph_wrapped_in_source_is_one_line(ingest, db, tmp_path):
+    """A line break inside a <p> is whitespace in HTML: the paragraph is one line of text."""
+    page = tmp_path / "site" / "wrapped.html"
+    page.parent.mkdir()
+    page.write_text(
+        "<html><head><title>Wrapped</title></head><body>\n"
+        "  <p>Minsk and Moscow agreed to extend\n     their military technical cooperation\n     through 2025.</p>\n"
+        "  <p>The second paragraph\n     follows it.</p>\n</body></html>\n",
+        encoding="utf-8",
+    )
+    ingest(page)
+    with db_session(db) as session:
+        text = latest_document(session, page).text
+    assert text.splitlines() == [
+        "Minsk and Moscow agreed to extend their military technical cooperation through 2025.",
+        "The second paragraph follows it.",
+    ]
+
+
+def test_stdin_ingest(ingest, db, belta_text):
+    summary = ingest("-", input=belta_text)
+    assert summary["documents_added"] == 1
+    with db_session(db) as session:
+        doc = latest_document(session, "-")
+        assert doc is not None
+        assert doc.text == belta_text
+        assert doc.source == "stdin"
+    again = ingest("-", "--source", "Daily Globe", input=belta_text)
+    assert again["unchanged"] == 1 and again["documents_added"] == 0
+
+
+def test_stdin_source_option(ingest, db, tass_text):
+    ingest("-", "--source", "Daily Globe", input=tass_text)
+    with db_session(db) as session:
+        assert latest_document(session, "-").source == "Daily Globe"
+
+
+WESTERN = (
+    "The café on the corner reopened on Monday, and its owner said the naïve façade of the old building "
+    "had been restored.\n“We wanted to keep the character of the place,” she said — adding that the menu "
+    "now costs about 12 € per person.\nCritics called the résumé of the renovation a déjà vu of the 1990s, "
+    "but regulars were pleased with the crème brûlée.\n"
+)
+
+
+def test_utf16_with_bom_decoded(ingest, db, tmp_path):
+    path = tmp_path / "in" / "utf16.txt"
+    path.parent.mkdir()
+    path.write_bytes(WESTERN.encode("utf-16"))  # with BOM
+    ingest(path)
+    with db_session(db) as session:
+        doc = latest_document(session, path)
+        assert doc.text == WESTERN
+        assert codecs.lookup(doc.encoding).name.startswith("utf-16")
+        assert doc.size_bytes == path.stat().st_size
+
+
+def test_windows_1252_decoded(ingest, db, tmp_path):
+    path = tmp_path / "in" / "windows.txt"
+    path.parent.mkdir()
+    path.write_bytes(WESTERN.encode("cp1252"))
+    ingest(path)
+    with db_session(db) as session:
+        doc = latest_document(session, path)
+        assert doc.text == WESTERN, f"decoded as {doc.encoding}: {doc.text[:100]!r}"
+        assert codecs.lookup(doc.encoding).name == codecs.lookup("cp1252").name
+
+
+# -- settings manifest ----------------------------------------------------------------
+@pytest.mark.parametrize("option,value,name", [("--num-perm", "64", "num_perm"), ("--shingle-size", "3", "shingle_size")])
+def test_settings_mismatch_refused(ingest, ingest_result, db, seeds_dir, seed_copies, option, value, name):
+    ingest(seeds_dir)
+    documents, runs = document_count(db), run_count(db)
+    with db_session(db) as session:
+        manifest_before = {m.key: m.value for m in session.scalars(select(ManifestEntry))}
+
+    result, summary = ingest_result(seed_copies["exact"], option, value)
+    assert result.exit_code != 0
+    assert summary is None  # refused before any run
+    message = one_line(result.stderr)
+    assert name in message and "settings" in message
+    assert document_count(db) == documents
+    assert run_count(db) == runs
+    with db_session(db) as session:
+        assert {m.key: m.value for m in session.scalars(select(ManifestEntry))} == manifest_before
+        assert latest_document(session, seed_copies["exact"]) is None
+
+
+def test_settings_of_first_ingest_are_kept(ingest, invoke, db, seeds_dir, seed_copies):
+    ingest(seeds_dir, "--num-perm", "64", "--shingle-size", "4")
+    # the same values again, or none at all, are accepted
+    assert ingest(seed_copies["exact"], "--num-perm", "64")["documents_added"] == 1
+    assert ingest(seed_copies["near"])["documents_added"] == 1
+    result = invoke("inspect", "--format", "json")
+    assert result.exit_code == 0, result.output
+    settings = json.loads(result.stdout)["settings"]
+    assert settings["document"]["num_perm"] == 64
+    assert settings["document"]["shingle_size"] == 4
+
+
+# -- inspect --------------------------------------------------------------------------
+@pytest.fixture
+def populated(ingest, tmp_path, seeds_dir, seed_copies, belta_text):
+    """Seeds in run 1; copies in run 2; a file changed between runs 2 and 3."""
+    article = tmp_path / "desk" / "article.txt"
+    article.parent.mkdir()
+    article.write_text(near_copy(belta_text, changes=6, boilerplate=[]), encoding="utf-8")
+    runs = [ingest(seeds_dir), ingest(seed_copies["exact"], seed_copies["near"], article)]
+    article.write_text(article.read_text(encoding="utf-8") + "\nA correction was appended later that week.\n",
+                       encoding="utf-8")
+    runs.append(ingest(article))
+    return {"runs": runs, "article": article, **seed_copies}
+
+
+def test_inspect_summary(invoke, report_json, db, populated, head_revision_independent):
+    result = invoke("inspect", "--format", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    with db_session(db) as session:
+        all_docs = session.scalars(select(Document)).all()
+        runs = session.scalars(select(IngestRun)).all()
+    assert data["documents"] == sum(d.is_latest for d in all_docs)
+    assert data["versions"] == len(all_docs)
+    assert data["versions"] == data["documents"] + 1
+    assert data["runs"] == len(runs) == len(populated["runs"])
+    assert data["clusters"] == len(report_json(db)["clusters"])
+    assert data["schema_revision"] == head_revision_independent
+    assert data["settings"] == Settings().as_dict()
+    assert data["file_size_bytes"] == os.path.getsize(db)
+    assert data["file_size_bytes"] > 0
+
+    table = invoke("inspect")
+    assert table.exit_code == 0, table.output
+    assert head_revision_independent in table.stdout
+
+
+def test_inspect_documents(invoke, db, populated):
+    result = invoke("inspect", "documents", "--format", "json")
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    with db_session(db) as session:
+        latest = {d.id: d for d in session.scalars(select(Document).where(Document.is_latest.is_(True)))}
+    assert [d["id"] for d in listed] == sorted(latest)
+    for entry in listed:
+        assert entry["path"] == latest[entry["id"]].path
+        assert entry["version"] == latest[entry["id"]].version
+    article = next(d for d in listed if d["path"] == str(populated["article"]))
+    assert article["version"] == 2
+
+    as_csv = invoke("inspect", "documents", "--format", "csv")
+    assert as_csv.exit_code == 0, as_csv.output
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert sorted(int(r["id"]) for r in rows) == sorted(latest)
+
+
+def test_inspect_document_by_id_and_path(invoke, db, populated, monkeypatch, tmp_path):
+    article = populated["article"]
+    with db_session(db) as session:
+        versions = session.scalars(select(Document).where(Document.path == str(article)).order_by(Document.version)).all()
+        seed = latest_document(session, BELTA_SEED)
+        exact = latest_document(session, populated["exact"])
+    current = versions[-1]
+
+    by_id = invoke("inspect", "document", current.id, "--format", "json")
+    assert by_id.exit_code == 0, by_id.output
+    data = json.loads(by_id.stdout)
+    assert data["id"] == current.id and data["path"] == str(article)
+    assert data["content_hash"] == current.content_hash
+    assert data["source"] == article.parent.name
+    assert [v["id"] for v in data["versions"]] == [v.id for v in versions]
+    assert [v["version"] for v in data["versions"]] == [1, 2]
+
+    by_path = invoke("inspect", "document", str(article), "--format", "json")
+    assert by_path.exit_code == 0, by_path.output
+    assert json.loads(by_path.stdout)["id"] == current.id
+
+    monkeypatch.chdir(article.parent)
+    relative = invoke("inspect", "document", article.name, "--format", "json")
+    assert relative.exit_code == 0, relative.output
+    assert json.loads(relative.stdout)["id"] == current.id
+
+    seed_data = json.loads(invoke("inspect", "document", seed.id, "--format", "json").stdout)
+    duplicates = {d["id"]: d for d in seed_data["duplicates"]}
+    assert exact.id in duplicates
+    assert duplicates[exact.id]["relation"] == "exact"
+    assert duplicates[exact.id]["path"] == str(populated["exact"])
+    assert {c["agency"] for c in seed_data["citations"]} == {"BelTA"}
+
+    table = invoke("inspect", "document", seed.id)
+    assert table.exit_code == 0, table.output
+    assert str(populated["exact"]) in table.stdout
+
+    missing = invoke("inspect", "document", str(tmp_path / "never-ingested.txt"))
+    assert missing.exit_code != 0
+    assert "never-ingested.txt" in one_line(missing.stderr)
+
+
+def test_inspect_runs(invoke, db, populated):
+    result = invoke("inspect", "runs", "--format", "json")
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)
+    summaries = populated["runs"]
+    assert [r["id"] for r in runs] == [s["run_id"] for s in summaries]
+    for run, summary in zip(runs, summaries):
+        assert run["status"] == "completed"
+        assert run["finished_at"] is not None
+        for key in ("files_seen", "documents_added", "versions_added", "unchanged", "skipped", "failed"):
+            assert run[key] == summary[key], key
+    assert runs[-1]["versions_added"] == 1
+    assert len({r["settings_fingerprint"] for r in runs}) == 1
+
+
+# -- database handling ----------------------------------------------------------------
+def test_db_upgrade_then_current(invoke, db, head_revision_independent):
+    missing = invoke("db", "current")
+    assert missing.exit_code != 0
+    assert not db.exists()
+
+    upgraded = invoke("db", "upgrade")
+    assert upgraded.exit_code == 0, upgraded.output
+    assert head_revision_independent in upgraded.stdout
+    current = invoke("db", "current")
+    assert current.exit_code == 0, current.output
+    assert current.stdout.split()[0] == head_revision_independent
+    assert "(head)" in current.stdout
+    # upgrading again is harmless
+    assert invoke("db", "upgrade").exit_code == 0
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["report"], ["db", "current"], ["db", "upgrade"], ["ingest", "SEED"]])
+def test_file_that_is_not_a_database_is_refused(invoke, tmp_path, command):
+    notes = tmp_path / "notes.txt"
+    original = b"These are my notes, not a database.\n"
+    notes.write_bytes(original)
+    args = [str(BELTA_SEED) if a == "SEED" else a for a in command]
+    result = invoke(*args, db_path=notes)
+    assert result.exit_code != 0
+    message = one_line(result.stderr)
+    assert str(notes) in message or notes.name in message
+    assert "database" in message
+    assert notes.read_bytes() == original
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["report"], ["db", "current"], ["db", "upgrade"], ["ingest", "SEED"]])
+def test_unknown_schema_revision_is_refused(invoke, db, command):
+    with sqlite3.connect(db) as connection:
+        connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+        connection.execute("INSERT INTO alembic_version VALUES ('f00dfacef00d')")
+    connection.close()
+    args = [str(BELTA_SEED) if a == "SEED" else a for a in command]
+    result = invoke(*args)
+    assert result.exit_code != 0
+    message = one_line(result.stderr)
+    assert "upgrade provenance" in message
+    assert "f00dfacef00d" in message
+    with sqlite3.connect(db) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        revision = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+    connection.close()
+    assert tables == {"alembic_version"}
+    assert revision == [("f00dfacef00d",)]
+
+
+def test_foreign_sqlite_database_is_refused(invoke, db):
+    with sqlite3.connect(db) as connection:
+        connection.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    connection.close()
+    result = invoke("ingest", BELTA_SEED)
+    assert result.exit_code != 0
+    assert "not a provenance database" in one_line(result.stderr)
+    with sqlite3.connect(db) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    connection.close()
+    assert tables == {"customers"}
+
+
+# -- bad input ------------------------------------------------------------------------
+def _write_bad(tmp_path: Path, kind: str, belta_text: str) -> tuple[Path, tuple[str, ...]]:
+    """A bad input file of ``kind`` and words one of which its error line must contain."""
+    folder = tmp_path / "bad"
+    folder.mkdir(exist_ok=True)
+    if kind == "binary":
+        path = folder / "picture.txt"
+        path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00" + bytes(range(256)) * 4)
+        return path, ("binary",)
+    if kind == "undecodable":
+        path = folder / "garbled.txt"
+        rng = random.Random(20261123)
+        path.write_bytes(bytes(rng.randrange(128, 256) for _ in range(4096)))
+        return path, ("encoding", "decode")
+    if kind == "empty":
+        path = folder / "empty.txt"
+        path.write_bytes(b"")
+        return path, ("empty", "no text")
+    if kind == "whitespace":
+        path = folder / "blank.txt"
+        path.write_text("   \n\t\n  \r\n   ", encoding="utf-8")
+        return path, ("whitespace", "no text")
+    if kind == "jsonl":
+        path = folder / "feed.jsonl"
+        path.write_text(json.dumps({"id": "ok", "text": belta_text[:600] + " jsonl line"}) + "\n{not json}\n",
+                        encoding="utf-8")
+        return path, ("JSON",)
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["binary", "undecodable", "empty", "whitespace", "jsonl"])
+def test_bad_input_is_skipped_and_reported(ingest_result, db, tmp_path, tass_text, belta_text, kind):
+    good = tmp_path / "good" / "article.txt"
+    good.parent.mkdir()
+    good.write_text(tass_text, encoding="utf-8")
+    bad, reasons = _write_bad(tmp_path, kind, belta_text)
+
+    result, summary = ingest_result(good, bad)
+    assert result.exit_code == 0, result.output
+    assert summary["failed"] == 0
+    assert summary["skipped"] == 1
+    assert summary["documents_added"] == (2 if kind == "jsonl" else 1)
+    assert len(summary["problems"]) == 1
+    problem = summary["problems"][0]
+    assert str(bad) in problem and "\n" not in problem
+    assert any(word.lower() in problem.lower() for word in reasons), problem
+    assert len(error_lines(result, str(bad))) == 1
+    if kind == "jsonl":
+        assert f"{bad}:2" in problem
+    with db_session(db) as session:
+        assert latest_document(session, good) is not None
+        stored_paths = {d.path for d in session.scalars(select(Document))}
+        run = session.get(IngestRun, summary["run_id"])
+        assert run.skipped == 1 and run.failed == 0
+    assert str(bad) not in stored_paths
+    if kind == "jsonl":
+        assert f"{bad}#ok" in stored_paths
+
+
+@pytest.mark.parametrize("kind", ["binary", "undecodable", "empty", "whitespace"])
+def test_only_bad_input_exits_non_zero(ingest_result, db, tmp_path, belta_text, kind):
+    bad, _ = _write_bad(tmp_path, kind, belta_text)
+    result, summary = ingest_result(bad)
+    assert result.exit_code != 0
+    assert summary["documents_added"] == 0 and summary["skipped"] == 1
+    assert document_count(db) == 0
+
+
+def test_missing_path_is_skipped_and_the_rest_is_ingested(ingest_result, db, tmp_path, tass_text):
+    good = tmp_path / "good" / "article.txt"
+    good.parent.mkdir()
+    good.write_text(tass_text, encoding="utf-8")
+    missing = tmp_path / "nowhere" / "missing.txt"
+    result, summary = ingest_result(good, missing)
+    assert result.exit_code == 0, result.output
+    assert summary["skipped"] == 1 and summary["failed"] == 0 and summary["documents_added"] == 1
+    assert len(summary["problems"]) == 1
+    assert str(missing) in summary["problems"][0] and "no such file" in summary["problems"][0]
+    assert len(error_lines(result, str(missing))) == 1
+    with db_session(db) as session:
+        assert latest_document(session, good) is not None
+        assert session.get(IngestRun, summary["run_id"]).skipped == 1
+
+    alone, alone_summary = ingest_result(missing)
+    assert alone.exit_code != 0
+    assert alone_summary["documents_added"] == 0 and alone_summary["skipped"] == 1
+
+
+def test_unreadable_file_is_skipped(ingest_result, db, tmp_path, tass_text, belta_text):
+    good = tmp_path / "good" / "article.txt"
+    good.parent.mkdir()
+    good.write_text(tass_text, encoding="utf-8")
+    locked = tmp_path / "locked.txt"
+    locked.write_text(belta_text, encoding="utf-8")
+    locked.chmod(0)
+    try:
+        if os.access(locked, os.R_OK):
+            pytest.skip("running with privileges that read a mode-000 file (root)")
+        result, summary = ingest_result(good, locked)
+    finally:
+        locked.chmod(0o644)
+    assert result.exit_code == 0, result.output
+    assert summary["skipped"] == 1 and summary["failed"] == 0 and summary["documents_added"] == 1
+    assert str(locked) in summary["problems"][0] and "permission" in summary["problems"][0].lower()
+    assert len(error_lines(result, str(locked))) == 1
+    with db_session(db) as session:
+        assert latest_document(session, locked) is None
+
+
+def test_folder_ingest_mixes_good_and_bad(ingest_result, db, tmp_path, seeds_dir, belta_text):
+    folder = tmp_path / "mixed"
+    shutil.copytree(seeds_dir, folder)
+    bad = [_write_bad(tmp_path, kind, belta_text)[0] for kind in ("binary", "empty", "whitespace")]
+    for path in bad:
+        shutil.move(path, folder / path.name)
+    (folder / "notes.pdf").write_bytes(b"%PDF-1.4 not a supported suffix")
+    result, summary = ingest_result(folder)
+    assert result.exit_code == 0, result.output
+    assert summary["documents_added"] == 2
+    assert summary["skipped"] == len(bad)
+    assert summary["files_seen"] == 2 + len(bad)  # the .pdf is not taken from a folder
+    for path in bad:
+        assert sum(str(folder / path.name) in p for p in summary["problems"]) == 1

@@ -1,0 +1,98 @@
+"""Migrations and models agree; the migration chain is linear and reversible."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select
+
+from conftest import MIGRATIONS, BELTA_SEED, db_session
+from provenance.db import models  # noqa: F401  (registers every table)
+from provenance.db.base import Base
+from provenance.db.migrate import alembic_config, current_revision, head_revision, migrations_dir
+from provenance.db.models import Document
+from provenance.db.session import database_url, make_engine
+
+
+def _engine(db):
+    return make_engine(database_url(str(db)))
+
+
+def _run(engine, action: str, target: str) -> None:
+    config = alembic_config(engine)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        getattr(command, action)(config, target)
+
+
+def _differences(engine) -> list:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True, "render_as_batch": True})
+        return compare_metadata(context, Base.metadata)
+
+
+def _tables(engine) -> set[str]:
+    with engine.connect() as connection:
+        return set(sa_inspect(connection).get_table_names())
+
+
+def test_library_uses_the_repository_migrations():
+    assert migrations_dir().resolve() == MIGRATIONS.resolve()
+
+
+def test_exactly_one_head_and_linear_history(head_revision_independent):
+    script = ScriptDirectory.from_config(alembic_config())
+    heads = script.get_heads()
+    assert len(heads) == 1, f"multiple Alembic heads: {heads}"
+    assert heads[0] == head_revision() == head_revision_independent
+    revisions = list(script.walk_revisions())
+    assert revisions, "no migrations"
+    bases = [r for r in revisions if r.down_revision is None]
+    assert len(bases) == 1, [r.revision for r in bases]
+    for revision in revisions:
+        assert not revision.is_merge_point or revision.revision == heads[0]
+
+
+def test_upgrade_head_matches_models(tmp_path, head_revision_independent):
+    engine = _engine(tmp_path / "fresh.db")
+    try:
+        _run(engine, "upgrade", "head")
+        assert current_revision(engine) == head_revision_independent
+        assert _tables(engine) == set(Base.metadata.tables) | {"alembic_version"}
+        differences = _differences(engine)
+        assert differences == [], f"models and migrations disagree: {differences}"
+    finally:
+        engine.dispose()
+
+
+def test_downgrade_to_base_and_upgrade_again(tmp_path, head_revision_independent):
+    engine = _engine(tmp_path / "cycle.db")
+    try:
+        _run(engine, "upgrade", "head")
+        _run(engine, "downgrade", "base")
+        assert current_revision(engine) is None
+        assert _tables(engine) <= {"alembic_version"}
+        _run(engine, "upgrade", "head")
+        assert current_revision(engine) == head_revision_independent
+        assert _differences(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_database_usable_after_downgrade_cycle(tmp_path, runner, ingest):
+    from provenance.cli import cli
+
+    db = tmp_path / "used.db"
+    assert runner.invoke(cli, ["--db", str(db), "db", "upgrade"]).exit_code == 0
+    engine = _engine(db)
+    try:
+        _run(engine, "downgrade", "base")
+    finally:
+        engine.dispose()
+    summary = ingest(BELTA_SEED, db_path=db)
+    assert summary["documents_added"] == 1
+    with db_session(db) as session:
+        assert session.scalar(select(Document.path)) == str(BELTA_SEED)
