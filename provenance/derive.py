@@ -7,6 +7,8 @@ evidence, so correcting the evidence (new boilerplate) corrects the derivation.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -15,9 +17,11 @@ from sqlalchemy.orm import Session, aliased
 
 from . import index
 from .db.models import Citation, Derivation, Document, DocumentPair, Passage, PassageMatch
-from .match import score
+from .align import align, tokens_in
+from .match import score, shared_extent
 from .prepare import passage_words
 from .settings import Settings
+from .text.normalize import content_words, normalize, tokens
 from .sketch import estimate_jaccard, from_blob
 
 #: Candidates below this estimated content-word Jaccard are not scored exactly.
@@ -88,6 +92,10 @@ def derive(
     by_source: dict[int, list] = {}
     for (mine, other_document), (candidate, result, estimate) in best.items():
         by_source.setdefault(other_document, []).append((mine, candidate, result, estimate))
+    for other_document, matches in by_source.items():
+        matches.extend(
+            _extend(session, document_id, other_document, matches, words_by_passage, texts, my_signatures, settings)
+        )
     # Duplicates found at document level are derivations even without passage evidence.
     for first, second in session.execute(
         select(DocumentPair.first_id, DocumentPair.second_id).where(
@@ -115,27 +123,243 @@ def derive(
             ).returning(Derivation.id)
         ).scalar_one()
         if matches:
-            session.execute(
-                insert(PassageMatch),
-                [
-                    {
-                        "derivation_id": derivation_id,
-                        "derived_passage_id": mine if forward else candidate,
-                        "source_passage_id": candidate if forward else mine,
-                        "label": result.label,
-                        "similarity": result.similarity,
-                        "estimated_jaccard": round(estimate, 4),
-                        "jaccard": result.jaccard,
-                        "containment_derived": result.containment_a if forward else result.containment_b,
-                        "containment_source": result.containment_b if forward else result.containment_a,
-                        "content_overlap": result.content_overlap,
-                    }
-                    for mine, candidate, result, estimate in sorted(matches, key=lambda m: (m[0], m[1]))
-                ],
-            )
+            evidence = _evidence(session, document_id, other_id, matches, words_by_passage, texts, settings)
+            rows = []
+            for item in evidence:
+                derived_side, source_side = (item.mine, item.other) if forward else (item.other, item.mine)
+                rows.append({
+                    "derivation_id": derivation_id,
+                    "derived_passage_id": derived_side[0],
+                    "source_passage_id": source_side[0],
+                    "label": item.label,
+                    "similarity": item.similarity,
+                    "derived_start": derived_side[1], "derived_end": derived_side[2],
+                    "source_start": source_side[1], "source_end": source_side[2],
+                    "estimated_jaccard": round(item.estimate, 4),
+                    "jaccard": item.jaccard,
+                    "containment_derived": item.containment_mine if forward else item.containment_other,
+                    "containment_source": item.containment_other if forward else item.containment_mine,
+                    "content_overlap": item.content_overlap,
+                })
+            session.execute(insert(PassageMatch), rows)
         if summarise(session, derivation_id, settings):
             created += 1
     return created
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One aligned piece of reuse, seen from the new document ("mine") and the other one.
+
+    ``mine``/``other`` are (passage id, start, end): the passage the span starts in and the
+    character span of the evidence itself.
+    """
+
+    mine: tuple[int, int, int]
+    other: tuple[int, int, int]
+    label: str
+    similarity: float
+    estimate: float
+    jaccard: float
+    containment_mine: float
+    containment_other: float
+    content_overlap: float
+
+
+def _evidence(
+    session: Session, document_id: int, other_id: int, matches: list[tuple], words_by_passage: dict[int, list[str]],
+    texts: dict[int, str], settings: Settings,
+) -> list[Evidence]:
+    """Passage matches plus exact alignment of the copied text between the two documents.
+
+    Copied text is reported as aligned segments, whatever the sentence boundaries; passage
+    matches that a segment already covers are dropped, reworded passages are kept.
+    """
+    spans = _aligned_spans(session, matches, words_by_passage, texts, document_id, other_id, settings)
+    passages = {}
+    for doc_id in (document_id, other_id):
+        passages[doc_id] = session.execute(
+            select(Passage.id, Passage.start_offset, Passage.end_offset)
+            .where(Passage.document_id == doc_id, Passage.boilerplate_id.is_(None)).order_by(Passage.seq)
+        ).all()
+    segments = align(
+        tokens_in(texts[document_id], [(p.start_offset, p.end_offset) for p in passages[document_id]]),
+        tokens_in(texts[other_id], [(p.start_offset, p.end_offset) for p in passages[other_id]]),
+        gap=settings.alignment_gap, min_seeds=settings.alignment_min_seeds,
+    )
+    # A segment must rest on passage evidence, or be long enough to stand on its own:
+    # short runs of shared words ("United States of America") are not reuse.
+    supported = [spans[(m[0], m[1])][0] for m in matches]
+    segments = [
+        s for s in segments
+        if s.seeds >= settings.alignment_standalone_seeds
+        or any(start < s.a_end and s.a_start < end for start, end in supported)
+    ]
+    out: list[Evidence] = []
+    for segment in segments:
+        segment = dataclasses.replace(
+            segment,
+            a_start=_widen_left(texts[document_id], segment.a_start), a_end=_widen_right(texts[document_id], segment.a_end),
+            b_start=_widen_left(texts[other_id], segment.b_start), b_end=_widen_right(texts[other_id], segment.b_end),
+        )
+        mine_words = passage_words(texts[document_id][segment.a_start : segment.a_end], settings)
+        other_words = passage_words(texts[other_id][segment.b_start : segment.b_end], settings)
+        result = score(mine_words, other_words, settings.match_policy())
+        label = "verbatim" if segment.identical else "syndicated"
+        out.append(Evidence(
+            (_passage_at(passages[document_id], segment.a_start), segment.a_start, segment.a_end),
+            (_passage_at(passages[other_id], segment.b_start), segment.b_start, segment.b_end),
+            label, 1.0 if segment.identical else round(max(result.containment_a, result.containment_b), 4), 0.0,
+            result.jaccard, result.containment_a, result.containment_b, result.content_overlap,
+        ))
+    covered = [(s.a_start, s.a_end) for s in segments]
+    for mine, candidate, result, estimate in sorted(matches, key=lambda m: (m[0], m[1])):
+        mine_span, other_span = spans[(mine, candidate)]
+        overlap = sum(max(0, min(end, mine_span[1]) - max(start, mine_span[0])) for start, end in covered)
+        if overlap >= 0.5 * (mine_span[1] - mine_span[0]):
+            continue
+        out.append(Evidence(
+            (mine, *mine_span), (candidate, *other_span), result.label, result.similarity, estimate,
+            result.jaccard, result.containment_a, result.containment_b, result.content_overlap,
+        ))
+    return sorted(out, key=lambda e: (e.mine[1], e.other[1]))
+
+
+_CLOSING = set(".,;:!?\u2026\"')]}\u2019\u201d\u00bb")
+_OPENING = set("\"'([{\u2018\u201c\u00ab")
+
+
+def _widen_right(text: str, end: int) -> int:
+    """Take in the punctuation that closes the last copied word ("Russia." not "Russia")."""
+    while end < len(text) and text[end] in _CLOSING:
+        end += 1
+    return end
+
+
+def _widen_left(text: str, start: int) -> int:
+    while start > 0 and text[start - 1] in _OPENING:
+        start -= 1
+    return start
+
+
+def _passage_at(passages: list, offset: int) -> int:
+    """The passage holding ``offset`` (or the next one after it)."""
+    for passage in passages:
+        if passage.end_offset > offset:
+            return passage.id
+    return passages[-1].id
+
+
+_ORIGINAL_WORD = re.compile(r"\w+(?:['\u2019\u2018\u02bc]\w+)*")
+
+
+def _aligned_spans(
+    session: Session, matches: list[tuple], words_by_passage: dict[int, list[str]], texts: dict[int, str],
+    document_id: int, other_id: int, settings: Settings,
+) -> dict[tuple[int, int], tuple[tuple[int, int], tuple[int, int]]]:
+    """Character spans of the evidence in each text: copied passages trimmed to the part
+    the two passages share, reworded ones whole."""
+    ids = sorted({m[0] for m in matches} | {m[1] for m in matches})
+    offsets = {}
+    for batch in index._chunks(ids):
+        for row in session.execute(select(Passage.id, Passage.start_offset, Passage.end_offset).where(Passage.id.in_(batch))):
+            offsets[row.id] = (row.start_offset, row.end_offset)
+    for doc_id in (document_id, other_id):
+        if doc_id not in texts:
+            texts[doc_id] = session.scalar(select(Document.text).where(Document.id == doc_id))
+    out = {}
+    for mine, candidate, result, _ in matches:
+        mine_span, other_span = offsets[mine], offsets[candidate]
+        if result.label in ("verbatim", "syndicated"):
+            mine_words = words_by_passage.get(mine) or passage_words(texts[document_id][slice(*mine_span)], settings)
+            other_words = passage_words(texts[other_id][slice(*other_span)], settings)
+            mine_span = _trim(texts[document_id], mine_span, mine_words, other_words)
+            other_span = _trim(texts[other_id], other_span, other_words, mine_words)
+        out[(mine, candidate)] = (mine_span, other_span)
+    return out
+
+
+def _trim(text: str, span: tuple[int, int], words: list[str], other_words: list[str]) -> tuple[int, int]:
+    """Narrow ``span`` to the words covered by shared 3-grams; unchanged when the original
+    text's words cannot be lined up with the normalised ones (CJK, expansions)."""
+    extent = shared_extent(words, other_words)
+    if extent is None or extent == (0, len(words) - 1):
+        return span
+    located = list(_ORIGINAL_WORD.finditer(text, span[0], span[1]))
+    if len(located) != len(words):
+        return span
+    return located[extent[0]].start(), located[extent[1]].end()
+
+
+def _extend(
+    session: Session,
+    document_id: int,
+    other_id: int,
+    seeds: list[tuple],
+    words_by_passage: dict[int, list[str]],
+    texts: dict[int, str],
+    my_signatures: dict,
+    settings: Settings,
+) -> list[tuple]:
+    """Seed and extend: grow matched runs into neighbouring passages under looser thresholds.
+
+    Heavily edited reuse keeps its order: the passage next to a copied one is usually the
+    (reworded) next passage of the source, even when alone it would look too different.
+    Returns the new matches, in the same shape as the seeds.
+    """
+    policy = settings.extension_policy()
+    window = settings.extension_window
+    mine_rows = session.execute(
+        select(Passage.id).where(Passage.document_id == document_id, Passage.boilerplate_id.is_(None)).order_by(Passage.seq)
+    ).scalars().all()
+    other_rows = session.execute(
+        select(Passage.id, Passage.start_offset, Passage.end_offset, Passage.signature)
+        .where(Passage.document_id == other_id, Passage.boilerplate_id.is_(None)).order_by(Passage.seq)
+    ).all()
+    if other_id not in texts:
+        texts[other_id] = session.scalar(select(Document.text).where(Document.id == other_id))
+    other_text = texts[other_id]
+    other_words: dict[int, list[str]] = {}
+
+    def words_of(index_in_other: int) -> list[str]:
+        row = other_rows[index_in_other]
+        if row.id not in other_words:
+            other_words[row.id] = passage_words(other_text[row.start_offset : row.end_offset], settings)
+        return other_words[row.id]
+
+    mine_index = {pid: i for i, pid in enumerate(mine_rows)}
+    other_index = {row.id: i for i, row in enumerate(other_rows)}
+    matched = {m[0]: other_index[m[1]] for m in seeds if m[0] in mine_index and m[1] in other_index}
+    queue = sorted(matched)
+    added = []
+    while queue:
+        mine = queue.pop()
+        i, j = mine_index[mine], matched[mine]
+        for step in range(-window, window + 1):
+            ii = i + step
+            if step == 0 or not 0 <= ii < len(mine_rows) or mine_rows[ii] in matched:
+                continue
+            words = words_by_passage.get(mine_rows[ii])
+            if not words:
+                continue
+            best = None
+            for jj in range(max(0, j + step - window), min(len(other_rows), j + step + window + 1)):
+                result = score(words, words_of(jj), policy)
+                if result.label and (best is None or result.similarity > best[0].similarity):
+                    best = (result, jj)
+            if best is None:
+                continue
+            result, jj = best
+            row = other_rows[jj]
+            mine_signature = my_signatures.get(mine_rows[ii])
+            estimate = (
+                estimate_jaccard(mine_signature, from_blob(row.signature))
+                if mine_signature is not None and row.signature is not None else 0.0
+            )
+            matched[mine_rows[ii]] = jj
+            queue.append(mine_rows[ii])
+            added.append((mine_rows[ii], row.id, result, estimate))
+    return added
 
 
 def _prefer_originals(session: Session, by_source: dict[int, list]) -> None:
@@ -172,35 +396,26 @@ def summarise(session: Session, derivation_id: int, settings: Settings) -> bool:
             DocumentPair.first_id == min(derived_id, source_id), DocumentPair.second_id == max(derived_id, source_id)
         )
     ).first()
-    derived_passage = aliased(Passage)
     matches = session.execute(
-        select(
-            PassageMatch.label, PassageMatch.similarity, derived_passage.id,
-            derived_passage.start_offset, derived_passage.end_offset, derived_passage.content_word_count,
-        )
-        .join(derived_passage, derived_passage.id == PassageMatch.derived_passage_id)
+        select(PassageMatch.label, PassageMatch.similarity, PassageMatch.derived_start, PassageMatch.derived_end)
         .where(PassageMatch.derivation_id == derivation_id)
     ).all()
-    content_chars = sum(
-        end - start
-        for start, end in session.execute(
-            select(Passage.start_offset, Passage.end_offset).where(
-                Passage.document_id == derived_id, Passage.boilerplate_id.is_(None)
-            )
+    content_spans = session.execute(
+        select(Passage.start_offset, Passage.end_offset).where(
+            Passage.document_id == derived_id, Passage.boilerplate_id.is_(None)
         )
-    )
-    seen: dict[int, tuple] = {}
-    for match in matches:
-        if match.id not in seen or match.similarity > seen[match.id].similarity:
-            seen[match.id] = match
-    matched_chars = sum(m.end_offset - m.start_offset for m in seen.values())
-    copied_words = sum(m.content_word_count for m in seen.values() if m.label in ("verbatim", "syndicated"))
-    all_words = sum(m.content_word_count for m in seen.values())
+    ).all()
+    content_chars = sum(end - start for start, end in content_spans)
+    text = session.scalar(select(Document.text).where(Document.id == derived_id)) if matches else ""
+    copied = _union([(m.derived_start, m.derived_end) for m in matches if m.label in ("verbatim", "syndicated")])
+    everything = _union([(m.derived_start, m.derived_end) for m in matches])
+    matched_chars = sum(end - start for start, end in everything)
+    copied_words = sum(len(content_words(tokens(normalize(text[start:end])))) for start, end in copied)
+    all_words = sum(len(content_words(tokens(normalize(text[start:end])))) for start, end in everything)
     coverage = min(1.0, matched_chars / content_chars) if content_chars else 0.0
-    weighted = (
-        sum(m.similarity * (m.end_offset - m.start_offset) for m in seen.values()) / matched_chars
-        if matched_chars else 0.0
-    )
+    weighted_total = sum(m.similarity * (m.derived_end - m.derived_start) for m in matches)
+    weighted_length = sum(m.derived_end - m.derived_start for m in matches)
+    weighted = weighted_total / weighted_length if weighted_length else 0.0
     relation: Optional[str] = None
     value = weighted
     if pair is not None and pair.exact:
@@ -221,6 +436,16 @@ def summarise(session: Session, derivation_id: int, settings: Settings) -> bool:
         )
     )
     return True
+
+
+def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _agencies(session: Session, document_id: int) -> set[str]:

@@ -349,12 +349,9 @@ class Ingestor:
                     [p.words for p in prepared.passages if p.key_hash not in known and repeats[p.key_hash] < 2],
                     settings,
                 )
-                words = {p.key_hash: len(p.words) for p in eligible}
                 recurring = {
-                    key for key in crowded
-                    if self._recurs_independently(session, key, document_id, mine, words[key])
+                    key for key in crowded if self._recurs_independently(session, key, document_id, mine)
                 }
-        short = {p.key_hash: len(p.words) <= settings.boilerplate_short_words for p in eligible}
         affected: set[int] = set()
         first_text = {}
         for p in eligible:
@@ -369,7 +366,7 @@ class Ingestor:
             origin = None
             if key in recurring:
                 origin = "corpus"
-            elif repeats[key] > 1 and short[key]:
+            elif repeats[key] > 1:
                 origin = "repeated"
             if origin is None:
                 continue
@@ -383,17 +380,15 @@ class Ingestor:
             affected |= self._tag_key(session, boilerplate_id, key)
         return affected
 
-    def _recurs_independently(self, session: Session, key: int, document_id: int, mine, word_count: int) -> bool:
+    def _recurs_independently(self, session: Session, key: int, document_id: int, mine) -> bool:
         """True when ``key`` occurs in enough *unrelated* documents to be page chrome.
 
         Copies of one article (same content, or similar signatures) count once, so an
-        article carried by three sites does not turn its own sentences into boilerplate.
-        Passages longer than ``boilerplate_short_words`` count only within one source: a
-        long footer recurs on one site, a long wire paragraph across many.
+        article carried by three sites does not turn its own short lines into boilerplate.
         """
         settings = self.settings
         rows = session.execute(
-            select(Document.id, Document.source, Document.signature, Document.content_hash)
+            select(Document.id, Document.signature, Document.content_hash)
             .join(Passage, Passage.document_id == Document.id)
             .where(Passage.key_hash == key, Document.is_latest.is_(True))
             .distinct()
@@ -413,12 +408,7 @@ class Ingestor:
                     same = estimate_jaccard(signatures[a.id], signatures[b.id]) >= settings.boilerplate_family_similarity
                 if same:
                     forest.union(a.id, b.id)
-        families = forest.groups()
-        if word_count <= settings.boilerplate_short_words:
-            return len(families) >= settings.boilerplate_min_documents
-        source_of = {row.id: row.source for row in rows}
-        per_source = Counter(source_of[min(family)] for family in families)
-        return max(per_source.values()) >= settings.boilerplate_min_documents
+        return len(forest.groups()) >= settings.boilerplate_min_documents
 
     def _tag_key(self, session: Session, boilerplate_id: int, key: int, only_document: Optional[int] = None) -> set[int]:
         """Tag untagged passages with ``key`` and record where they were seen."""

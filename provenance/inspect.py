@@ -94,14 +94,25 @@ def document(session: Session, reference: str) -> dict:
         Document.id.in_([p.first_id if p.second_id == found.id else p.second_id for p in pairs])
     )).all())
     tags = dict(session.execute(select(Boilerplate.id, Boilerplate.origin)).all())
+    evidence = session.execute(
+        select(PassageMatch.label, PassageMatch.similarity, PassageMatch.derived_start, PassageMatch.derived_end,
+               PassageMatch.source_start, PassageMatch.source_end, Derivation.derived_id, Derivation.source_id)
+        .join(Derivation, Derivation.id == PassageMatch.derivation_id)
+        .where(or_(Derivation.derived_id == found.id, Derivation.source_id == found.id))
+        .order_by(PassageMatch.id)
+    ).all()
     passages = []
     for p in session.scalars(select(Passage).where(Passage.document_id == found.id).order_by(Passage.seq)):
-        matches = session.execute(
-            select(PassageMatch.label, PassageMatch.similarity, PassageMatch.derived_passage_id,
-                   PassageMatch.source_passage_id, Derivation.derived_id, Derivation.source_id)
-            .join(Derivation, Derivation.id == PassageMatch.derivation_id)
-            .where(or_(PassageMatch.derived_passage_id == p.id, PassageMatch.source_passage_id == p.id))
-        ).all()
+        matches = []
+        for m in evidence:
+            role = "derived" if m.derived_id == found.id else "source"
+            start, end = (m.derived_start, m.derived_end) if role == "derived" else (m.source_start, m.source_end)
+            if start < p.end_offset and p.start_offset < end:
+                matches.append({
+                    "label": m.label, "similarity": m.similarity, "role": role,
+                    "other_document": m.source_id if role == "derived" else m.derived_id,
+                    "evidence_span": [start, end],
+                })
         passages.append(
             {
                 "seq": p.seq,
@@ -109,15 +120,7 @@ def document(session: Session, reference: str) -> dict:
                 "tag": "boilerplate" if p.boilerplate_id else "content",
                 "boilerplate_origin": tags.get(p.boilerplate_id) if p.boilerplate_id else None,
                 "text": found.text[p.start_offset : p.end_offset],
-                "matches": [
-                    {
-                        "label": m.label,
-                        "similarity": m.similarity,
-                        "role": "derived" if m.derived_passage_id == p.id else "source",
-                        "other_document": m.source_id if m.derived_passage_id == p.id else m.derived_id,
-                    }
-                    for m in matches
-                ],
+                "matches": matches,
             }
         )
     return {

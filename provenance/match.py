@@ -77,3 +77,15 @@ def _contains(haystack: list[str], needle: list[str]) -> bool:
         return False
     joined = " " + " ".join(haystack) + " "
     return (" " + " ".join(needle) + " ") in joined
+
+
+def shared_extent(words_a: list[str], words_b: list[str]) -> Optional[tuple[int, int]]:
+    """Word range (first, last inclusive) of ``words_a`` covered by 3-grams it shares with
+    ``words_b``; None when they share none. Trims a passage to the copied part."""
+    grams_b = trigrams(words_b)
+    if len(words_a) < 3:
+        return (0, len(words_a) - 1) if words_a and tuple(words_a) in grams_b else None
+    hits = [i for i in range(len(words_a) - 2) if tuple(words_a[i : i + 3]) in grams_b]
+    if not hits:
+        return None
+    return hits[0], hits[-1] + 2

@@ -160,6 +160,9 @@ _BOMS = (
 )
 
 
+_BINARY_MAGIC = (
+    b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"%PDF", b"PK\x03\x04", b"\x7fELF", b"\x1f\x8b", b"BZh", b"SQLite format 3",
+)
 _LATIN_SINGLE_BYTE = {
     "cp1250", "cp1252", "cp1254", "cp1257", "latin_1", "iso8859_2", "iso8859_3", "iso8859_4",
     "iso8859_9", "iso8859_10", "iso8859_13", "iso8859_14", "iso8859_15", "iso8859_16", "mac_latin2", "mac_roman",
@@ -174,10 +177,13 @@ def decode(data: bytes, path: str) -> tuple[str, str]:
                 return data.decode(encoding), encoding
             except UnicodeDecodeError:
                 raise InputError(path, f"starts with a {encoding} byte-order mark but does not decode as {encoding}") from None
-    if b"\x00" in data[:65536]:
-        raise InputError(path, "binary file (contains NUL bytes), not text; remove it from the input")
+    head = data[:65536]
+    if head.count(b"\x00") > max(2, len(head) // 100) or head.startswith(_BINARY_MAGIC):
+        raise InputError(path, "binary file (NUL bytes or a binary signature), not text; remove it from the input")
     try:
-        return data.decode("utf-8"), "utf-8"
+        # A stray NUL in real text (it happens in scraped corpora) becomes U+FFFD: one
+        # character for one, so offsets still point into the original.
+        return data.decode("utf-8").replace("\x00", "\ufffd"), "utf-8"
     except UnicodeDecodeError:
         pass
     from charset_normalizer import from_bytes
@@ -185,7 +191,7 @@ def decode(data: bytes, path: str) -> tuple[str, str]:
     best = from_bytes(data).best()
     if best is None:
         raise InputError(path, "cannot detect the text encoding; convert the file to UTF-8")
-    text, encoding = str(best), best.encoding
+    text, encoding = str(best).replace("\x00", "\ufffd"), best.encoding
     if encoding in _LATIN_SINGLE_BYTE:
         # Detectors often tie between Latin code pages on short Western text and pick a
         # Baltic or Central European one; Windows-1252 is by far the commonest in news copy.

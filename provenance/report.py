@@ -139,7 +139,6 @@ def derivations(session: Session, document_id: Optional[int] = None, with_text: 
     if document_id is not None:
         query = query.where(or_(Derivation.derived_id == document_id, Derivation.source_id == document_id))
     items = session.execute(query).all()
-    derived_passage, source_passage = aliased(Passage), aliased(Passage)
     texts: dict[int, str] = {}
 
     def text_of(doc_id: int) -> str:
@@ -149,16 +148,14 @@ def derivations(session: Session, document_id: Optional[int] = None, with_text: 
 
     out = []
     for derivation, derived_path, source_path in items:
-        matches = session.execute(
-            select(PassageMatch, derived_passage.start_offset, derived_passage.end_offset,
-                   source_passage.start_offset, source_passage.end_offset)
-            .join(derived_passage, derived_passage.id == PassageMatch.derived_passage_id)
-            .join(source_passage, source_passage.id == PassageMatch.source_passage_id)
+        matches = session.scalars(
+            select(PassageMatch)
             .where(PassageMatch.derivation_id == derivation.id)
-            .order_by(derived_passage.start_offset, source_passage.start_offset)
+            .order_by(PassageMatch.derived_start, PassageMatch.source_start)
         ).all()
         passages = []
-        for match, d_start, d_end, s_start, s_end in matches:
+        for match in matches:
+            d_start, d_end, s_start, s_end = match.derived_start, match.derived_end, match.source_start, match.source_end
             item = {
                 "label": match.label,
                 "similarity": match.similarity,

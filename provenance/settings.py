@@ -77,11 +77,10 @@ class Settings:
     minhash: str = "datasketch-affine32"
     #: A passage whose normalised form occurs in this many distinct documents is boilerplate.
     boilerplate_min_documents: int = 3
-    #: Longer passages are never learned as boilerplate: a long shared paragraph is reuse.
-    boilerplate_max_words: int = 70
-    #: Up to this many words a recurring passage is chrome wherever it recurs; longer ones
-    #: only when they recur within one source (a site's footer, not a wire paragraph).
-    boilerplate_short_words: int = 12
+    #: Longer passages are never learned as boilerplate: a long passage that recurs is
+    #: reused text (a quoted lead, a wire paragraph), not page chrome. Mark a long footer
+    #: by hand with ``provenance boilerplate add``.
+    boilerplate_max_words: int = 15
     #: Documents this similar count as one when counting where a passage recurs.
     boilerplate_family_similarity: float = 0.5
     #: Passages with fewer content words are kept and tagged but not matched.
@@ -97,6 +96,21 @@ class Settings:
     syndicated_min_containment: float = 0.5
     rewritten_min_overlap: float = 0.6
     rewritten_min_shared: int = 6
+    #: Seed and extend: around a matched passage, neighbours (this many passages away)
+    #: are compared under looser thresholds, to follow reuse through heavy edits.
+    extension_window: int = 2
+    extension_min_containment: float = 0.4
+    extension_min_overlap: float = 0.4
+    extension_min_shared: int = 3
+    #: Alignment of copied text: shared word 3-grams closer than this many words in both
+    #: texts belong to one segment; a segment needs this many seeds.
+    alignment_gap: int = 25
+    alignment_min_seeds: int = 4
+    alignment_standalone_seeds: int = 12
+    #: A reworded passage alone needs this content-word overlap; next to other reuse (within
+    #: this many characters) the ordinary threshold is enough.
+    rewrite_standalone_overlap: float = 0.8
+    rewrite_neighbour_chars: int = 400
     #: A derivation needs matched passages holding at least this many content words.
     derivation_min_content_words: int = 10
 
@@ -108,6 +122,16 @@ class Settings:
             rewritten_min_overlap=self.rewritten_min_overlap,
             rewritten_min_shared=self.rewritten_min_shared,
             min_content_words=self.passage_min_words,
+        )
+
+    def extension_policy(self):
+        from .match import MatchPolicy
+
+        return MatchPolicy(
+            syndicated_min_containment=self.extension_min_containment,
+            rewritten_min_overlap=self.extension_min_overlap,
+            rewritten_min_shared=self.extension_min_shared,
+            min_content_words=1,
         )
 
     def as_dict(self) -> dict:

@@ -254,8 +254,14 @@ def test_decode_windows_1252():
 
 def test_decode_refuses_nul_bytes():
     with pytest.raises(InputError) as caught:
-        decode(b"text\x00with a nul", "some/file.txt")
+        decode(b"text\x00with\x00many\x00nul\x00bytes\x00", "some/file.txt")
     assert caught.value.path == "some/file.txt" and "binary" in caught.value.reason
+
+
+def test_decode_keeps_offsets_of_text_with_a_stray_nul():
+    body = ("Real prose scraped from the web. " * 20).encode() + b"\x00" + b" The end."
+    text, encoding = decode(body, "scraped.txt")
+    assert encoding == "utf-8" and len(text) == len(body) and text[body.index(b"\x00")] == "\ufffd"
 
 
 def test_decode_refuses_undecodable_bytes():

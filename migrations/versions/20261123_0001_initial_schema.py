@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 19:24:58.164130
+Create Date: 2026-11-23 19:24:58
 """
 from __future__ import annotations
 
@@ -185,6 +185,10 @@ def upgrade() -> None:
     sa.Column('source_passage_id', sa.Integer(), nullable=False),
     sa.Column('label', sa.String(length=16), nullable=False),
     sa.Column('similarity', sa.Float(), nullable=False),
+    sa.Column('derived_start', sa.Integer(), nullable=False),
+    sa.Column('derived_end', sa.Integer(), nullable=False),
+    sa.Column('source_start', sa.Integer(), nullable=False),
+    sa.Column('source_end', sa.Integer(), nullable=False),
     sa.Column('estimated_jaccard', sa.Float(), nullable=False),
     sa.Column('jaccard', sa.Float(), nullable=False),
     sa.Column('containment_derived', sa.Float(), nullable=False),

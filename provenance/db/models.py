@@ -207,6 +207,12 @@ class PassageMatch(Base):
     )
     label: Mapped[str] = mapped_column(String(16))
     similarity: Mapped[float] = mapped_column(Float)
+    #: The aligned evidence: the part of each passage the texts share (copied text is
+    #: trimmed to its first and last shared word 3-gram; reworded text keeps the passage).
+    derived_start: Mapped[int] = mapped_column(Integer)
+    derived_end: Mapped[int] = mapped_column(Integer)
+    source_start: Mapped[int] = mapped_column(Integer)
+    source_end: Mapped[int] = mapped_column(Integer)
     estimated_jaccard: Mapped[float] = mapped_column(Float)
     jaccard: Mapped[float] = mapped_column(Float)
     containment_derived: Mapped[float] = mapped_column(Float)

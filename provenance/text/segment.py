@@ -12,7 +12,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f]+[\"'\u201d\u2019\u00bb)\]]*(?=\s+|$)")
+# A sentence ends at terminal punctuation followed by space, or (scraped text glued
+# together) directly by a capital after a lower-case word: "study.Bachelor's".
+_SENTENCE_END = re.compile(
+    r"[.!?\u2026\u3002\uff01\uff1f]+[\"'\u201d\u2019\u00bb)\]]*(?=\s+|$)|(?<=[a-z]{2})[.!?](?=[A-Z][a-z])"
+)
 _LINE_END_PUNCT = tuple(".!?:;\"'\u201d\u2019\u00bb)]\u2026\u3002")
 _WORDS = re.compile(r"\w+")
 
