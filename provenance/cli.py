@@ -109,10 +109,13 @@ def cli(ctx: click.Context, db: Optional[str], quiet: bool) -> None:
               show_default=True, metavar="MB", help="Refuse files larger than this.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Run summary format on stdout.")
+@click.option("-w", "--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes that read, normalise and sign files; one writer stores them in input "
+                   "order, so the result is the same for any number.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line (errors still print).")
 @click.pass_obj
 def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, seed,
-           boilerplate_min_documents, max_file_size, fmt, quiet) -> None:
+           boilerplate_min_documents, max_file_size, workers, fmt, quiet) -> None:
     """Ingest files and folders (recursively); '-' reads one document from stdin.
 
     Formats: .txt, .md, .html/.htm (visible text), .jsonl (one document a line: "text"
@@ -141,6 +144,7 @@ def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, see
         max_bytes=max_file_size * 1_000_000,
         on_event=progress,
         arguments=run_arguments(list(paths), source=source),
+        workers=workers,
     )
     progress.close()
     if fmt == "json":

@@ -16,3 +16,6 @@ class InputError(ProvenanceError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+    def __reduce__(self):  # survive the trip back from an ingest worker process
+        return (type(self), (self.path, self.reason))

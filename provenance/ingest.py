@@ -7,8 +7,10 @@ back that document alone and the ingest goes on with the next.
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Optional, Union
 
@@ -27,7 +29,7 @@ from .db.models import (
 from .db.session import session_scope
 from .errors import InputError, ProvenanceError
 from .prepare import PreparedDocument, document_signature, passage_words, prepare
-from .reader import DEFAULT_MAX_BYTES, InputFile, RawDocument, discover, read
+from .reader import DEFAULT_MAX_BYTES, STDIN, InputFile, RawDocument, discover, read
 from .settings import Settings
 from .cluster import UnionFind
 from .sketch import estimate_jaccard, from_blob, to_blob
@@ -142,10 +144,11 @@ class Ingestor:
         max_bytes: int = DEFAULT_MAX_BYTES,
         on_event: EventHandler = lambda *args: None,
         arguments: str = "",
+        workers: int = 1,
     ) -> IngestSummary:
         items = list(discover(paths))
         on_event("start", sum(isinstance(i, InputFile) for i in items))
-        return self.ingest_items(items, source=source, max_bytes=max_bytes, on_event=on_event, arguments=arguments)
+        return self.ingest_items(items, source=source, max_bytes=max_bytes, on_event=on_event, arguments=arguments, workers=workers)
 
     def ingest_items(
         self,
@@ -155,38 +158,59 @@ class Ingestor:
         max_bytes: int = DEFAULT_MAX_BYTES,
         on_event: EventHandler = lambda *args: None,
         arguments: str = "",
+        workers: int = 1,
     ) -> IngestSummary:
+        """Read and sign files (in ``workers`` processes when > 1), then store them one
+        document per transaction, always in input order so that results never depend
+        on the number of workers."""
         summary = IngestSummary(run_id=self._start_run(arguments))
+        read_one = partial(prepare_file, source=source, max_bytes=max_bytes, settings=self.settings)
+        files = []
+        for item in items:
+            if isinstance(item, InputError):
+                self._problem(summary, item, on_event, hard=False)
+            else:
+                files.append(item)
+        if any(item.path == STDIN for item in files):
+            workers = 1  # standard input can only be read here
+        pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 and len(files) > 1 else None
         try:
-            for item in items:
-                if isinstance(item, InputError):
-                    self._problem(summary, item, on_event, hard=False)
-                    continue
+            prepared_files = pool.imap(read_one, files, chunksize=4) if pool else map(read_one, files)
+            for item, outcomes in prepared_files:
                 summary.files_seen += 1
                 on_event("file", item.path)
-                for document in read(item, source=source, max_bytes=max_bytes):
-                    if isinstance(document, InputError):
-                        self._problem(summary, document, on_event, hard=False)
-                        continue
-                    self.ingest_document(document, summary, on_event)
+                for outcome in outcomes:
+                    if isinstance(outcome, InputError):
+                        self._problem(summary, outcome, on_event, hard=outcome.reason.startswith(PREPARE_FAILED))
+                    else:
+                        self.store_document(outcome, summary, on_event)
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
+            if pool:
+                pool.terminate()
             self._finish_run(summary)
         return summary
 
     def ingest_document(self, raw: RawDocument, summary: IngestSummary, on_event: EventHandler = lambda *a: None) -> str:
-        """Store one document in its own transaction; returns the outcome word."""
+        """Prepare and store one document; returns the outcome word."""
+        prepared = _prepare_or_error(raw, self.settings)
+        if isinstance(prepared, InputError):
+            self._problem(summary, prepared, on_event, hard=True)
+            return "failed"
+        return self.store_document(prepared, summary, on_event)
+
+    def store_document(self, prepared: PreparedDocument, summary: IngestSummary, on_event: EventHandler = lambda *a: None) -> str:
+        """Store one prepared document in its own transaction; returns the outcome word."""
         try:
-            prepared = prepare(raw, self.settings)
             with session_scope(self.engine) as session:
                 outcome = self._store(session, prepared, summary)
         except KeyboardInterrupt:
             raise
         except Exception as error:  # one document's failure must not stop the run
-            self._problem(summary, InputError(raw.path, f"could not be stored ({type(error).__name__}: {error})"), on_event, hard=True)
+            self._problem(summary, InputError(prepared.raw.path, f"could not be stored ({type(error).__name__}: {error})"), on_event, hard=True)
             return "failed"
-        on_event("document", raw.path, outcome)
+        on_event("document", prepared.raw.path, outcome)
         return outcome
 
     def _problem(self, summary: IngestSummary, error: InputError, on_event: EventHandler, hard: bool) -> None:
@@ -482,6 +506,26 @@ class Ingestor:
         words_by_passage = {row.id: passage_words(text[row.start_offset : row.end_offset], self.settings) for row in rows}
         self._index_document(session, document_id, words_by_passage, summary)
         derive.recompute_document(session, document_id, self.settings)
+
+
+PREPARE_FAILED = "could not be prepared"
+
+
+def _prepare_or_error(raw: RawDocument, settings: Settings) -> Union[PreparedDocument, InputError]:
+    try:
+        return prepare(raw, settings)
+    except Exception as error:  # one document's failure must not stop the run
+        return InputError(raw.path, f"{PREPARE_FAILED} ({type(error).__name__}: {error})")
+
+
+def prepare_file(item: InputFile, *, source: Optional[str], max_bytes: int, settings: Settings):
+    """Read, normalise, segment and sign one input file: the CPU-bound half of ingest,
+    safe to run in a worker process. Returns the item and its documents or errors."""
+    outcomes = [
+        document if isinstance(document, InputError) else _prepare_or_error(document, settings)
+        for document in read(item, source=source, max_bytes=max_bytes)
+    ]
+    return item, outcomes
 
 
 def boilerplate_key(text: str) -> int:
