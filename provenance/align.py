@@ -76,19 +76,21 @@ def align(
         if gram in positions_b and counts_a[gram] <= max_frequency and len(positions_b[gram]) <= max_frequency
         for j in positions_b[gram]
     ]
-    # Grow clusters in order of a; a seed joins the cluster it continues in both texts.
+    # Grow clusters in order of a; a seed joins the cluster it continues in both texts,
+    # the one nearest its diagonal when several are in reach (a repeated 3-gram can start
+    # a stray cluster right next to the true copy).
     clusters: list[list[tuple[int, int]]] = []
     for i, j in seeds:
-        best = None
-        for cluster in reversed(clusters[-8:]):
-            last_i = cluster[-1][0]
+        best, best_drift = None, None
+        for cluster in clusters[-8:]:
+            last_i, last_j = cluster[-1]
             if i - last_i > gap:
                 continue
             b_low = min(s[1] for s in cluster) - gap
             b_high = max(s[1] for s in cluster) + gap
-            if b_low <= j <= b_high:
-                best = cluster
-                break
+            drift = abs((j - i) - (last_j - last_i))
+            if b_low <= j <= b_high and (best_drift is None or drift < best_drift):
+                best, best_drift = cluster, drift
         if best is None:
             clusters.append([(i, j)])
         else:

@@ -372,7 +372,8 @@ def inspect_boilerplate(state: Context, fmt) -> None:
 
 @inspect.command("clusters")
 @_format_option
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=None)
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+              help="Near-duplicate threshold for clusters [default: the database's, 0.8].")
 @click.pass_obj
 def inspect_clusters(state: Context, fmt, threshold) -> None:
     """Duplicate clusters, one row per member, canonical first."""
@@ -418,7 +419,8 @@ def _records(state: Context, query, fmt: str) -> None:
 @cli.command()
 @click.argument("file", required=False, type=click.Path(allow_dash=True))
 @click.option("--text", "inline", help="The text to look up, instead of FILE.")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=None)
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+              help="Similarity a stored document needs to count as a near-duplicate [default: the database's, 0.8].")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_obj
 def match(state: Context, file, inline, threshold, fmt) -> None:
@@ -455,16 +457,18 @@ def match(state: Context, file, inline, threshold, fmt) -> None:
     if not data["documents"] and not data["passages"]:
         click.echo(f"no stored document duplicates this text at threshold {data['threshold']}, and no passage was reused")
         return
+    sections = []
     if data["documents"]:
-        click.echo(render.records([{"id": d["id"], "path": d["path"], "relation": d["relation"],
-                                    "similarity": d["similarity"]} for d in data["documents"]], "table"))
+        sections.append(f"Stored documents this text duplicates (threshold {data['threshold']})\n" + render.records(
+            [{"id": d["id"], "path": d["path"], "relation": d["relation"], "similarity": d["similarity"]}
+             for d in data["documents"]], "table"))
     if data["passages"]:
-        click.echo("\npassages")
-        click.echo(render.table(
+        sections.append("Passages of this text found in stored documents\n" + render.table(
             ["span", "label", "similarity", "document", "document span", "text"],
             [[f"{p['span'][0]}-{p['span'][1]}", p["label"], f"{p['similarity']:.2f}", f"#{p['document']['id']} {p['document']['path']}",
-              f"{p['document_span'][0]}-{p['document_span'][1]}", p["text"][:50]] for p in data["passages"]],
+              f"{p['document_span'][0]}-{p['document_span'][1]}", render.clip(p["text"], 60)] for p in data["passages"]],
         ))
+    click.echo("\n\n".join(sections))
 
 
 @cli.command()

@@ -96,7 +96,7 @@ def _passage_matches(session: Session, content: list, text: str, settings) -> li
                 continue
             source_text = row.text[row.start_offset : row.end_offset]
             result = score(by_seq[seq].words, passage_words(source_text, settings), policy)
-            if result.label and (best is None or result.similarity > best[0].similarity):
+            if result.label and (best is None or _strength(result) > _strength(best[0])):
                 best = (result, row, source_text)
         if best is not None:
             result, row, source_text = best
@@ -110,6 +110,15 @@ def _passage_matches(session: Session, content: list, text: str, settings) -> li
                              "containment_document": result.containment_b, "content_overlap": result.content_overlap},
             })
     return out
+
+
+_LABEL_STRENGTH = {"verbatim": 3, "syndicated": 2, "rewritten": 1}
+
+
+def _strength(result) -> tuple:
+    """Copied beats reworded, then the higher score: a rewrite's content-word overlap and
+    a copy's containment are not on one scale."""
+    return _LABEL_STRENGTH.get(result.label, 0), result.similarity
 
 
 def explain(session: Session, reference_a: str, reference_b: str, max_shingles: int = 25) -> dict:

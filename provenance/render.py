@@ -97,10 +97,24 @@ def report_csv(report: dict) -> str:
     return to_csv(REPORT_CSV_HEADERS, report_rows(report))
 
 
+TERMINAL_EXCERPT = 300
+
+
+def clip(text: str, limit: int = TERMINAL_EXCERPT) -> str:
+    """One line of at most about ``limit`` characters: long evidence keeps its head and
+    tail so the terminal stays readable (JSON and HTML carry the whole text)."""
+    line = " ".join(text.split())
+    if len(line) <= limit:
+        return line
+    keep = limit // 2 - 10
+    head, tail = line[:keep].rsplit(" ", 1)[0], line[-keep:].split(" ", 1)[-1]
+    return f"{head} … [{len(line) - len(head) - len(tail)} more characters] … {tail}"
+
+
 def highlight_shared(text: str, other: str, style) -> str:
-    """``text`` with the words it shares with ``other`` passed through ``style``."""
+    """``text`` (clipped to one line) with the words it shares with ``other`` passed through ``style``."""
     shared = {w.casefold() for w in re.findall(r"\w+", other)}
-    return re.sub(r"\w+", lambda m: style(m.group()) if m.group().casefold() in shared else m.group(), safe(text))
+    return re.sub(r"\w+", lambda m: style(m.group()) if m.group().casefold() in shared else m.group(), safe(clip(text)))
 
 
 def report_text(report: dict, style=lambda s: s, passages: bool = True) -> str:
