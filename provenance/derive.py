@@ -135,7 +135,7 @@ def derive(
                     "similarity": item.similarity,
                     "derived_start": derived_side[1], "derived_end": derived_side[2],
                     "source_start": source_side[1], "source_end": source_side[2],
-                    "estimated_jaccard": round(item.estimate, 4),
+                    "estimated_jaccard": None if item.estimate is None else round(item.estimate, 4),
                     "jaccard": item.jaccard,
                     "containment_derived": item.containment_mine if forward else item.containment_other,
                     "containment_source": item.containment_other if forward else item.containment_mine,
@@ -159,7 +159,7 @@ class Evidence:
     other: tuple[int, int, int]
     label: str
     similarity: float
-    estimate: float
+    estimate: Optional[float]  # None for evidence found by exact alignment, not by MinHash
     jaccard: float
     containment_mine: float
     containment_other: float
@@ -209,7 +209,7 @@ def _evidence(
         out.append(Evidence(
             (_passage_at(passages[document_id], segment.a_start), segment.a_start, segment.a_end),
             (_passage_at(passages[other_id], segment.b_start), segment.b_start, segment.b_end),
-            label, 1.0 if segment.identical else round(max(result.containment_a, result.containment_b), 4), 0.0,
+            label, 1.0 if segment.identical else round(max(result.containment_a, result.containment_b), 4), None,
             result.jaccard, result.containment_a, result.containment_b, result.content_overlap,
         ))
     covered = [(s.a_start, s.a_end) for s in segments]

@@ -213,7 +213,8 @@ class PassageMatch(Base):
     derived_end: Mapped[int] = mapped_column(Integer)
     source_start: Mapped[int] = mapped_column(Integer)
     source_end: Mapped[int] = mapped_column(Integer)
-    estimated_jaccard: Mapped[float] = mapped_column(Float)
+    #: MinHash estimate between the two passages; NULL when the evidence came from exact alignment.
+    estimated_jaccard: Mapped[Optional[float]] = mapped_column(Float)
     jaccard: Mapped[float] = mapped_column(Float)
     containment_derived: Mapped[float] = mapped_column(Float)
     containment_source: Mapped[float] = mapped_column(Float)
