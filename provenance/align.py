@@ -115,7 +115,16 @@ def _on_diagonal(cluster: list[tuple[int, int]], gap: int) -> list[tuple[int, in
     in b), so the b span covers the copy and not a stray repeat."""
     shifts = sorted(j - i for i, j in cluster)
     median = shifts[len(shifts) // 2]
-    return [(i, j) for i, j in cluster if abs((j - i) - median) <= gap]
+    near = sorted((i, j) for i, j in cluster if abs((j - i) - median) <= gap)
+    # Then locally: edits make the shift drift along a copy, but a stray seed (a common
+    # 3-gram a few words off) jumps away from the seeds around it and would widen a span.
+    tolerance = max(3, gap // 3)
+    kept = []
+    for k, (i, j) in enumerate(near):
+        around = sorted(b - a for a, b in near[max(0, k - 3) : k + 4])
+        if abs((j - i) - around[len(around) // 2]) <= tolerance:
+            kept.append((i, j))
+    return kept
 
 
 def _merge(segments: list[Segment], gap: int) -> list[Segment]:
