@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional
 
+import numpy as np
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, aliased
 
@@ -227,6 +228,31 @@ def highest_pair(session: Session) -> Optional[dict]:
     return {"similarity": row[0], "paths": [row[1], row[2]]} if row else None
 
 
+#: Beyond this many documents the "nothing found" message does not compare all pairs.
+ALL_PAIRS_LIMIT = 2000
+
+
+def highest_by_signature(session: Session, limit: int = ALL_PAIRS_LIMIT) -> Optional[dict]:
+    """The most similar pair of latest documents by their stored MinHash signatures, for
+    saying how close "nothing found" came when no pair even shared an LSH band. Compares
+    all pairs, so only up to ``limit`` documents; None beyond that or with < 2 signed."""
+    rows = session.execute(
+        select(Document.id, Document.path, Document.signature)
+        .where(Document.is_latest.is_(True), Document.signature.is_not(None)).order_by(Document.id).limit(limit + 1)
+    ).all()
+    if len(rows) < 2 or len(rows) > limit:
+        return None
+    signatures = np.stack([from_blob(row.signature) for row in rows])
+    best = (-1.0, 0, 0)
+    for i in range(len(rows) - 1):
+        agreement = (signatures[i + 1 :] == signatures[i]).mean(axis=1)
+        j = int(np.argmax(agreement))  # first of the highest: ties go to the lower id
+        if agreement[j] > best[0]:
+            best = (float(agreement[j]), i, i + 1 + j)
+    similarity, i, j = best
+    return {"similarity": similarity, "paths": [rows[i].path, rows[j].path]}
+
+
 def build(
     session: Session, threshold: Optional[float] = None, document: Optional[str] = None, timestamps: bool = True
 ) -> dict:
@@ -288,7 +314,7 @@ def _summary(session: Session, report: dict, threshold: float) -> dict:
             f"among {counts['documents']} document(s) at threshold {threshold}"
         )
     else:
-        best = highest_pair(session)
+        best = highest_pair(session) or highest_by_signature(session)
         if best is None:
             message = (
                 f"nothing found among {counts['documents']} document(s): no pair of documents shared an LSH "
@@ -298,7 +324,9 @@ def _summary(session: Session, report: dict, threshold: float) -> dict:
             message = (
                 f"nothing found among {counts['documents']} document(s): no pair above threshold {threshold}; "
                 f"highest similarity {best['similarity']:.2f} between {best['paths'][0]} and {best['paths'][1]}"
+                ", and no passages were reused"
             )
+            counts["highest"] = {"similarity": round(best["similarity"], 4), "paths": best["paths"]}
     return {**counts, "message": message}
 
 

@@ -1,0 +1,398 @@
+"""Issue 9, "tests that must exist": what has to hold before a user can trust the report.
+
+Non-Latin scripts, texts shorter than a shingle, byte-identical reruns, templates shared
+along a chain, ``match`` and ``explain`` answers, the "found nothing" message and the band
+layout. Every test parses what the CLI prints as JSON or reads the database through the
+library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from conftest import BELTA_SEED, TASS_SEED, cluster_ids, cluster_with, db_session, document_count, near_copy
+from provenance.cluster import components
+from provenance.db.models import Document, DocumentBand, DocumentPair
+from provenance.sketch import estimate_jaccard, from_blob
+
+
+def ids_by_path(report: dict) -> dict[str, int]:
+    return {d["path"]: d["id"] for d in report["documents"]}
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def squeeze(text: str) -> str:
+    """``text`` with every run of whitespace made one space."""
+    return " ".join(text.split())
+
+
+def edited(text: str, edits: list[tuple[str, str]]) -> str:
+    for old, new in edits:
+        assert text.count(old) == 1, f"{old!r} must occur exactly once"
+        text = text.replace(old, new)
+    return text
+
+
+def inspect_summary(invoke, db: Path) -> dict:
+    result = invoke("inspect", "--format", "json", db_path=db)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def stored_signatures(db: Path) -> dict[int, bytes]:
+    with db_session(db) as session:
+        return {d.id: d.signature for d in session.scalars(select(Document).where(Document.is_latest.is_(True)))}
+
+
+# -- 1. Russian and Chinese ---------------------------------------------------------------
+RU_ARTICLE = (
+    "Правительство Беларуси одобрило проект поправок к соглашению с Россией о военно-техническом "
+    "сотрудничестве, подписанному в 2009 году. Как сообщила пресс-служба главы государства, документ "
+    "станет основой для будущих переговоров, которые поручено провести Государственному "
+    "военно-промышленному комитету. По словам представителей ведомства, поправки касаются совместного "
+    "производства вооружений, обмена технологиями и подготовки военных специалистов. Эксперты отмечают, "
+    "что решение было принято вскоре после завершения совместных учений «Запад-2025», которые прошли на "
+    "территории республики с 12 по 16 сентября. Министр обороны России Андрей Белоусов заявил, что учения "
+    "носили исключительно оборонительный характер и были направлены на отработку действий в случае "
+    "возможной агрессии против Союзного государства. В ближайшие месяцы стороны намерены согласовать "
+    "окончательный текст документа и определить сроки его вступления в силу.\n"
+)
+#: A reposting site rewords one phrase, uses straight quotes and re-wraps the lines.
+RU_EDITS = [("Министр обороны России", "Глава Минобороны России"), ("«Запад-2025»", '"Запад-2025"')]
+RU_OTHER = (
+    "В Москве в выходные ожидается резкое похолодание: по данным синоптиков Гидрометцентра, температура "
+    "воздуха опустится до минус пятнадцати градусов, а в Подмосковье местами до минус двадцати. Городские "
+    "службы переведены в режим повышенной готовности, на улицы выйдет дополнительная снегоуборочная техника. "
+    "Врачи советуют жителям столицы одеваться теплее и по возможности ограничить длительные прогулки, "
+    "особенно пожилым людям и детям. Потепление, по прогнозам, начнётся лишь в середине следующей недели.\n"
+)
+ZH_ARTICLE = (
+    "白俄罗斯总统卢卡申科日前批准了对2009年白俄罗斯与俄罗斯军事技术合作协定的修正草案。据白俄罗斯通讯社报道，"
+    "该草案目前还不是最终文件，而是今后双方谈判的基础框架。谈判和签署修订协定的工作将由国家军事工业委员会负责，"
+    "但该委员会的行动须事先获得白俄罗斯政府批准。分析人士指出，这一决定是在代号为“西方-2025”的联合军事演习"
+    "结束后不久作出的。演习于9月12日至16日在白俄罗斯境内举行，数千名官兵和大量先进装备参加了演习。俄罗斯国防部长"
+    "别洛乌索夫表示，演习完全是防御性质的，目的是为应对针对联盟国家的潜在侵略做好准备。\n"
+)
+#: Three characters changed; the copy also uses a half-width comma in one place.
+ZH_EDITS = [("批准了", "核准了"), ("大量", "大批"), ("目的是", "目标是"), ("报道，", "报道,")]
+ZH_OTHER = (
+    "北京市气象台今天发布寒潮蓝色预警，预计明天夜间起本市将出现大风降温天气，最低气温可降至零下十二摄氏度。"
+    "气象专家提醒市民注意防寒保暖，外出时尽量乘坐公共交通工具，并关注最新天气预报。与此同时，城市管理部门已经"
+    "提前部署除雪防冻工作，环卫工人将连夜对主要道路进行巡查，确保市民出行安全。\n"
+)
+
+
+def test_russian_and_chinese_near_copies_cluster_and_unrelated_texts_stay_out(ingest, report_json, db, tmp_path):
+    assert 80 <= len(RU_ARTICLE.split()) <= 120 and len(ZH_ARTICLE) >= 150
+    paths = {
+        "ru": write(tmp_path / "news" / "ru_original.txt", RU_ARTICLE),
+        "ru_copy": write(tmp_path / "mirror" / "ru_copy.txt", textwrap.fill(edited(RU_ARTICLE, RU_EDITS), 78) + "\n"),
+        "ru_other": write(tmp_path / "news" / "ru_weather.txt", RU_OTHER),
+        "zh": write(tmp_path / "news" / "zh_original.txt", ZH_ARTICLE),
+        "zh_copy": write(tmp_path / "mirror" / "zh_copy.txt", edited(ZH_ARTICLE, ZH_EDITS)),
+        "zh_other": write(tmp_path / "news" / "zh_weather.txt", ZH_OTHER),
+    }
+    order = ["ru", "zh", "ru_other", "zh_other", "ru_copy", "zh_copy"]
+    summary = ingest(*(paths[name] for name in order))
+    assert summary["documents_added"] == 6
+    assert summary["exact_duplicates"] == 0 and summary["near_duplicates"] == 2
+
+    report = report_json(db)
+    ids = {name: ids_by_path(report)[str(path)] for name, path in paths.items()}
+    for script in ("ru", "zh"):
+        original, copy = ids[script], ids[f"{script}_copy"]
+        cluster = cluster_with(report, original)
+        assert cluster is not None, f"the {script} near-copy did not join its original: {report['clusters']}"
+        assert cluster_ids(cluster) == {original, copy}, cluster
+        assert cluster["canonical"]["id"] == original
+        [member] = cluster["members"]
+        assert member["relation"] == "near-duplicate"
+        # below 1.0: the edits were seen, so the script's words were tokenised
+        assert 0.8 <= member["similarity"] < 1.0, member
+        assert cluster_with(report, ids[f"{script}_other"]) is None
+    assert len(report["clusters"]) == 2
+    assert report["summary"]["near_duplicates"] == 2 and report["summary"]["exact_duplicates"] == 0
+
+    with db_session(db) as session:
+        words = {d.id: d.word_count for d in session.scalars(select(Document))}
+    assert words[ids["ru"]] >= len(RU_ARTICLE.split())  # Cyrillic words, not only the digits
+    assert words[ids["zh"]] >= 150  # CJK character bigrams
+
+
+# -- 2. texts shorter than a shingle ------------------------------------------------------
+SHORT_TEXTS = [
+    "red apple pie", "blue river stone", "quiet winter morning", "golden harvest moon", "broken glass window",
+    "silver train station", "wooden garden bench", "frozen mountain lake", "bright summer festival",
+    "ancient castle tower", "fresh orange juice", "dark forest path", "loud city traffic", "gentle spring rain",
+    "empty parking lot", "narrow cobbled street", "heavy iron anchor", "sweet cherry jam", "cold marble floor",
+    "tall pine tree", "small fishing boat", "busy weekly market", "soft woollen scarf", "rusty metal gate",
+    "green tea ceremony", "old leather jacket", "noisy school playground", "purple velvet curtain",
+    "late night bus", "warm bread roll",
+]
+
+
+def test_three_word_texts_do_not_cluster_but_identical_ones_do(ingest, report_json, db, tmp_path):
+    words = [w for text in SHORT_TEXTS for w in text.split()]
+    assert len(SHORT_TEXTS) == 30 and len(words) == 90 and len(set(words)) == 90
+    folder = tmp_path / "short"
+    for number, text in enumerate(SHORT_TEXTS):
+        write(folder / f"text_{number:02d}.txt", text + "\n")
+
+    summary = ingest(folder)
+    assert summary["documents_added"] == 30
+    assert summary["exact_duplicates"] == 0 and summary["near_duplicates"] == 0
+    assert summary["short_documents"] == 30  # every one is shorter than the 5-word shingle
+    report = report_json(db)
+    assert report["clusters"] == [] and report["derivations"] == []
+    assert report["summary"]["exact_duplicates"] == 0 and report["summary"]["near_duplicates"] == 0
+    with db_session(db) as session:
+        pairs = session.scalars(select(DocumentPair)).all()
+        assert not [p for p in pairs if p.exact or p.similarity >= 0.8], [(p.first_id, p.second_id, p.similarity) for p in pairs]
+        assert all(d.signature is not None for d in session.scalars(select(Document)))  # none left unsigned
+    signatures = stored_signatures(db)
+    assert len(set(signatures.values())) == 30
+
+    twins = [write(tmp_path / site / "note.txt", "paper kite flying\n") for site in ("site-a", "site-b")]
+    second = ingest(*twins)
+    assert second["documents_added"] == 2 and second["exact_duplicates"] == 1 and second["near_duplicates"] == 0
+    assert second["short_documents"] == 2
+    report = report_json(db)
+    ids = ids_by_path(report)
+    [cluster] = report["clusters"]
+    assert cluster_ids(cluster) == {ids[str(twins[0])], ids[str(twins[1])]}
+    assert cluster["canonical"]["id"] == ids[str(twins[0])]
+    assert [(m["relation"], m["similarity"]) for m in cluster["members"]] == [("exact", 1.0)]
+
+
+# -- 3. determinism -----------------------------------------------------------------------
+def _cli(cwd: Path, hash_seed: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PROVENANCE_DB"}
+    env["PYTHONHASHSEED"] = hash_seed
+    result = subprocess.run(
+        [sys.executable, "-m", "provenance", "--db", "provenance.db", *args],
+        cwd=cwd, env=env, capture_output=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    return result
+
+
+def test_reruns_give_byte_identical_reports(tmp_path, belta_text, tass_text):
+    inputs = tmp_path / "inputs"
+    shutil.copytree(BELTA_SEED.parent, inputs / "seeds")
+    (inputs / "derived").mkdir()
+    shutil.copyfile(BELTA_SEED, inputs / "derived" / "exact.txt")
+    write(inputs / "derived" / "edited.txt", near_copy(belta_text, changes=4))
+    write(inputs / "derived" / "edited_tass.txt", near_copy(tass_text, changes=2))
+    lines = belta_text.split("\n")
+    write(inputs / "derived" / "excerpt.txt",
+          "City officials opened a new bridge over the river on Friday after two years of work.\n"
+          + "\n".join(lines[8:12]) + "\nThe bridge carries four lanes of traffic and a cycle path.\n")
+
+    outputs = []
+    for name, hash_seed, extra in (("run1", "1", []), ("run2", "987", ["--workers", "2"])):
+        cwd = tmp_path / name
+        cwd.mkdir()
+        ingested = json.loads(_cli(cwd, hash_seed, "ingest", str(inputs), "--format", "json", *extra).stdout)
+        assert ingested["documents_added"] == 6 and ingested["failed"] == 0
+        outputs.append(_cli(cwd, hash_seed, "report", "--format", "json", "--no-timestamps").stdout)
+        assert (cwd / "provenance.db").is_file()
+
+    first, second = outputs
+    report = json.loads(first)
+    # the report has something to disagree about
+    assert report["clusters"] and report["derivations"] and report["boilerplate"]
+    assert all("ingested_at" not in d for d in report["documents"])
+    assert first == second
+
+
+# -- 4. a template shared along a chain ---------------------------------------------------
+def test_template_chain_is_clustered_against_the_canonical(ingest, report_json, db, tmp_path, belta_text):
+    """X_i holds paragraphs P_i, P_i+1, P_i+2: neighbours share two of three paragraphs,
+    documents three apart share none. With two paragraphs a document, neighbours sit at a
+    Jaccard of about 1/3, too close to 0.3 for the chain to exist reliably."""
+    threshold = 0.3
+    paragraphs = belta_text.split("\n")[1:10]
+    assert len(set(paragraphs)) == 9
+    chain = [write(tmp_path / "site" / f"x{i + 1}.txt", "\n\n".join(paragraphs[i : i + 3]) + "\n") for i in range(7)]
+    ingest(*chain, "--threshold", threshold)
+    report = report_json(db)
+    assert report["threshold"] == threshold
+    ids = ids_by_path(report)
+    position = {ids[str(path)]: index for index, path in enumerate(chain)}
+
+    # The chain exists: verified pairs above the threshold link the first document to the last.
+    with db_session(db) as session:
+        linked = [(p.first_id, p.second_id) for p in session.scalars(select(DocumentPair)) if p.similarity >= threshold]
+    assert {frozenset((position[a], position[b])) for a, b in linked} >= {frozenset((i, i + 1)) for i in range(6)}
+    assert any(len(group) == 7 for group in components(linked)), linked
+
+    signatures = {i: from_blob(blob) for i, blob in stored_signatures(db).items()}
+    assert report["clusters"]
+    for cluster in report["clusters"]:
+        members = sorted(position[i] for i in cluster_ids(cluster))
+        assert members[-1] - members[0] <= 2, f"documents sharing no paragraph were clustered: {members}"
+        canonical = cluster["canonical"]["id"]
+        assert position[canonical] == members[0]
+        for member in cluster["members"]:
+            assert member["similarity"] >= threshold, member
+            assert member["similarity"] == pytest.approx(
+                estimate_jaccard(signatures[member["id"]], signatures[canonical]), abs=1e-4)
+    clustered = [position[i] for c in report["clusters"] for i in cluster_ids(c)]
+    assert len(clustered) == len(set(clustered))
+
+
+# -- 5. match -----------------------------------------------------------------------------
+def test_match_finds_edited_seed_and_stores_nothing(ingest, invoke, db, seeds_dir, tmp_path, belta_text):
+    ingest(seeds_dir)
+    before = inspect_summary(invoke, db)
+    documents_before = document_count(db)
+    draft_text = near_copy(belta_text, changes=5, boilerplate=[])
+    draft = write(tmp_path / "drafts" / "draft.txt", draft_text)
+
+    answers = {
+        "file": invoke("match", draft, "--format", "json"),
+        "stdin": invoke("match", "-", "--format", "json", input=draft_text),
+        "text": invoke("match", "--text", draft_text, "--format", "json"),
+    }
+    similarities = set()
+    for how, result in answers.items():
+        assert result.exit_code == 0, (how, result.output)
+        data = json.loads(result.stdout)
+        found = {d["path"]: d for d in data["documents"]}
+        assert str(BELTA_SEED) in found, (how, data["documents"])
+        assert str(TASS_SEED) not in found
+        seed = found[str(BELTA_SEED)]
+        assert seed["relation"] == "near-duplicate"
+        assert data["threshold"] <= seed["similarity"] < 1.0
+        similarities.add(seed["similarity"])
+        assert data["passages"], how
+        for passage in data["passages"]:
+            assert passage["document"]["path"] == str(BELTA_SEED)
+            start, end = passage["document_span"]
+            assert belta_text[start:end] == passage["document_text"]
+            assert draft_text[passage["span"][0] : passage["span"][1]] == passage["text"]
+    assert len(similarities) == 1, similarities
+
+    assert document_count(db) == documents_before
+    assert inspect_summary(invoke, db) == before
+
+
+# -- 6. explain ---------------------------------------------------------------------------
+def test_explain_gives_spans_that_slice_to_the_matched_text(ingest, invoke, db, tmp_path, belta_text):
+    lines = belta_text.split("\n")
+    planted = "\n".join(lines[1:3])
+    unrelated = (
+        "Farmers in the south of the country reported a record apple harvest this autumn, and local cooperatives "
+        "hired seasonal workers to pick and pack the fruit before the first frosts arrived."
+    )
+    derived_text = planted + "\n" + unrelated + "\n"
+    derived = write(tmp_path / "desk" / "derived.txt", derived_text)
+    ingest(BELTA_SEED)
+    ingest(derived)
+    texts = {"seed": belta_text, "derived": derived_text}
+
+    for first, second in (("seed", "derived"), ("derived", "seed")):
+        paths = {"seed": BELTA_SEED, "derived": derived}
+        result = invoke("explain", paths[first], paths[second], "--format", "json")
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        assert data["a"]["path"] == str(paths[first]) and data["b"]["path"] == str(paths[second])
+        assert data["passages"], data["verdict"]
+        derived_spans = []
+        for passage in data["passages"]:
+            spans = {first: passage["a_span"], second: passage["b_span"]}
+            pieces = {name: texts[name][start:end] for name, (start, end) in spans.items()}
+            assert pieces[first] == passage["a_text"] and pieces[second] == passage["b_text"]
+            assert squeeze(pieces["derived"]) in squeeze(belta_text)
+            assert squeeze(pieces["seed"]) in squeeze(planted)
+            assert passage["label"] == "verbatim" and squeeze(pieces["derived"]) == squeeze(pieces["seed"])
+            derived_spans.append(tuple(spans["derived"]))
+        derived_spans.sort()
+        assert derived_spans[0][0] == 0 and derived_spans[-1][1] == len(planted)
+        for (_, end), (start, _) in zip(derived_spans, derived_spans[1:]):
+            assert derived_text[end:start].strip() == "", "part of the planted paragraphs is not covered"
+
+
+# -- 7. the "found nothing" message -------------------------------------------------------
+def _nothing_found(ingest, report_json, db, *extra) -> dict:
+    ingest(BELTA_SEED, TASS_SEED)
+    report = report_json(db, *extra)
+    assert report["clusters"] == [] and report["derivations"] == []
+    return report
+
+
+@pytest.mark.parametrize("threshold", [None, "0.55"])
+def test_nothing_found_message_names_the_threshold(ingest, report_json, db, threshold):
+    report = _nothing_found(ingest, report_json, db, *(["--threshold", threshold] if threshold else []))
+    message = report["summary"]["message"]
+    assert message.startswith("nothing found among 2 document(s)"), message
+    assert f"threshold {threshold or '0.8'}" in message, message
+
+
+def test_nothing_found_message_names_the_highest_similarity(ingest, report_json, db):
+    report = _nothing_found(ingest, report_json, db)
+    message = report["summary"]["message"]
+    signatures = [from_blob(blob) for blob in stored_signatures(db).values()]
+    highest = estimate_jaccard(*signatures)
+    assert highest < 0.8
+    assert "threshold 0.8" in message, message
+    found = re.search(r"highest similarity (\d\.\d+)", message)
+    assert found is not None, message
+    assert float(found.group(1)) == pytest.approx(highest, abs=0.006)
+
+
+# -- 8. band layout -----------------------------------------------------------------------
+@pytest.mark.parametrize("threshold", [None, 0.5])
+def test_inspect_shows_band_layout_and_candidate_probabilities(ingest, invoke, db, seeds_dir, threshold):
+    ingest(seeds_dir, *(["--threshold", threshold] if threshold else []))
+    data = inspect_summary(invoke, db)
+    expected_threshold = threshold or 0.8
+    document = data["settings"]["document"]
+    assert data["settings"]["near_duplicate_threshold"] == expected_threshold
+    assert document["lsh_threshold"] == expected_threshold
+    layout = data["band_layout"]
+    bands, rows = layout["bands"], layout["rows"]
+    assert (bands, rows) == (document["bands"], document["rows"])
+    assert bands >= 2 and rows >= 1 and bands * rows <= document["num_perm"]
+    # the layout shown is the one used: every document has one key per band
+    with db_session(db) as session:
+        for d in session.scalars(select(Document)):
+            keys = session.scalars(select(DocumentBand.band_key).where(DocumentBand.document_id == d.id)).all()
+            assert len(keys) == bands, d.path
+
+    probabilities = layout["candidate_probability"]
+    levels = [round(expected_threshold + delta, 2) for delta in (-0.1, 0.0, 0.1)]
+    assert list(probabilities) == [f"{s:.2f}" for s in levels]
+    values = list(probabilities.values())
+    for level, value in zip(levels, values):
+        assert value == pytest.approx(1 - (1 - level**rows) ** bands, abs=1e-4)
+    assert values[0] < values[1] < values[2]
+    assert values[1] >= 0.9  # the layout favours recall at the threshold
+    assert values[2] > 0.99
+
+
+def test_band_layout_follows_the_threshold(ingest, invoke, tmp_path, seeds_dir):
+    layouts = {}
+    for threshold in ("0.5", "0.8"):
+        db = tmp_path / f"t{threshold}.db"
+        ingest(seeds_dir, "--threshold", threshold, db_path=db)
+        layout = inspect_summary(invoke, db)["band_layout"]
+        layouts[threshold] = (layout["bands"], layout["rows"])
+    assert layouts["0.5"] != layouts["0.8"]
+    # a lower threshold needs shorter bands (fewer rows) to catch weaker pairs
+    assert layouts["0.5"][1] < layouts["0.8"][1]
