@@ -17,7 +17,7 @@ from .db.models import Document, DocumentBand, DocumentPair, Passage, PassageBan
 from .settings import Settings
 from .sketch import band_keys, estimate_jaccard, from_blob
 
-#: SQLite allows 32k bound parameters; stay well below for IN lists.
+#: SQLite allows 32k bound parameters (PostgreSQL 65k); stay well below for IN lists.
 _CHUNK = 900
 
 
@@ -117,7 +117,19 @@ def add_passages(session: Session, signed: list[tuple[int, bytes]], settings: Se
         for key in set(band_keys(from_blob(blob), settings.passage))
     ]
     if rows:
-        session.execute(insert(PassageBand).prefix_with("OR IGNORE", dialect="sqlite"), rows)
+        session.execute(insert_ignoring_duplicates(session, PassageBand), rows)
+
+
+def insert_ignoring_duplicates(session: Session, table):
+    """INSERT that skips rows whose key is already there (ON CONFLICT DO NOTHING)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        raise NotImplementedError(f"provenance supports SQLite and PostgreSQL, not {dialect}")
+    return dialect_insert(table).on_conflict_do_nothing()
 
 
 def remove_passages(session: Session, passage_ids: list[int]) -> None:

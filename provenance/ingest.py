@@ -2,12 +2,20 @@
 
 The only module that calls every step. One document is one transaction: a failure rolls
 back that document alone and the ingest goes on with the next.
+
+Several ingests may write to one database at once (processes on one machine sharing a
+SQLite file, or machines sharing PostgreSQL). Reading, normalising and signing run in
+parallel; each document's store (look up its path, match it against the index, write it)
+holds the database-wide writer lock, so it sees every document committed before it and
+no two documents miss each other.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+import random
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,7 +34,7 @@ from .db.models import (
     IngestRun,
     Passage,
 )
-from .db.session import session_scope
+from .db.session import is_transient, is_unique_violation, session_scope, write_scope
 from .errors import InputError, ProvenanceError
 from .prepare import PreparedDocument, document_signature, passage_words, prepare
 from .reader import DEFAULT_MAX_BYTES, STDIN, InputFile, RawDocument, discover, read
@@ -61,6 +69,12 @@ class IngestSummary:
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
 
+    def absorb(self, other: "IngestSummary") -> None:
+        """Add the counts of ``other`` (one document's committed attempt) to these."""
+        for name, value in other.__dict__.items():
+            if name != "run_id" and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, name, getattr(self, name) + value)
+
 
 #: Events reported while ingesting: ("file", path) before each input, ("document", path,
 #: outcome) after each document, ("problem", message) for each skipped input.
@@ -71,13 +85,24 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+#: Attempts at one document's transaction when it meets a deadlock, a serialization
+#: failure or "database is locked"; waits grow from RETRY_DELAY seconds, with jitter.
+STORE_ATTEMPTS = 5
+RETRY_DELAY = 0.05
+
+
 class Ingestor:
     """Stores documents into one database under its settings manifest."""
 
     def __init__(self, engine: Engine, settings: Optional[Settings] = None):
         self.engine = engine
         with session_scope(engine) as session:
-            self.settings = manifest.ensure(session, settings)
+            stored = manifest.load(session)
+        if stored is not None and settings is None:
+            self.settings = stored
+        else:  # first use, or a request to check: under the writer lock, so it is recorded once
+            with write_scope(engine) as session:
+                self.settings = manifest.ensure(session, settings)
         self.policy = self.settings.match_policy()
 
     # -- the boilerplate library, by hand ----------------------------------------------
@@ -89,7 +114,7 @@ class Ingestor:
             raise ProvenanceError("give the text to mark, e.g. provenance boilerplate add \"Next Article\"")
         key = boilerplate_key(text)
         summary = IngestSummary(run_id=0)
-        with session_scope(self.engine) as session:
+        with write_scope(self.engine) as session:
             entry = session.scalar(select(Boilerplate).where(Boilerplate.key_hash == key))
             if entry is None:
                 entry = Boilerplate(key_hash=key, text=text.strip(), status=status, origin="user",
@@ -109,7 +134,7 @@ class Ingestor:
     def unmark(self, text: str) -> dict:
         """Forget a hand-made mark; learning decides again from the next ingest on."""
         key = boilerplate_key(text)
-        with session_scope(self.engine) as session:
+        with write_scope(self.engine) as session:
             entry = session.scalar(select(Boilerplate).where(Boilerplate.key_hash == key))
             if entry is None:
                 raise ProvenanceError(f"{text!r} is not in the boilerplate library; see `provenance boilerplate list`")
@@ -201,17 +226,49 @@ class Ingestor:
         return self.store_document(prepared, summary, on_event)
 
     def store_document(self, prepared: PreparedDocument, summary: IngestSummary, on_event: EventHandler = lambda *a: None) -> str:
-        """Store one prepared document in its own transaction; returns the outcome word."""
-        try:
-            with session_scope(self.engine) as session:
-                outcome = self._store(session, prepared, summary)
-        except KeyboardInterrupt:
-            raise
-        except Exception as error:  # one document's failure must not stop the run
-            self._problem(summary, InputError(prepared.raw.path, f"could not be stored ({type(error).__name__}: {error})"), on_event, hard=True)
-            return "failed"
+        """Store one prepared document in its own transaction; returns the outcome word.
+
+        The transaction holds the writer lock from its start (see :func:`write_scope`). It is
+        run again from scratch after a transient error (deadlock, serialization failure,
+        "database is locked"); a unique-key collision with the same content at the same
+        path means another ingest stored this document first: "unchanged", not a failure.
+        """
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            counts = IngestSummary(run_id=summary.run_id)  # kept only if the attempt commits
+            try:
+                with write_scope(self.engine) as session:
+                    outcome = self._store(session, prepared, counts)
+            except KeyboardInterrupt:
+                raise
+            except Exception as error:  # one document's failure must not stop the run
+                if is_unique_violation(error) and self._stored_by_another(prepared):
+                    summary.unchanged += 1
+                    outcome = "unchanged"
+                    break
+                if attempt < STORE_ATTEMPTS and (is_transient(error) or is_unique_violation(error)):
+                    time.sleep(RETRY_DELAY * 2 ** (attempt - 1) * (1 + random.random()))
+                    continue
+                reason = f"could not be stored ({type(error).__name__}: {_first_line(error)})"
+                if attempt > 1:
+                    reason += f" after {attempt} attempts"
+                self._problem(summary, InputError(prepared.raw.path, reason), on_event, hard=True)
+                return "failed"
+            summary.absorb(counts)
+            break
         on_event("document", prepared.raw.path, outcome)
         return outcome
+
+    def _stored_by_another(self, prepared: PreparedDocument) -> bool:
+        """True when the latest version at the document's path has its content."""
+        try:
+            with session_scope(self.engine) as session:
+                stored = session.scalar(
+                    select(Document.content_hash)
+                    .where(Document.path == prepared.raw.path, Document.is_latest.is_(True))
+                )
+        except Exception:  # the caller reports the original error
+            return False
+        return stored == prepared.content_hash
 
     def _problem(self, summary: IngestSummary, error: InputError, on_event: EventHandler, hard: bool) -> None:
         if hard:
@@ -222,7 +279,7 @@ class Ingestor:
         on_event("problem", str(error))
 
     def _start_run(self, arguments: str) -> int:
-        with session_scope(self.engine) as session:
+        with write_scope(self.engine) as session:
             run = IngestRun(
                 started_at=utcnow(),
                 status="running",
@@ -235,7 +292,7 @@ class Ingestor:
             return run.id
 
     def _finish_run(self, summary: IngestSummary) -> None:
-        with session_scope(self.engine) as session:
+        with write_scope(self.engine) as session:
             session.execute(
                 update(IngestRun)
                 .where(IngestRun.id == summary.run_id)
@@ -509,6 +566,12 @@ class Ingestor:
 
 
 PREPARE_FAILED = "could not be prepared"
+
+
+def _first_line(error: Exception) -> str:
+    """The driver's own message, without SQLAlchemy's statement and parameter dump."""
+    text = str(getattr(error, "orig", None) or error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
 def _prepare_or_error(raw: RawDocument, settings: Settings) -> Union[PreparedDocument, InputError]:

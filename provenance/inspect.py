@@ -226,7 +226,13 @@ class ReadOnlyViolation(Exception):
 
 
 def run_sql(url: str, statement: str, limit: int = 10000) -> tuple[list[str], list[list]]:
-    """Run one statement on a read-only connection; a write is refused by the database."""
+    """Run one statement on a read-only connection; a write is refused by the database.
+
+    SQLite: the file is opened read-only and ``query_only`` is on. PostgreSQL: the session's
+    transactions default to read-only, this one is ``READ ONLY``, and the statement goes
+    through the extended query protocol, which takes exactly one statement (so "COMMIT;
+    SET ...; DELETE ..." cannot leave the read-only transaction).
+    """
     from sqlalchemy import text
 
     from .db.session import make_engine
@@ -234,26 +240,39 @@ def run_sql(url: str, statement: str, limit: int = 10000) -> tuple[list[str], li
     engine = make_engine(url, read_only=True)
     try:
         with engine.connect() as connection:
-            if connection.dialect.name == "sqlite":
-                connection.exec_driver_sql("PRAGMA query_only = ON")
-            else:
-                connection.exec_driver_sql("SET TRANSACTION READ ONLY")
             try:
-                result = connection.execute(text(statement))
+                if connection.dialect.name == "sqlite":
+                    connection.exec_driver_sql("PRAGMA query_only = ON")
+                    result = connection.execute(text(statement))
+                    if not result.returns_rows:
+                        return [], []
+                    columns = list(result.keys())
+                    rows = [list(row) for row in result.fetchmany(limit)]
+                else:
+                    connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+                    cursor = connection.connection.dbapi_connection.cursor()
+                    try:
+                        # prepare=True: parsed as one prepared statement, never as a script.
+                        cursor.execute(statement, prepare=True)
+                        if cursor.description is None:
+                            return [], []
+                        columns = [column.name for column in cursor.description]
+                        rows = [list(row) for row in cursor.fetchmany(limit)]
+                    finally:
+                        cursor.close()
             except Exception as error:  # the driver's own words name the problem
-                message = str(getattr(error, "orig", error)).splitlines()[0]
+                message = str(getattr(error, "orig", error)).strip().splitlines()[0]
                 lowered = message.lower()
                 if "readonly" in lowered or "read-only" in lowered or "read only" in lowered or "query_only" in lowered:
                     raise ReadOnlyViolation(
                         "inspect sql is read-only: the statement tries to change the database; "
                         "use provenance commands (ingest, forget, boilerplate) to change data"
                     ) from error
+                if "multiple commands" in lowered or "one statement at a time" in lowered:
+                    raise ValueError("SQL error: inspect sql runs one statement at a time") from error
                 raise ValueError(f"SQL error: {message}") from error
-            if not result.returns_rows:
-                return [], []
-            columns = list(result.keys())
-            rows = [list(row) for row in result.fetchmany(limit)]
-            connection.rollback()
+            finally:
+                connection.rollback()
             return columns, rows
     finally:
         engine.dispose()

@@ -224,6 +224,10 @@ def _read_jsonl(path: str, data: bytes, source: Optional[str]) -> Iterator[Union
         if not isinstance(record, dict):
             yield InputError(where, "a JSONL line must be an object with a \"text\" field")
             continue
+        # A NUL escaped in the JSON ("\u0000") becomes U+FFFD like a raw one (PostgreSQL text
+        # cannot hold NUL; offsets stay the same).
+        record = {key: value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+                  for key, value in record.items()}
         body = record.get("text")
         if not isinstance(body, str) or not body.strip():
             yield InputError(where, "missing or empty \"text\" field; every line needs one")

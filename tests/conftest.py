@@ -1,18 +1,28 @@
 """Shared fixtures: a CLI runner on a temporary database, the seeds, and helpers that
-parse what the CLI prints (JSON) or read the database through the library."""
+parse what the CLI prints (JSON) or read the database through the library.
+
+Databases: ``db`` is a SQLite file path. ``db_url`` is a fresh, empty database on each
+backend in turn: SQLite always, PostgreSQL when ``PROVENANCE_TEST_DB_URL`` names a server
+(e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``; the user must be allowed
+to create databases). Each PostgreSQL test gets its own database, dropped afterwards.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from provenance.cli import cli
@@ -24,6 +34,16 @@ SEEDS = ROOT / "seeds"
 MIGRATIONS = ROOT / "migrations"
 BELTA_SEED = SEEDS / "000_21d20b42f286ae20.txt"
 TASS_SEED = SEEDS / "001_5e92cb80f85b5761.txt"
+
+#: A PostgreSQL server for the tests (any database on it; fresh ones are created beside it).
+PG_URL_VARIABLE = "PROVENANCE_TEST_DB_URL"
+PG_SERVER_URL = os.environ.get(PG_URL_VARIABLE) or None
+NO_POSTGRES = (
+    f"PostgreSQL not configured: set {PG_URL_VARIABLE}=postgresql+psycopg://USER@HOST:PORT/postgres "
+    "(a user that may create databases) to run this test on PostgreSQL; .ci/run starts a server and sets it"
+)
+#: Parameters for backend-parametrised fixtures: SQLite always, PostgreSQL when configured.
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 #: Boilerplate lines a site wraps its articles in (two of them repeat in the TASS seed).
 BOILERPLATE_LINES = ["No time to read?", "Get a summary", "Share this article", "Subscribe to our newsletter"]
@@ -89,6 +109,32 @@ def run_count(db: Path) -> int:
         return session.scalar(select(func.count()).select_from(IngestRun))
 
 
+@contextmanager
+def fresh_database(backend: str, folder: Path, name: str = "provenance") -> Iterator[str]:
+    """The URL of a new, empty database: a SQLite file in ``folder``, or a uniquely named
+    PostgreSQL database on the configured server, dropped (with its connections) afterwards."""
+    if backend == "sqlite":
+        yield database_url(str(folder / f"{name}.db"))
+        return
+    if backend != "postgresql":
+        raise ValueError(backend)
+    if not PG_SERVER_URL:
+        pytest.skip(NO_POSTGRES)
+    server = make_url(PG_SERVER_URL)
+    database = f"provenance_test_{name}_{uuid.uuid4().hex[:12]}".lower()
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{database}"')
+        try:
+            yield server.set(database=database).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        admin.dispose()
+
+
 def error_lines(result, needle: str) -> list[str]:
     """Lines of the command's stderr that mention ``needle``."""
     return [line for line in result.stderr.splitlines() if needle in line]
@@ -119,6 +165,28 @@ def runner() -> CliRunner:
 @pytest.fixture
 def db(tmp_path) -> Path:
     return tmp_path / "provenance.db"
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """``sqlite``, then ``postgresql`` (skipped unless PROVENANCE_TEST_DB_URL is set)."""
+    if request.param == "postgresql" and not PG_SERVER_URL:
+        pytest.skip(NO_POSTGRES)
+    return request.param
+
+
+@pytest.fixture
+def db_url(backend, tmp_path) -> Iterator[str]:
+    """A fresh, empty database URL on each backend; pass it wherever ``--db`` or ``db`` goes."""
+    with fresh_database(backend, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def new_database(backend, tmp_path):
+    """``new_database(name)``: another fresh database URL on the same backend as ``db_url``."""
+    with contextlib.ExitStack() as stack:
+        yield lambda name: stack.enter_context(fresh_database(backend, tmp_path, name))
 
 
 @pytest.fixture

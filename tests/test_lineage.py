@@ -1,4 +1,7 @@
-"""Lineage you can query: lineage tree, PROV export, SQL views and read-only SQL, forget."""
+"""Lineage you can query: lineage tree, PROV export, SQL views and read-only SQL, forget.
+
+Every test runs on SQLite and, when PROVENANCE_TEST_DB_URL is set, on PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from sqlalchemy import func, select
 
 from provenance.cli import cli
 from provenance.db.models import Citation, Derivation, Document, DocumentBand, DocumentPair, Passage, PassageBand, PassageMatch
-from provenance.db.session import make_engine, session_scope
+from provenance.db.session import database_url, make_engine, session_scope
 
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 SEED_000 = SEEDS / "000_21d20b42f286ae20.txt"
@@ -22,7 +25,11 @@ OTHER = (
 )
 
 
-def run(db: Path, *args: str, ok: bool = True):
+def _engine(db):
+    return make_engine(database_url(str(db)))
+
+
+def run(db: Path | str, *args: str, ok: bool = True):
     result = CliRunner().invoke(cli, ["--db", str(db), *args], catch_exceptions=False)
     if ok:
         assert result.exit_code == 0, result.output
@@ -30,9 +37,9 @@ def run(db: Path, *args: str, ok: bool = True):
 
 
 @pytest.fixture
-def corpus(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+def corpus(tmp_path: Path, db_url: str) -> tuple[str, dict[str, Path]]:
     """Seeds plus planted derivatives: a credited near-copy, an uncredited excerpt, a version."""
-    db = tmp_path / "lineage.db"
+    db = db_url
     planted = tmp_path / "planted"
     planted.mkdir()
     text = SEED_000.read_text(encoding="utf-8")
@@ -86,7 +93,7 @@ def test_prov_json_export_round_trips(corpus, tmp_path):
         generated = str(attributes[pm.PROV_ATTR_GENERATED_ENTITY])
         used = str(attributes[pm.PROV_ATTR_USED_ENTITY])
         by_pair[(generated, used)] = record
-    with session_scope(make_engine(f"sqlite:///{db}")) as session:
+    with session_scope(_engine(db)) as session:
         ids = dict(session.execute(select(Document.path, Document.id)).all())
         stored = session.execute(select(Derivation.derived_id, Derivation.source_id, Derivation.relation)).all()
     seed_id, excerpt_id = ids[str(SEED_000.resolve())], ids[str(files["excerpt"].resolve())]
@@ -107,23 +114,26 @@ def test_one_sql_query_answers_who_reused_seed_000_and_credited(corpus):
         "WHERE source_path LIKE '%000_21d20b42f286ae20.txt' ORDER BY derived_path"
     )
     rows = json.loads(run(db, "inspect", "sql", query, "--format", "json").stdout)
-    assert rows == [
-        {"derived_path": str(files["copy"].resolve()), "relation": "near-duplicate", "credited": 1},
-        {"derived_path": str(files["excerpt"].resolve()), "relation": "syndicated", "credited": 0},
+    # SQLite has no boolean type (1/0); PostgreSQL answers true/false.
+    assert [{**row, "credited": bool(row["credited"])} for row in rows] == [
+        {"derived_path": str(files["copy"].resolve()), "relation": "near-duplicate", "credited": True},
+        {"derived_path": str(files["excerpt"].resolve()), "relation": "syndicated", "credited": False},
     ]
     tags = json.loads(run(db, "inspect", "sql", "SELECT tag, COUNT(*) AS n FROM passages_with_tags GROUP BY tag ORDER BY tag", "--format", "json").stdout)
     assert {row["tag"] for row in tags} == {"boilerplate", "content"}
 
 
-@pytest.mark.parametrize("statement", ["DELETE FROM document", "DROP VIEW source_reuse", "UPDATE derivation SET credited = 1", "CREATE TABLE x (a)"])
+@pytest.mark.parametrize("statement", [
+    "DELETE FROM document", "DROP VIEW source_reuse", "UPDATE derivation SET score = 0", "CREATE TABLE x (a INTEGER)",
+])
 def test_inspect_sql_refuses_writes(corpus, statement):
     db, _ = corpus
-    with session_scope(make_engine(f"sqlite:///{db}")) as session:
+    with session_scope(_engine(db)) as session:
         before = session.scalar(select(func.count()).select_from(Document))
     result = run(db, "inspect", "sql", statement, ok=False)
     assert result.exit_code != 0
     assert "read-only" in result.output
-    with session_scope(make_engine(f"sqlite:///{db}")) as session:
+    with session_scope(_engine(db)) as session:
         assert session.scalar(select(func.count()).select_from(Document)) == before
 
 
@@ -138,8 +148,19 @@ def test_inspect_sources_boilerplate_clusters(corpus):
     assert {(c["path"], c["role"]) for c in clusters} == {(str(SEED_000.resolve()), "canonical"), (str(files["copy"].resolve()), "member")}
 
 
+def test_inspect_sql_runs_one_statement_only(corpus):
+    """A script cannot end the read-only transaction and write in a new one."""
+    db, _ = corpus
+    before = _counts(db)
+    for script in ("COMMIT; DELETE FROM citation", "SELECT 1; DELETE FROM citation"):
+        result = run(db, "inspect", "sql", script, ok=False)
+        assert result.exit_code != 0
+        assert "one statement" in result.output or "read-only" in result.output, result.output
+    assert _counts(db) == before
+
+
 def _counts(db: Path) -> dict[str, int]:
-    with session_scope(make_engine(f"sqlite:///{db}")) as session:
+    with session_scope(_engine(db)) as session:
         return {
             model.__tablename__: session.scalar(select(func.count()).select_from(model))
             for model in (Document, Passage, PassageBand, DocumentBand, DocumentPair, Derivation, PassageMatch, Citation)
@@ -149,7 +170,7 @@ def _counts(db: Path) -> dict[str, int]:
 def test_forget_removes_a_document_and_what_depended_on_it(corpus):
     db, files = corpus
     before = _counts(db)
-    with session_scope(make_engine(f"sqlite:///{db}")) as session:
+    with session_scope(_engine(db)) as session:
         excerpt = session.scalar(select(Document).where(Document.path == str(files["excerpt"].resolve())))
         own_passages = session.scalar(select(func.count()).select_from(Passage).where(Passage.document_id == excerpt.id))
         own_matches = session.scalar(
@@ -165,7 +186,7 @@ def test_forget_removes_a_document_and_what_depended_on_it(corpus):
     # The rest is untouched and consistent: the copy still derives from the seed.
     data = json.loads(run(db, "report", "--format", "json").stdout)
     assert [(d["derived"]["path"], d["relation"]) for d in data["derivations"]] == [(str(files["copy"].resolve()), "near-duplicate")]
-    with session_scope(make_engine(f"sqlite:///{db}")) as session:
+    with session_scope(_engine(db)) as session:
         orphans = session.scalar(
             select(func.count()).select_from(PassageBand).outerjoin(Passage, Passage.id == PassageBand.passage_id).where(Passage.id.is_(None))
         )

@@ -1,4 +1,7 @@
-"""Migrations and models agree; the migration chain is linear and reversible."""
+"""Migrations and models agree; the migration chain is linear and reversible.
+
+The schema tests run on SQLite and, when PROVENANCE_TEST_DB_URL is set, on PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -56,8 +59,8 @@ def test_exactly_one_head_and_linear_history(head_revision_independent):
         assert not revision.is_merge_point or revision.revision == heads[0]
 
 
-def test_upgrade_head_matches_models(tmp_path, head_revision_independent):
-    engine = _engine(tmp_path / "fresh.db")
+def test_upgrade_head_matches_models(db_url, head_revision_independent):
+    engine = _engine(db_url)
     try:
         _run(engine, "upgrade", "head")
         assert current_revision(engine) == head_revision_independent
@@ -68,8 +71,8 @@ def test_upgrade_head_matches_models(tmp_path, head_revision_independent):
         engine.dispose()
 
 
-def test_downgrade_to_base_and_upgrade_again(tmp_path, head_revision_independent):
-    engine = _engine(tmp_path / "cycle.db")
+def test_downgrade_to_base_and_upgrade_again(db_url, head_revision_independent):
+    engine = _engine(db_url)
     try:
         _run(engine, "upgrade", "head")
         _run(engine, "downgrade", "base")
@@ -82,10 +85,10 @@ def test_downgrade_to_base_and_upgrade_again(tmp_path, head_revision_independent
         engine.dispose()
 
 
-def test_database_usable_after_downgrade_cycle(tmp_path, runner, ingest):
+def test_database_usable_after_downgrade_cycle(db_url, runner, ingest):
     from provenance.cli import cli
 
-    db = tmp_path / "used.db"
+    db = db_url
     assert runner.invoke(cli, ["--db", str(db), "db", "upgrade"]).exit_code == 0
     engine = _engine(db)
     try:

@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
 from ..errors import ProvenanceError
+from .session import lock_for_write, writer_connection
 
 
 def migrations_dir() -> Path:
@@ -68,13 +69,21 @@ def check_database(engine: Engine) -> str | None:
 
 
 def upgrade_to_head(engine: Engine) -> str:
-    """Create or upgrade the schema; returns the head revision."""
-    check_database(engine)
+    """Create or upgrade the schema; returns the head revision.
+
+    Nothing is written when the schema is already at head. Otherwise the migrations run in
+    one transaction that holds the writer lock, so that processes starting at once on a new
+    database create it once: the others wait, then find it at head.
+    """
+    head = head_revision()
+    if check_database(engine) == head:
+        return head
     config = alembic_config(engine)
-    with engine.begin() as connection:
+    with writer_connection(engine) as connection, connection.begin():
+        lock_for_write(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
-    return head_revision()
+    return head
 
 
 def is_at_head(engine: Engine) -> bool:

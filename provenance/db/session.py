@@ -1,16 +1,32 @@
-"""Engines and sessions: SQLite gets foreign keys, WAL and a busy timeout on every connection."""
+"""Engines and sessions on SQLite or PostgreSQL, and the database-wide writer lock.
+
+SQLite gets foreign keys, WAL and a busy timeout on every connection, and SQLAlchemy (not the
+sqlite3 driver) emits BEGIN, so that a writing transaction can start with ``BEGIN IMMEDIATE``.
+PostgreSQL connections run at READ COMMITTED: every statement sees what was committed
+before it started, in particular everything committed before the writer lock was granted.
+"""
 
 from __future__ import annotations
 
 import os
+import random
+import sqlite3
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_DB = "provenance.db"
+
+#: Key of the PostgreSQL advisory lock that writers hold for their whole transaction
+#: ("prov" in ASCII). Any client of the same database that takes it waits for ingests.
+WRITER_LOCK_KEY = 0x70726F76
+
+#: Connection execution option that makes SQLite start the transaction with BEGIN IMMEDIATE.
+_WRITER_OPTION = "provenance_writer"
 
 
 def database_url(target: str | None) -> str:
@@ -31,30 +47,66 @@ def sqlite_path(url: str) -> str | None:
 def make_engine(url: str, *, read_only: bool = False) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        connect_args = {"timeout": 60}
-        if read_only and sqlite_path(url):
-            path = sqlite_path(url)
-            engine = create_engine(
-                "sqlite://",
-                creator=lambda: __import__("sqlite3").connect(
-                    f"file:{path}?mode=ro", uri=True, timeout=60
-                ),
-            )
-        else:
-            engine = create_engine(url, connect_args=connect_args)
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=60000")
-            if not read_only:
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-        return engine
+        return _sqlite_engine(url, read_only)
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = {}
+        if read_only:
+            # Every transaction on these connections is read-only, whatever the statement does.
+            connect_args["options"] = "-c default_transaction_read_only=on"
+        # READ COMMITTED, never the server's default: under REPEATABLE READ the snapshot would
+        # be taken by the lock statement itself, before waiting, and miss what the previous
+        # holder committed.
+        return create_engine(url, pool_pre_ping=True, isolation_level="READ COMMITTED", connect_args=connect_args)
     return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_engine(url: str, read_only: bool) -> Engine:
+    path = sqlite_path(url)
+    if read_only and path:
+        engine = create_engine(
+            "sqlite://",
+            creator=lambda: sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60),
+        )
+    else:
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
+        # SQLAlchemy emits BEGIN itself (below); the driver's implicit BEGIN, which only
+        # comes before DML, is switched off. See "Enabling Non-Legacy SQLite Transactional
+        # Modes" in SQLAlchemy's SQLite documentation.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        if not read_only:
+            _switch_to_wal(cursor)
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _sqlite_begin(connection):  # pragma: no cover - trivial
+        # A writer takes the database's write lock before its first read (waiting up to the
+        # busy timeout), so what it reads cannot change before it commits; a deferred
+        # BEGIN that reads first and writes later could only fail with "database is locked".
+        immediate = connection.get_execution_options().get(_WRITER_OPTION)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _switch_to_wal(cursor, attempts: int = 60) -> None:
+    """``PRAGMA journal_mode=WAL``, retried: switching a new file to WAL (or recovering its
+    WAL index) needs a moment of exclusive access, and SQLite answers "database is locked"
+    at once instead of waiting when several processes open a brand-new file together."""
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if attempt == attempts - 1 or not any(m in str(error).lower() for m in _TRANSIENT_SQLITE):
+                raise
+            time.sleep(0.02 + 0.03 * random.random())
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -73,3 +125,62 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def write_scope(engine: Engine) -> Iterator[Session]:
+    """A :func:`session_scope` whose transaction holds the database-wide writer lock from
+    its first statement to its commit or rollback.
+
+    Writers therefore run one at a time, and each sees everything committed before it: on
+    SQLite the transaction starts with ``BEGIN IMMEDIATE``, on PostgreSQL with
+    ``pg_advisory_xact_lock``. Readers are never blocked. Keep these transactions short.
+    """
+    session = session_factory(engine)()
+    try:
+        connection = session.connection(execution_options={_WRITER_OPTION: True})
+        lock_for_write(connection)
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def lock_for_write(connection) -> None:
+    """Take the writer lock inside the current transaction (PostgreSQL; SQLite's lock is
+    taken by BEGIN IMMEDIATE, see :func:`write_scope`). Released at commit or rollback."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITER_LOCK_KEY})")
+
+
+def writer_connection(engine: Engine):
+    """A connection whose next transaction starts as a writer (see :func:`write_scope`)."""
+    return engine.connect().execution_options(**{_WRITER_OPTION: True})
+
+
+# -- errors worth another attempt -------------------------------------------------------
+#: SQLSTATEs of PostgreSQL errors that a retry of the whole transaction can clear.
+_TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "08000", "08003", "08006"}
+_TRANSIENT_SQLITE = ("database is locked", "database table is locked", "database is busy")
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for a deadlock, a serialization failure, a lock timeout, "database is locked"
+    or a lost connection: the transaction can be run again from its start."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    original = getattr(error, "orig", error)
+    if getattr(original, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        return True
+    return isinstance(original, sqlite3.OperationalError) and any(m in str(original).lower() for m in _TRANSIENT_SQLITE)
+
+
+def is_unique_violation(error: BaseException) -> bool:
+    """True when a row collided with a unique key (another writer stored it first)."""
+    original = getattr(error, "orig", error)
+    if getattr(original, "sqlstate", None) == "23505":
+        return True
+    return isinstance(original, sqlite3.IntegrityError) and "unique constraint failed" in str(original).lower()

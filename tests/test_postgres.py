@@ -1,0 +1,352 @@
+"""Shared databases (issue 6): every backend gives the same answers, and several ingests
+writing to one database at once lose nothing, double nothing and miss no match.
+
+Each test runs on SQLite and, when PROVENANCE_TEST_DB_URL names a PostgreSQL server, on
+PostgreSQL too (a fresh database per test, dropped afterwards).
+
+Comparing a parallel ingest with a serial one needs inputs whose result cannot depend on
+the order in which documents arrive, since four processes interleave their documents in
+an order nobody chooses:
+
+- every document has its own ``published_at``, so the direction of a derivation never
+  falls back to ingestion order;
+- paths are the same files in both runs (absolute paths are the document identity);
+- no document reuses text from two related documents at once: the lineage of an excerpt
+  that matches both an original and its near-copy depends on which of the two was stored
+  first (``derive._prefer_originals`` drops a source only when the copy relation is
+  already known), so each planted derivative reuses exactly one document;
+- no short line recurs across unrelated documents, so no boilerplate is learned mid-run.
+
+The serial result is checked against a serial ingest in the reverse order first: if that
+ever differs, the corpus (or the matching) has become order-dependent and the parallel
+comparison would prove nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import string
+import subprocess
+import sys
+import threading
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import aliased
+
+from conftest import BELTA_SEED, TASS_SEED, near_copy
+from provenance.cli import cli
+from provenance.db.migrate import upgrade_to_head
+from provenance.db.models import Derivation, Document, IngestRun
+from provenance.db.session import make_engine, session_scope, write_scope
+from provenance.ingest import IngestSummary, Ingestor
+from provenance.prepare import prepare
+from provenance.reader import RawDocument
+
+CLI = [sys.executable, "-m", "provenance"]
+START = datetime(2026, 1, 1, 8, 0)
+
+
+# -- a corpus whose result does not depend on arrival order -----------------------------
+def _vocabulary(rng: random.Random, size: int = 20000) -> list[str]:
+    # Letters only, and a large vocabulary: unrelated documents share almost no words.
+    return ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(5, 10))) for _ in range(size)]
+
+
+def _article(rng: random.Random, vocabulary: list[str], paragraphs: int = 8) -> str:
+    out = []
+    for _ in range(paragraphs):
+        sentences = []
+        for _ in range(rng.randint(2, 3)):
+            words = [rng.choice(vocabulary) for _ in range(rng.randint(10, 16))]
+            sentences.append(" ".join(words).capitalize() + ".")
+        out.append(" ".join(sentences))
+    return "\n\n".join(out)
+
+
+def _excerpt(rng: random.Random, vocabulary: list[str], kept: list[str]) -> str:
+    """Copied paragraphs between paragraphs of the excerpt's own."""
+    return "\n\n".join([_article(rng, vocabulary, 1), *kept, _article(rng, vocabulary, 1)])
+
+
+def write_corpus(folder: Path, seed: int = 6) -> list[Path]:
+    """About forty one-document JSONL files: the two seeds, three excerpts of seed 000 (from
+    parts that do not overlap), a near-copy of seed 001, ten generated originals with four
+    near-copies and four excerpts of them, and unrelated documents. Returns the files."""
+    rng = random.Random(seed)
+    vocabulary = _vocabulary(rng)
+    documents: list[tuple[str, str, int]] = []  # (name, text, minutes after START)
+
+    belta, tass = BELTA_SEED.read_text(encoding="utf-8"), TASS_SEED.read_text(encoding="utf-8")
+    belta_lines = belta.split("\n")
+    documents += [("seed-belta", belta, 0), ("seed-tass", tass, 5)]
+    for number, (start, end) in enumerate([(0, 4), (8, 12), (16, 20)]):
+        excerpt = _excerpt(rng, vocabulary, ["\n".join(belta_lines[start:end])])
+        documents.append((f"belta-excerpt-{number}", excerpt, 60 + number))
+    documents.append(("tass-near-copy", near_copy(tass, changes=3, boilerplate=[]), 70))
+
+    for number in range(10):
+        original = _article(rng, vocabulary)
+        documents.append((f"original-{number}", original, 100 + 10 * number))
+        if number < 4:
+            copy = near_copy(original, changes=3, boilerplate=[])
+            documents.append((f"original-{number}-near-copy", copy, 400 + number))
+        elif number < 8:
+            paragraphs = original.split("\n\n")
+            documents.append((f"original-{number}-excerpt", _excerpt(rng, vocabulary, paragraphs[2:5]), 400 + number))
+    while len(documents) < 40:
+        number = len(documents)
+        documents.append((f"unrelated-{number}", _article(rng, vocabulary, rng.randint(3, 8)), 800 + number))
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, text, minutes in documents:
+        path = folder / f"{name}.jsonl"
+        record = {"id": name, "source": name.split("-")[0], "text": text,
+                  "published_at": (START + timedelta(minutes=minutes)).isoformat()}
+        path.write_text(json.dumps(record) + "\n", encoding="utf-8")
+        files.append(path)
+    return files
+
+
+def split_for_writers(files: list[Path], writers: int = 4, shared: int = 3) -> list[list[Path]]:
+    """Disjoint shares dealt round-robin, so that a document and the one it is planted next
+    to (its source or its derivative) go to neighbouring writers at the same position and
+    are stored at about the same moment: the case a missing lock gets wrong. Each writer
+    also gets the first ``shared`` files of the next writer's share (overlapping inputs:
+    stored once, "unchanged" for the other)."""
+    shares = [files[n::writers] for n in range(writers)]
+    return [shares[n] + shares[(n + 1) % writers][:shared] for n in range(writers)]
+
+
+# -- what a database holds, as comparable sets ------------------------------------------
+def stored(url: str) -> dict:
+    engine = make_engine(url)
+    try:
+        with session_scope(engine) as session:
+            documents = session.execute(
+                select(Document.path, Document.content_hash, Document.version, Document.is_latest)
+            ).all()
+            derived, source = aliased(Document), aliased(Document)
+            derivations = session.execute(
+                select(derived.path, source.path, Derivation.relation)
+                .join(derived, derived.id == Derivation.derived_id).join(source, source.id == Derivation.source_id)
+            ).all()
+    finally:
+        engine.dispose()
+    report = CliRunner().invoke(cli, ["--db", url, "report", "--format", "json", "--no-timestamps"])
+    assert report.exit_code == 0, report.output
+    clusters = {
+        frozenset([cluster["canonical"]["path"], *(member["path"] for member in cluster["members"])])
+        for cluster in json.loads(report.stdout)["clusters"]
+    }
+    return {
+        "documents": Counter((row.path, row.content_hash) for row in documents),
+        "versions": {(row.version, row.is_latest) for row in documents},
+        "clusters": clusters,
+        "derivations": Counter(tuple(row) for row in derivations),
+    }
+
+
+def ingest_process(url: str, paths: list[Path]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*CLI, "--db", url, "ingest", *map(str, paths), "--format", "json", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def finish(process: subprocess.Popen) -> dict:
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    summary = json.loads(stdout)
+    assert summary["failed"] == 0 and summary["skipped"] == 0, summary["problems"][:3]
+    return summary
+
+
+def serial_ingest(url: str, files: list[Path]) -> dict:
+    return finish(ingest_process(url, files))
+
+
+# -- the tests ----------------------------------------------------------------------------
+def test_concurrent_ingests_equal_a_serial_ingest(tmp_path, db_url, new_database):
+    """Four `provenance ingest` processes started at once on one new database, over
+    disjoint and overlapping shares of the corpus, store what one serial ingest stores."""
+    files = write_corpus(tmp_path / "corpus")
+    assert len(files) == 40
+
+    serial_url = new_database("serial")
+    serial_ingest(serial_url, sorted(files))
+    expected = stored(serial_url)
+    reverse_url = new_database("reverse")
+    serial_ingest(reverse_url, sorted(files, reverse=True))
+    assert stored(reverse_url) == expected, "the corpus is order-dependent: fix the corpus before judging concurrency"
+
+    # The premise of the comparison: the corpus has duplicates and derivations to miss.
+    relations = Counter(relation for _, _, relation in expected["derivations"])
+    assert relations["near-duplicate"] >= 5 and relations["syndicated"] >= 7, relations
+    assert len(expected["clusters"]) >= 5
+
+    shares = split_for_writers(files)
+    processes = [ingest_process(db_url, share) for share in shares]  # all at once, on a new database
+    summaries = [finish(process) for process in processes]
+
+    got = stored(db_url)
+    assert set(got["documents"].values()) == {1}, [k for k, n in got["documents"].items() if n > 1]
+    assert got["documents"] == expected["documents"]
+    assert got["versions"] == {(1, True)}
+    assert got["clusters"] == expected["clusters"]
+    assert got["derivations"] == expected["derivations"]
+    assert sum(s["documents_added"] for s in summaries) == 40
+    assert sum(s["unchanged"] for s in summaries) == sum(len(share) for share in shares) - 40
+    assert sum(s["versions_added"] for s in summaries) == 0
+
+
+def test_backends_give_the_same_report(tmp_path, db_url, new_database):
+    """Seeds plus planted derivatives: the JSON report on this backend equals SQLite's, byte
+    for byte (ids, scores, spans, evidence), and the SQL views answer the same rows."""
+    files = write_corpus(tmp_path / "corpus")[:12]
+    runner = CliRunner()
+    sqlite_url = f"sqlite:///{tmp_path / 'reference.db'}"
+    outputs = {}
+    for url in (sqlite_url, db_url):
+        for batch in (files[:2], files[2:]):  # seeds first, then what was planted, as two runs
+            result = runner.invoke(cli, ["--db", url, "ingest", *map(str, batch), "--format", "json"])
+            assert result.exit_code == 0, result.output
+        report = runner.invoke(cli, ["--db", url, "report", "--format", "json", "--no-timestamps"])
+        assert report.exit_code == 0, report.output
+        views = runner.invoke(cli, ["--db", url, "inspect", "sql", "--format", "json",
+                                    "SELECT derived_path, source_path, relation, score, coverage, credited "
+                                    "FROM derivations_with_paths ORDER BY derived_path, source_path"])
+        assert views.exit_code == 0, views.output
+        rows = [{**row, "credited": bool(row["credited"])} for row in json.loads(views.stdout)]
+        outputs[url] = (json.loads(report.stdout), rows)
+    (reference, reference_rows), (report, rows) = outputs[sqlite_url], outputs[db_url]
+    assert report["derivations"], "nothing planted was found"
+    assert report == reference
+    assert rows == reference_rows
+
+
+def test_a_writer_waits_for_the_writer_before_it_and_sees_its_work(db_url):
+    """The writer lock: a second write transaction cannot start until the first ends,
+    and then sees what the first committed (so no document misses another)."""
+    engine = make_engine(db_url)
+    upgrade_to_head(engine)
+    seen, events = [], []
+
+    def second_writer():
+        with write_scope(engine) as session:
+            events.append("second started")
+            seen.append(session.scalar(select(func.count()).select_from(IngestRun)))
+
+    try:
+        with write_scope(engine) as session:
+            session.add(IngestRun(started_at=START, status="running", settings_fingerprint="x", tool_version="test"))
+            session.flush()
+            thread = threading.Thread(target=second_writer)
+            thread.start()
+            thread.join(timeout=1.5)
+            assert thread.is_alive() and events == [], "the second writer did not wait for the first"
+            events.append("first commits")
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        assert events == ["first commits", "second started"] and seen == [1]
+    finally:
+        engine.dispose()
+
+
+def test_nul_escaped_in_jsonl_is_stored(tmp_path, db_url):
+    """PostgreSQL text cannot hold NUL: a "\\u0000" in a JSONL field becomes U+FFFD, as a raw
+    NUL byte in a text file does, so the document is stored on every backend."""
+    feed = tmp_path / "feed.jsonl"
+    record = {"id": "a", "title": "nul\u0000title", "text": "Minsk talks \u0000 resume " + "with many more words " * 4}
+    feed.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["--db", db_url, "ingest", str(feed), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["documents_added"] == 1
+    engine = make_engine(db_url)
+    try:
+        with session_scope(engine) as session:
+            text, title = session.execute(select(Document.text, Document.title)).one()
+    finally:
+        engine.dispose()
+    assert "\x00" not in text + title and text.startswith("Minsk talks \ufffd resume") and title == "nul\ufffdtitle"
+
+
+def _ingestor(url: str) -> Ingestor:
+    engine = make_engine(url)
+    upgrade_to_head(engine)
+    return Ingestor(engine)
+
+
+def _prepared(text: str, path: str, ingestor: Ingestor):
+    raw = RawDocument(path=path, text=text, format="text", encoding="utf-8", size_bytes=len(text), source="test")
+    return prepare(raw, ingestor.settings)
+
+
+def test_transient_errors_are_retried_and_counted_once(db_url, monkeypatch):
+    ingestor = _ingestor(db_url)
+    real_store, calls = Ingestor._store, []
+
+    def flaky(self, session, prepared, summary):
+        calls.append(1)
+        outcome = real_store(self, session, prepared, summary)  # counts, then fails: must not be kept
+        if len(calls) < 3:
+            raise OperationalError("INSERT ...", {}, sqlite3.OperationalError("database is locked"))
+        return outcome
+
+    monkeypatch.setattr(Ingestor, "_store", flaky)
+    monkeypatch.setattr("provenance.ingest.RETRY_DELAY", 0.001)
+    summary = IngestSummary(run_id=ingestor._start_run("test"))
+    prepared = _prepared(BELTA_SEED.read_text(encoding="utf-8"), "/x/belta.txt", ingestor)
+    outcome = ingestor.store_document(prepared, summary)
+    assert outcome == "added" and len(calls) == 3
+    assert (summary.documents_added, summary.failed, summary.problems) == (1, 0, [])
+    assert stored(db_url)["documents"] and set(stored(db_url)["documents"].values()) == {1}
+
+
+def test_same_document_stored_by_another_writer_is_unchanged(db_url, monkeypatch):
+    """A unique-key collision because another process stored the same path and content
+    first is "unchanged", not a failure."""
+    ingestor = _ingestor(db_url)
+    prepared = _prepared(TASS_SEED.read_text(encoding="utf-8"), "/x/tass.txt", ingestor)
+    ingestor.store_document(prepared, IngestSummary(run_id=ingestor._start_run("other writer")))
+
+    def collide(self, session, prepared, summary):
+        collision = sqlite3.IntegrityError("UNIQUE constraint failed: document.path, document.version")
+        raise IntegrityError("INSERT INTO document ...", {}, collision)
+
+    monkeypatch.setattr(Ingestor, "_store", collide)
+    summary = IngestSummary(run_id=ingestor._start_run("test"))
+    assert ingestor.store_document(prepared, summary) == "unchanged"
+    assert (summary.unchanged, summary.failed) == (1, 0)
+
+
+def test_persistent_errors_fail_the_document_alone(db_url, monkeypatch):
+    ingestor = _ingestor(db_url)
+    calls = []
+
+    def locked(self, session, prepared, summary):
+        calls.append(1)
+        raise OperationalError("INSERT ...", {}, sqlite3.OperationalError("database is locked"))
+
+    monkeypatch.setattr(Ingestor, "_store", locked)
+    monkeypatch.setattr("provenance.ingest.RETRY_DELAY", 0.001)
+    summary = IngestSummary(run_id=ingestor._start_run("test"))
+    prepared = _prepared("A short text about nothing much at all.", "/x/a.txt", ingestor)
+    assert ingestor.store_document(prepared, summary) == "failed"
+    assert len(calls) == 5 and summary.failed == 1
+    assert "database is locked" in summary.problems[0] and "after 5 attempts" in summary.problems[0]
+    assert "\n" not in summary.problems[0]

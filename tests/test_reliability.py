@@ -1,0 +1,830 @@
+"""Reliability (issue 5): a killed or interrupted ingest, two writers on one file, hostile
+text and file names, files that are not our database, and arbitrary input.
+
+The crash, interrupt and concurrency tests run the real CLI in subprocesses
+(``python -m provenance``) and judge the database with plain ``sqlite3``: integrity,
+foreign keys, orphans, index coverage and one row per input. The rest use CliRunner.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import os
+import random
+import signal
+import sqlite3
+import string
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Iterator, Optional
+
+import lxml.html
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, example, given, settings as hsettings, strategies as st
+
+from conftest import BELTA_SEED, TASS_SEED, one_line
+from provenance.cli import cli
+from provenance.db.migrate import upgrade_to_head
+from provenance.db.session import database_url, make_engine
+from provenance.ingest import Ingestor
+from provenance.prepare import prepare
+from provenance.reader import RawDocument
+from provenance.settings import Settings
+from provenance.text.normalize import normalize, tokens
+from provenance.text.segment import segment
+
+CLI = [sys.executable, "-m", "provenance"]
+INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+# -- corpus and database helpers ------------------------------------------------------
+def _vocabulary(rng: random.Random, size: int = 3000) -> list[str]:
+    # Letters only: digits are masked in boilerplate keys and would make lines look alike.
+    return ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(4, 9))) for _ in range(size)]
+
+
+def write_corpus(folder: Path, count: int, seed: int, near_copy_every: int = 0) -> list[Path]:
+    """``count`` small distinct documents; every ``near_copy_every``-th one is a near-copy of
+    the one before it, so the database also gets pairs, derivations and passage bands."""
+    rng = random.Random(seed)
+    vocabulary = _vocabulary(rng)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, previous = [], None
+    for number in range(count):
+        if near_copy_every and previous is not None and number % near_copy_every == 0:
+            words = previous.split(" ")
+            words[len(words) // 2] = "changedword"
+            text = " ".join(words)
+        else:
+            paragraphs = [" ".join(rng.choice(vocabulary) for _ in range(18)).capitalize() + "." for _ in range(3)]
+            text = "\n\n".join(paragraphs) + "\n"
+        path = folder / f"doc_{number:04d}.txt"
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
+        previous = text
+    return paths
+
+
+def stored_documents(db: Path) -> int:
+    """Documents committed so far, read without taking part in the writer's transactions."""
+    if not db.exists():
+        return 0
+    try:
+        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return connection.execute("SELECT count(*) FROM document").fetchone()[0]
+        finally:
+            connection.close()
+    except sqlite3.Error:  # not created yet, or mid-migration
+        return 0
+
+
+def query(db: Path, sql: str, *params) -> list[tuple]:
+    connection = sqlite3.connect(db)
+    try:
+        return connection.execute(sql, params).fetchall()
+    finally:
+        connection.close()
+
+
+#: Rows that point at something that is gone, or index entries that must not exist.
+INCONSISTENCIES = {
+    "passage without its document":
+        "SELECT p.id FROM passage p LEFT JOIN document d ON d.id = p.document_id WHERE d.id IS NULL",
+    "passage band without its passage":
+        "SELECT b.passage_id FROM passage_band b LEFT JOIN passage p ON p.id = b.passage_id WHERE p.id IS NULL",
+    "document band without its document":
+        "SELECT b.document_id FROM document_band b LEFT JOIN document d ON d.id = b.document_id WHERE d.id IS NULL",
+    "document band of a superseded version":
+        "SELECT b.document_id FROM document_band b JOIN document d ON d.id = b.document_id WHERE NOT d.is_latest",
+    "passage band of a boilerplate passage or superseded version":
+        "SELECT b.passage_id FROM passage_band b JOIN passage p ON p.id = b.passage_id "
+        "JOIN document d ON d.id = p.document_id WHERE p.boilerplate_id IS NOT NULL OR NOT d.is_latest",
+    "document pair with a missing document":
+        "SELECT x.first_id FROM document_pair x LEFT JOIN document a ON a.id = x.first_id "
+        "LEFT JOIN document b ON b.id = x.second_id WHERE a.id IS NULL OR b.id IS NULL",
+    "boilerplate link with a missing side":
+        "SELECT x.document_id FROM boilerplate_document x LEFT JOIN document d ON d.id = x.document_id "
+        "LEFT JOIN boilerplate b ON b.id = x.boilerplate_id WHERE d.id IS NULL OR b.id IS NULL",
+    "derivation with a missing document or run":
+        "SELECT x.id FROM derivation x LEFT JOIN document a ON a.id = x.derived_id "
+        "LEFT JOIN document b ON b.id = x.source_id LEFT JOIN ingest_run r ON r.id = x.run_id "
+        "WHERE a.id IS NULL OR b.id IS NULL OR r.id IS NULL",
+    "passage match with a missing derivation or passage":
+        "SELECT m.id FROM passage_match m LEFT JOIN derivation x ON x.id = m.derivation_id "
+        "LEFT JOIN passage a ON a.id = m.derived_passage_id LEFT JOIN passage b ON b.id = m.source_passage_id "
+        "WHERE x.id IS NULL OR a.id IS NULL OR b.id IS NULL",
+    "citation without its document":
+        "SELECT c.id FROM citation c LEFT JOIN document d ON d.id = c.document_id WHERE d.id IS NULL",
+    "document without its run":
+        "SELECT d.id FROM document d LEFT JOIN ingest_run r ON r.id = d.run_id WHERE r.id IS NULL",
+    "signed latest document missing from the document index":
+        "SELECT d.id FROM document d WHERE d.is_latest AND d.signature IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM document_band b WHERE b.document_id = d.id)",
+    "signed content passage missing from the passage index":
+        "SELECT p.id FROM passage p JOIN document d ON d.id = p.document_id WHERE d.is_latest "
+        "AND p.boilerplate_id IS NULL AND p.signature IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM passage_band b WHERE b.passage_id = p.id)",
+    "path stored more than once":
+        "SELECT path FROM document GROUP BY path HAVING count(*) > 1",
+    "document text without passages":
+        "SELECT d.id FROM document d WHERE NOT EXISTS (SELECT 1 FROM passage p WHERE p.document_id = d.id)",
+}
+
+
+def assert_consistent(db: Path) -> None:
+    """The database is intact, has no dangling rows and its indexes cover what they should."""
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+    assert query(db, "PRAGMA foreign_key_check") == []
+    problems = {name: rows[:5] for name, sql in INCONSISTENCIES.items() if (rows := query(db, sql))}
+    assert problems == {}
+
+
+def stored_paths(db: Path) -> list[str]:
+    return [row[0] for row in query(db, "SELECT path FROM document ORDER BY path")]
+
+
+@contextmanager
+def spawn(db: Path, *args: str, **popen) -> Iterator[subprocess.Popen]:
+    """``provenance --db DB ARGS`` in a subprocess, killed if the test fails before it ends."""
+    process = subprocess.Popen(
+        [*CLI, "--db", str(db), *args], stdout=popen.pop("stdout", subprocess.PIPE),
+        stderr=subprocess.PIPE, text=True, **popen,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+def wait_for_documents(process: subprocess.Popen, db: Path, minimum: int, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        count = stored_documents(db)
+        if count >= minimum:
+            return count
+        assert process.poll() is None, f"ingest ended before storing {minimum} documents: {process.communicate()}"
+        time.sleep(0.01)
+    raise AssertionError(f"fewer than {minimum} documents stored after {timeout}s")
+
+
+def run_cli(db: Path, *args: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, "--db", str(db), *args], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, **env} if env else None)
+
+
+def invoke(db: Path, *args, color: bool = False):
+    return CliRunner().invoke(cli, ["--db", str(db), *(str(a) for a in args)], color=color)
+
+
+# -- 1. kill -9 in the middle of a large ingest ---------------------------------------
+def test_kill_9_mid_ingest_then_rerun_finishes_cleanly(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", 100, seed=1, near_copy_every=10)
+    db = tmp_path / "killed.db"
+    with spawn(db, "ingest", str(tmp_path / "corpus"), "--quiet", stdout=subprocess.DEVNULL) as process:
+        wait_for_documents(process, db, 10)
+        os.kill(process.pid, signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    before = stored_documents(db)
+    assert 10 <= before < len(corpus), "the ingest must be killed part way"
+    assert_consistent(db)
+
+    rerun = run_cli(db, "ingest", str(tmp_path / "corpus"), "--format", "json")
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert (summary["documents_added"], summary["unchanged"], summary["failed"]) == (len(corpus) - before, before, 0)
+    assert_consistent(db)
+    assert stored_paths(db) == sorted(str(p) for p in corpus)
+    # The checks above were not vacuous: the corpus produced pairs, derivations and bands.
+    for table in ("document_pair", "derivation", "passage_match", "document_band", "passage_band"):
+        assert query(db, f"SELECT count(*) FROM {table}")[0][0] > 0, table
+    assert query(db, "SELECT status FROM ingest_run ORDER BY id")[-1] == ("completed",)
+
+
+# -- 3. Ctrl-C ------------------------------------------------------------------------
+CTRL_C_HANG = (
+    "Ctrl-C landing while sqlite3 runs an executemany (e.g. index.add_passages' passage_band insert) "
+    "leaves that statement active; SQLAlchemy invalidates the connection, but sqlite3_close_v2 only "
+    "turns it into a zombie that keeps the write transaction until the cursor, held by the traceback's "
+    "reference cycle, is collected. Ingestor.ingest_items then calls _finish_run, whose BEGIN IMMEDIATE "
+    "waits out the 60 s busy timeout and dies with 'database is locked': no 'interrupted' message, exit 1, "
+    "and the run stays 'running'")
+
+
+def assert_interrupted_cleanly(db: Path, corpus: list[Path], stdout: str, stderr: str, returncode: int) -> None:
+    assert returncode == 130, stderr
+    assert "Traceback" not in stderr
+    stored = stored_documents(db)
+    assert stored < len(corpus)
+    assert f"interrupted: stored {stored} document(s)" in stderr
+    assert "run the same command again" in stderr
+    summary = json.loads(stdout)
+    assert summary["interrupted"] is True and summary["documents_added"] == stored and summary["failed"] == 0
+    run = query(db, "SELECT status, documents_added, finished_at IS NOT NULL FROM ingest_run")
+    assert run == [("interrupted", stored, 1)]
+    assert_consistent(db)
+    assert set(stored_paths(db)) <= {str(p) for p in corpus}
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_far_it_got(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", 120, seed=2)
+    db = tmp_path / "interrupted.db"
+    with spawn(db, "ingest", str(tmp_path / "corpus"), "--format", "json") as process:
+        wait_for_documents(process, db, 10)
+        process.send_signal(signal.SIGINT)
+        try:
+            stdout, stderr = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            # The signal hit an executemany (a few per cent of runs): the defect that
+            # test_ctrl_c_during_a_bulk_insert_stops_cleanly reproduces every time.
+            pytest.xfail(CTRL_C_HANG)
+    assert_interrupted_cleanly(db, corpus, stdout, stderr, process.returncode)
+    assert stored_documents(db) >= 10
+    runs = invoke(db, "inspect", "runs", "--format", "json")
+    assert runs.exit_code == 0, runs.output
+    assert [r["status"] for r in json.loads(runs.stdout)] == ["interrupted"]
+
+
+#: The real CLI in a child process, with one test hook: the Nth multi-row INSERT raises
+#: KeyboardInterrupt after its first row, inside sqlite3's executemany, which is where a
+#: real Ctrl-C lands when it arrives during a bulk insert. The product code is not touched.
+CTRL_C_CHILD = r"""
+import sys
+from sqlalchemy import Engine, event
+
+nth, seen = int(sys.argv[1]), [0]
+
+def _first_row_then_ctrl_c(rows):
+    yield rows[0]
+    raise KeyboardInterrupt
+
+@event.listens_for(Engine, "before_cursor_execute", retval=True)
+def _interrupt(connection, cursor, statement, parameters, context, executemany):
+    if executemany and statement.startswith("INSERT") and len(parameters) > 1:
+        seen[0] += 1
+        if seen[0] == nth:
+            return statement, _first_row_then_ctrl_c(parameters)
+    return statement, parameters
+
+from provenance.cli import cli
+cli(args=sys.argv[2:], prog_name="provenance")
+"""
+
+
+@pytest.mark.xfail(strict=True, reason=CTRL_C_HANG)
+def test_ctrl_c_during_a_bulk_insert_stops_cleanly(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", 20, seed=10)
+    db = tmp_path / "interrupted.db"
+    process = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_CHILD, "6", "--db", str(db), "ingest", str(tmp_path / "corpus"),
+         "--format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=10)  # about 3 s when it works
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail("the ingest still runs 10 s after Ctrl-C (blocked on its own write lock)")
+    assert_interrupted_cleanly(db, corpus, stdout, stderr, process.returncode)
+
+
+# -- 2. two writers on one file -------------------------------------------------------
+#: Runs the real CLI in a child process after installing one test hook: the child's first
+#: write (BEGIN IMMEDIATE, or a DDL/DML statement) waits, up to 5 s, until every child has
+#: reached its own. The writers then start together, so they contend for the same documents
+#: (or the same empty database) instead of one finishing before the other gets the lock,
+#: which is what usually happens by chance. The product code is not touched.
+FIRST_WRITE = r"\s*(BEGIN IMMEDIATE|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP)"
+CHILD = r"""
+import os, re, sys, time
+from sqlalchemy import Engine, event
+
+folder, me, expected, pattern = sys.argv[1], sys.argv[2], int(sys.argv[3]), re.compile(sys.argv[4])
+state = {"waited": False}
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _meet(connection, cursor, statement, parameters, context, executemany):
+    if state["waited"] or not pattern.match(statement):
+        return
+    state["waited"] = True
+    open(os.path.join(folder, me), "w").close()
+    deadline = time.monotonic() + 5
+    while len(os.listdir(folder)) < expected and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+from provenance.cli import cli
+cli(args=sys.argv[5:], prog_name="provenance")
+"""
+
+
+def assert_runs_clean(results) -> None:
+    for code, summary, stderr in results:
+        assert "Traceback" not in stderr, stderr[-2000:]
+        assert summary is not None, stderr
+        assert summary["failed"] == 0, summary["problems"][:3]
+        assert code == 0, stderr
+
+
+NEW_DATABASE_LOCKED = "cannot open the database (OperationalError: (sqlite3.OperationalError) database is locked"
+NEW_DATABASE_LOCKED_REASON = (
+    "two processes opening a brand-new SQLite file at the same moment: in one of them the connect hook "
+    "db.session._sqlite_pragmas (PRAGMA journal_mode=WAL, reached from db.migrate.check_database) fails at "
+    "once with 'database is locked', busy_timeout notwithstanding, and cli.Context.engine exits 1 with "
+    "'cannot open the database'; about 1 start in 25")
+
+
+def run_together(
+    db: Path, inputs: list[list[str]], meet_at: Optional[str] = FIRST_WRITE, new_database: bool = False
+) -> list[tuple[int, Optional[dict], str]]:
+    """``provenance --db DB ingest PATHS --format json`` once per entry of ``inputs``, all at
+    once; with ``meet_at`` (a regex) each waits for the others at its first matching statement."""
+    barrier = db.parent / f"barrier-{db.stem}"
+    barrier.mkdir(exist_ok=True)
+    processes = []
+    for number, paths in enumerate(inputs):
+        arguments = ["--db", str(db), "ingest", *paths, "--format", "json"]
+        command = ([sys.executable, "-c", CHILD, str(barrier), str(number), str(len(inputs)), meet_at, *arguments]
+                   if meet_at else [*CLI, *arguments])
+        processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    try:
+        for process in processes:
+            stdout, stderr = process.communicate(timeout=180)
+            try:
+                summary = json.loads(stdout)
+            except ValueError:
+                summary = None
+            results.append((process.returncode, summary, stderr))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    if new_database and any(code and NEW_DATABASE_LOCKED in stderr for code, _, stderr in results):
+        pytest.xfail(NEW_DATABASE_LOCKED_REASON)  # a known, intermittent defect (see the report)
+    assert_runs_clean(results)
+    if meet_at:  # every writer reached the meeting point: the runs really overlapped
+        assert sorted(os.listdir(barrier)) == [str(n) for n in range(len(inputs))], results
+    return results
+
+
+@pytest.fixture
+def primed_db(tmp_path) -> Path:
+    """A database that already holds one document (schema and settings manifest exist)."""
+    db = tmp_path / "shared.db"
+    first = invoke(db, "ingest", BELTA_SEED)
+    assert first.exit_code == 0, first.output
+    return db
+
+
+def test_two_ingests_of_disjoint_inputs_at_once(tmp_path, primed_db):
+    first = write_corpus(tmp_path / "first", 30, seed=3)
+    second = write_corpus(tmp_path / "second", 30, seed=4)
+    results = run_together(primed_db, [[str(tmp_path / "first")], [str(tmp_path / "second")]])
+    assert [summary["documents_added"] for _, summary, _ in results] == [30, 30]
+    assert_consistent(primed_db)
+    assert stored_paths(primed_db) == sorted([str(BELTA_SEED), *map(str, first + second)])
+
+
+def test_two_ingests_of_the_same_inputs_at_once(tmp_path, primed_db):
+    corpus = write_corpus(tmp_path / "shared", 20, seed=5)
+    results = run_together(primed_db, [[str(tmp_path / "shared")]] * 2)
+    assert_consistent(primed_db)
+    assert stored_paths(primed_db) == sorted([str(BELTA_SEED), *map(str, corpus)])
+    assert sorted(summary["documents_added"] + summary["unchanged"] for _, summary, _ in results) == [20, 20]
+
+
+def test_two_first_ingests_create_one_database(tmp_path):
+    first = write_corpus(tmp_path / "first", 5, seed=6)
+    second = write_corpus(tmp_path / "second", 5, seed=7)
+    db = tmp_path / "new.db"
+    run_together(db, [[str(tmp_path / "first")], [str(tmp_path / "second")]], new_database=True)
+    assert_consistent(db)
+    assert stored_paths(db) == sorted(map(str, first + second))
+
+
+def test_two_first_ingests_record_one_settings_manifest(tmp_path):
+    first = write_corpus(tmp_path / "first", 5, seed=8)
+    second = write_corpus(tmp_path / "second", 5, seed=9)
+    db = tmp_path / "upgraded.db"
+    assert invoke(db, "db", "upgrade").exit_code == 0
+    run_together(db, [[str(tmp_path / "first")], [str(tmp_path / "second")]])
+    assert_consistent(db)
+    assert stored_paths(db) == sorted(map(str, first + second))
+    assert query(db, "SELECT key FROM manifest ORDER BY key") == [("fingerprint",), ("settings",)]
+
+
+# -- 4. hostile text ------------------------------------------------------------------
+PAYLOAD = ("<script>alert(1)</script> &amp; &lt;b&gt;bold&lt;/b&gt; \x1b[31mRED\x1b[0m "
+           "\x1b]0;pwned\x07 \u202eevil\u202c \x08\x7f\x9b")
+HOSTILE_NAME = "\x1b[31m<img src=x onerror=alert(1)>\u202e.txt"
+RAW_CONTROLS = ("\x1b", "\x07", "\x08", "\x7f", "\x9b", "\u202e")
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> dict:
+    """The BelTA seed, a copy of it with ``PAYLOAD`` in its first sentence under a hostile
+    file name (a near-duplicate with passage evidence), and the unrelated TASS seed."""
+    root = tmp_path_factory.mktemp("hostile")
+    copy = root / HOSTILE_NAME
+    text = BELTA_SEED.read_text(encoding="utf-8").replace("significant step", f"significant {PAYLOAD} step", 1)
+    copy.write_text(text, encoding="utf-8")
+    db = root / "hostile.db"
+    result = invoke(db, "ingest", BELTA_SEED, copy, TASS_SEED)
+    assert result.exit_code == 0, result.output
+    data = json.loads(invoke(db, "report", "--format", "json").stdout)
+    assert any(PAYLOAD in p["derived_text"] for d in data["derivations"] for p in d["passages"])
+    return {"db": db, "copy": copy, "text": text}
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.mark.parametrize("command", [["report", "--format", "html"], ["explain", "SEED", "COPY", "--format", "html"]])
+def test_html_output_escapes_hostile_text_and_names(hostile, command, tmp_path):
+    args = [str(BELTA_SEED) if a == "SEED" else str(hostile["copy"]) if a == "COPY" else a for a in command]
+    page_file = tmp_path / "page.html"
+    result = invoke(hostile["db"], *args, "-o", page_file)
+    assert result.exit_code == 0, result.output
+    html = page_file.read_text(encoding="utf-8")
+    tree = lxml.html.document_fromstring(html)
+    assert tree.xpath("//script | //img | //iframe") == []
+    handlers = [name for element in tree.iter() if isinstance(element.tag, str) for name in element.attrib
+                if name.startswith("on")]
+    assert handlers == []
+    page = _Page()
+    page.feed(html)
+    page.close()
+    assert {"script", "img", "iframe"}.isdisjoint(page.tags)
+    text = "".join(page.text)
+    assert PAYLOAD in text  # shown literally: markup, entities and control characters as text
+    assert str(hostile["copy"]) in text
+
+
+TERMINAL_COMMANDS = [
+    ["report"],
+    pytest.param(["report", "--document", "TASS"], marks=pytest.mark.xfail(strict=True, reason=(
+        "render.report_text prints report['summary']['message'] without render.safe; when nothing is "
+        "found the message names the highest pair's paths (report._summary), so a file name's escape "
+        "sequences reach the terminal raw"))),
+    ["explain", "SEED", "COPY"],
+    ["inspect", "documents"],
+    ["inspect", "document", "COPY"],
+    ["inspect", "clusters"],
+    ["lineage", "SEED"],
+    ["match", "FILE"],
+]
+
+
+@pytest.mark.parametrize("command", TERMINAL_COMMANDS)
+def test_terminal_output_neutralises_control_sequences(hostile, command):
+    names = {"SEED": BELTA_SEED, "TASS": TASS_SEED, "COPY": hostile["copy"], "FILE": hostile["copy"]}
+    args = [str(names.get(a, a)) for a in command]
+    # color=True: what a terminal gets (click strips CSI sequences only from non-terminals).
+    result = invoke(hostile["db"], *args, color=True)
+    assert result.exit_code == 0, result.output
+    leaked = [c for c in RAW_CONTROLS if c in result.output]
+    assert leaked == [], f"raw control characters in {command}: {leaked}"
+    assert "\\x1b[31m<img src=x onerror=alert(1)>\\u202e.txt" in result.output  # shown, made visible
+
+
+# -- 5. file names --------------------------------------------------------------------
+AWKWARD_NAMES = [
+    "it's \"quoted\".txt", "two  spaces .txt", "new\nline.txt", "tab\there.txt", "Минск café 北京 ☃.txt",
+    "-leading-dash.txt", "back\\slash.md", "semi;colon $HOME `x` *.txt", "feed 'wire'.jsonl",
+]
+
+
+def test_awkward_file_names_are_stored_and_reported_exactly(tmp_path):
+    folder = tmp_path / "in put"
+    folder.mkdir()
+    rng = random.Random(8)
+    vocabulary = _vocabulary(rng, 500)
+    expected = {}
+    for name in AWKWARD_NAMES:
+        body = " ".join(rng.choice(vocabulary) for _ in range(40)).capitalize() + "."
+        path = folder / name
+        if name.endswith(".jsonl"):
+            path.write_text(json.dumps({"id": "a\"b c", "text": body}) + "\n", encoding="utf-8")
+            expected[f'{path}#a"b c'] = path
+        else:
+            path.write_text(body + "\n", encoding="utf-8")
+            expected[str(path)] = path
+    db = tmp_path / "names.db"
+    result = invoke(db, "ingest", folder, "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["documents_added"] == len(AWKWARD_NAMES)
+
+    listed = json.loads(invoke(db, "inspect", "documents", "--format", "json").stdout)
+    assert sorted(d["path"] for d in listed) == sorted(expected)
+    reported = json.loads(invoke(db, "report", "--format", "json").stdout)
+    assert sorted(d["path"] for d in reported["documents"]) == sorted(expected)
+    plan = [json.loads(line) for line in invoke(db, "report", "--format", "jsonl").stdout.splitlines()]
+    assert sorted(r["path"] for r in plan) == sorted(expected)
+    ids = {d["path"]: d["id"] for d in listed}
+    for stored in expected:
+        if "#" in stored:
+            continue
+        detail = invoke(db, "inspect", "document", stored, "--format", "json")
+        assert detail.exit_code == 0, (stored, detail.output)
+        assert json.loads(detail.stdout)["id"] == ids[stored]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "cli.py prints every format with click.echo, which strips ANSI CSI sequences (ESC [ ... m) when "
+    "stdout is not a terminal; CSV (and HTML) piped to a file or program silently lose them from paths "
+    "and text, so a file named '\\x1b[31m<img ...>.txt' is reported as '<img ...>.txt'"))
+@pytest.mark.parametrize("command", [["report", "--format", "csv"], ["inspect", "documents", "--format", "csv"]])
+def test_csv_on_a_pipe_reports_paths_exactly(hostile, command):
+    result = invoke(hostile["db"], *command)  # CliRunner's stdout is not a terminal, like a pipe
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert str(hostile["copy"]) in {row["path"] for row in rows}
+
+
+def _not_utf8_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "names"
+    folder.mkdir()
+    (folder / "good.txt").write_text("A perfectly ordinary document with enough words to keep.\n", encoding="utf-8")
+    with open(os.path.join(os.fsencode(folder), b"latin-1 caf\xe9.txt"), "wb") as handle:
+        handle.write(b"Another ordinary document, in a file whose name is Latin-1.\n")
+    return folder
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a file name that is not valid UTF-8 (legal on Linux) reaches SQLite as a str with surrogate "
+    "escapes; storing Document.path raises UnicodeEncodeError and the file 'could not be stored'"))
+def test_file_name_that_is_not_utf8_is_ingested(tmp_path):
+    folder = _not_utf8_folder(tmp_path)
+    result = invoke(tmp_path / "names.db", "ingest", folder, "--format", "text")
+    assert result.exit_code == 0, result.output
+    paths = stored_paths(tmp_path / "names.db")
+    assert len(paths) == 2 and any("caf" in p for p in paths)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "with a strict UTF-8 stdout (PYTHONIOENCODING=utf-8, or an en_US.UTF-8 locale) cli.ingest "
+    "--format json crashes with UnicodeEncodeError (a traceback) printing a problem line that holds "
+    "the surrogate-escaped file name"))
+def test_file_name_that_is_not_utf8_never_crashes_the_json_summary(tmp_path):
+    folder = _not_utf8_folder(tmp_path)
+    result = run_cli(tmp_path / "names.db", "ingest", str(folder), "--format", "json", PYTHONIOENCODING="utf-8")
+    assert "Traceback" not in result.stderr
+    assert result.returncode in (0, 1)
+    assert json.loads(result.stdout)["files_seen"] == 2
+
+
+# -- 6. --db pointing at something else -----------------------------------------------
+def _foreign(path: Path) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        connection.execute("INSERT INTO customers VALUES (1, 'Ann')")
+    connection.close()
+
+
+def _newer(path: Path) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+        connection.execute("INSERT INTO alembic_version VALUES ('f00dfacef00d')")
+    connection.close()
+
+
+REFUSAL_COMMANDS = [["inspect"], ["ingest", "SEED"], ["db", "current"]]
+WAL_REASON = (
+    "db.session.make_engine's connect hook runs PRAGMA journal_mode=WAL before db.migrate.check_database "
+    "refuses the file, so a refused database is rewritten in WAL mode (header bytes 18-19, change "
+    "counter); `db current` also leaves -wal/-shm files because it does not dispose the engine on error")
+
+
+@pytest.mark.xfail(strict=True, reason=WAL_REASON)
+@pytest.mark.parametrize("kind,message", [(_foreign, "not a provenance database"), (_newer, "upgrade provenance")],
+                         ids=["unrelated-tables", "unknown-revision"])
+@pytest.mark.parametrize("command", REFUSAL_COMMANDS, ids=lambda c: "-".join(c))
+def test_refused_database_is_left_byte_for_byte_unchanged(tmp_path, kind, message, command):
+    db = tmp_path / "theirs.db"
+    kind(db)
+    original = db.read_bytes()
+    result = invoke(db, *[str(BELTA_SEED) if a == "SEED" else a for a in command])
+    assert result.exit_code != 0
+    assert message in one_line(result.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["theirs.db"]
+    assert db.read_bytes() == original
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a file with the SQLite header but a corrupt body: inspect/ingest print the sqlalchemy error with "
+    "its '(Background on this error at ...)' second line, and `db current` (cli.db_current catches only "
+    "ProvenanceError) dies with an unhandled DatabaseError"))
+@pytest.mark.parametrize("command", REFUSAL_COMMANDS, ids=lambda c: "-".join(c))
+def test_corrupt_sqlite_file_gives_a_one_line_error(tmp_path, command):
+    db = tmp_path / "corrupt.db"
+    original = b"SQLite format 3\x00" + bytes(range(256)) * 16
+    db.write_bytes(original)
+    result = invoke(db, *[str(BELTA_SEED) if a == "SEED" else a for a in command])
+    assert db.read_bytes() == original
+    assert isinstance(result.exception, SystemExit) and result.exit_code != 0, repr(result.exception)
+    assert "database" in one_line(result.stderr)
+
+
+# -- 7. arbitrary input ---------------------------------------------------------------
+TEXTS = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=600) | st.lists(
+    st.sampled_from(["Word", "word.", " ", "\n", "\n\n", "\r\n", "\t", "\x0b", "\x0c", "\x1c", "\x85", "\u2028",
+                     "\u2029", "\x1b[31m", "\u202e", "\x00", "“Q”", "—", "\u00ad", "\u200b", "e\u0301",
+                     "ǅ", "ß", "İ", "ﬁ", "北京天气", "Минск.", "٣", "?!", "...", "'", "a'b", "A" * 70]),
+    max_size=120,
+).map("".join)
+PROPERTY = hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(TEXTS)
+def test_normalize_and_tokens_are_well_formed(text):
+    normalized = normalize(text)
+    assert normalized == normalized.strip() and "  " not in normalized
+    assert not any(c.isspace() and c != " " for c in normalized)
+    for token in tokens(normalized):
+        assert token and not any(c.isspace() for c in token)
+
+
+@PROPERTY
+@given(TEXTS)
+def test_segment_with_the_default_settings_keeps_offsets_in_order(text):
+    settings = Settings()
+    previous_end, previous_block = 0, 0
+    for passage in segment(text, min_words=settings.passage_min_words, max_words=settings.passage_max_words):
+        assert previous_end <= passage.start < passage.end <= len(text)
+        assert text[passage.start : passage.end] == passage.text
+        assert passage.block >= previous_block
+        previous_end, previous_block = passage.end, passage.block
+
+
+@PROPERTY
+@given(TEXTS)
+def test_prepare_never_raises_and_its_passages_fit_the_text(text):
+    prepared = prepare(RawDocument(path="/x.txt", text=text, format="text", encoding="utf-8", size_bytes=len(text)),
+                       Settings())
+    assert [p.seq for p in prepared.passages] == list(range(len(prepared.passages)))
+    previous_end = 0
+    for passage in prepared.passages:
+        assert previous_end <= passage.start < passage.end <= len(text)
+        assert INT64[0] <= passage.key_hash <= INT64[1]
+        previous_end = passage.end
+    assert prepared.word_count == sum(len(p.words) for p in prepared.passages)
+
+
+def _jsonl(lines: list) -> bytes:
+    return b"\n".join(line if isinstance(line, bytes) else line.encode("utf-8") for line in lines)
+
+
+#: Metadata fields with string values only: non-string metadata is pinned by the JSONL tests below.
+JSONL_RECORD = st.dictionaries(
+    st.sampled_from(["text", "id", "url", "source", "title", "published_at"]), TEXTS, max_size=6,
+).map(json.dumps)
+RANDOM_BYTES = st.one_of(
+    st.binary(max_size=800),
+    TEXTS.map(lambda t: t.encode("utf-8")),
+    st.tuples(TEXTS, st.sampled_from(["utf-16", "cp1252", "latin-1", "koi8-r", "gb18030"])).map(
+        lambda pair: pair[0].encode(pair[1], errors="ignore")),
+    st.tuples(TEXTS, TEXTS).map(lambda pair: (
+        f"<html><head><title>{pair[0]}</title><meta name='date' content='{pair[1][:20]}'></head>"
+        f"<body><p>{pair[1]}</p><script>{pair[0]}</script><div>{pair[0]}<br>{pair[1]}</body>").encode("utf-8")),
+    st.lists(st.one_of(JSONL_RECORD, st.binary(max_size=60), TEXTS), max_size=6).map(_jsonl),
+)
+FILES = st.lists(st.tuples(st.sampled_from([".txt", ".jsonl", ".md"]), RANDOM_BYTES), min_size=1, max_size=3)
+HTML_FILES = st.lists(st.tuples(st.just(".html"), RANDOM_BYTES), min_size=1, max_size=2)
+#: An HTML file that charset_normalizer reads as cp037 (EBCDIC), which libxml2 does not know.
+EBCDIC_HTML = [(".html", b"\x80")]
+HTML_ENCODING_REASON = (
+    "text.html.extract builds lxml.html.HTMLParser(encoding=...) outside its try with the encoding "
+    "charset_normalizer detected; for one libxml2 does not know (b'\\x80' is read as cp037) it raises "
+    "LookupError, which no caller catches: the ingest dies with a traceback, the files after it are not "
+    "read, and the run is still recorded 'completed'")
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory) -> dict:
+    """One database (and ingestor) shared by every example, and fresh folders for their files."""
+    root = tmp_path_factory.mktemp("random")
+    engine = make_engine(database_url(str(root / "random.db")))
+    upgrade_to_head(engine)
+    counter = itertools.count()
+
+    def folder_with(files) -> list[str]:
+        folder = root / f"example{next(counter)}"
+        folder.mkdir()
+        paths = []
+        for number, (suffix, data) in enumerate(files):
+            path = folder / f"input{number}{suffix}"
+            path.write_bytes(data)
+            paths.append(str(path))
+        return paths
+
+    yield {"db": root / "random.db", "ingestor": Ingestor(engine), "folder_with": folder_with}
+    engine.dispose()
+
+
+def _ingest_through_library(scratch, files) -> None:
+    paths = scratch["folder_with"](files)
+    summary = scratch["ingestor"].ingest_paths(paths)
+    assert summary.files_seen == len(paths) and not summary.interrupted
+    assert summary.failed == 0, summary.problems  # a bad input is skipped, never an internal failure
+    assert all("\n" not in problem for problem in summary.problems)
+
+
+@PROPERTY
+@given(FILES)
+def test_random_bytes_through_the_library_never_raise(scratch, files):
+    _ingest_through_library(scratch, files)
+
+
+@pytest.mark.xfail(strict=True, raises=LookupError, reason=HTML_ENCODING_REASON)
+@hsettings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(HTML_FILES)
+@example(EBCDIC_HTML)
+def test_random_html_bytes_through_the_library_never_raise(scratch, files):
+    _ingest_through_library(scratch, files)
+
+
+@pytest.mark.xfail(strict=True, reason=HTML_ENCODING_REASON)
+def test_html_in_an_encoding_lxml_does_not_know_is_skipped(tmp_path):
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    (folder / "a.html").write_bytes(EBCDIC_HTML[0][1])
+    (folder / "b.txt").write_text("An ordinary document after the odd page, with words enough.\n", encoding="utf-8")
+    result = invoke(tmp_path / "pages.db", "ingest", folder, "--format", "json")
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    summary = json.loads(result.stdout)
+    assert (summary["documents_added"], summary["skipped"] + summary["failed"]) == (1, 1)
+    assert stored_paths(tmp_path / "pages.db") == [str(folder / "b.txt")]
+
+
+@hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(FILES)
+def test_random_bytes_through_the_cli_exit_cleanly(scratch, files):
+    paths = scratch["folder_with"](files)
+    result = invoke(scratch["db"], "ingest", *paths, "--format", "json")
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code in (0, 1) and "Traceback" not in result.output
+    summary = json.loads(result.stdout)
+    assert summary["files_seen"] == len(paths) and summary["failed"] == 0
+    if result.exit_code:
+        assert result.stderr.splitlines()[-1].startswith("Error: ")
+
+
+def test_consistent_after_random_input(scratch):
+    # Runs after the property tests above (file order): what they stored is consistent.
+    assert_consistent(scratch["db"])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "text.dates.parse_datetime calls datetime.fromtimestamp on any JSON number; 1e20 raises "
+    "OverflowError and NaN ValueError, uncaught by reader._read_jsonl, so ingest dies with a "
+    "traceback and the file's good lines are lost"))
+@pytest.mark.parametrize("value", ["1e20", "-1e20", "NaN", "Infinity"])
+def test_jsonl_numeric_published_at_out_of_range_is_skipped(tmp_path, value):
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text('{"text": "A dated record with quite enough words to keep here.", "published_at": %s}\n'
+                    '{"text": "An undated record with quite enough words to keep too."}\n' % value, encoding="utf-8")
+    result = invoke(tmp_path / "feed.db", "ingest", feed, "--format", "json")
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    summary = json.loads(result.stdout)
+    assert (summary["documents_added"], summary["skipped"], summary["failed"]) == (1, 1, 0)
+    assert "published_at" in summary["problems"][0]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "reader._read_jsonl passes non-string \"title\"/\"url\" values (lists, objects) through to the "
+    "Document row; SQLite cannot bind them and the line fails as 'could not be stored "
+    "(ProgrammingError: Error binding parameter ...)' instead of being skipped with a message"))
+@pytest.mark.parametrize("field,value", [("title", ["a", "b"]), ("url", {"href": "x"})])
+def test_jsonl_non_string_metadata_is_skipped_or_kept_as_text(tmp_path, field, value):
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text(json.dumps({"text": "A record with odd metadata and enough words to keep.", field: value}) + "\n"
+                    + json.dumps({"text": "A plain record with quite enough words to keep too."}) + "\n",
+                    encoding="utf-8")
+    result = invoke(tmp_path / "feed.db", "ingest", feed, "--format", "json")
+    summary = json.loads(result.stdout)
+    assert summary["failed"] == 0, summary["problems"]
+    assert summary["documents_added"] >= 1
+    assert not any("could not be stored" in p for p in summary["problems"])
