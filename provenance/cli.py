@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Optional
 
 import click
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__, inspect as inspection, render, report as reporting
 from .db.migrate import check_database, current_revision, head_revision, upgrade_to_head
-from .db.session import DEFAULT_DB, database_url, make_engine, session_scope, sqlite_path
+from .db.session import DEFAULT_DB, database_url, is_transient, make_engine, session_scope, sqlite_path
 from .errors import ProvenanceError
 from .reader import DEFAULT_MAX_BYTES
 from .settings import Settings, SketchSettings
@@ -42,6 +44,8 @@ class Context:
                 )
             if path:
                 _check_sqlite_file(path, self.target)
+                if os.path.exists(path) and os.path.getsize(path) > 0:
+                    _check_read_only(self.url, self.target)  # before anything could write to it
             engine = make_engine(self.url)
             try:
                 upgrade_to_head(engine)
@@ -50,7 +54,7 @@ class Context:
                 raise
             except Exception as error:
                 engine.dispose()
-                raise ProvenanceError(f"{self.target}: cannot open the database ({type(error).__name__}: {error})") from error
+                raise ProvenanceError(f"{self.target}: cannot open the database ({type(error).__name__}: {_reason(error)})") from error
             self._engine = engine
         return self._engine
 
@@ -68,8 +72,50 @@ def _check_sqlite_file(path: str, shown: str) -> None:
                 raise ProvenanceError(f"{shown}: is not a provenance database (not SQLite); pass another --db")
 
 
+def _check_read_only(url: str, shown: str) -> str | None:
+    """The database's revision, read through a read-only connection.
+
+    A read-write SQLite connection switches the file to WAL as it opens, so a file that is
+    then refused (another program's database, a newer schema, a damaged file) would already
+    have been changed; read-only, it is left byte for byte as it was.
+    """
+    engine = make_engine(url, read_only=True)
+    try:
+        for delay in (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, None):
+            try:
+                return check_database(engine)
+            except SQLAlchemyError as error:
+                # "database is locked": another process is creating the file or switching it to WAL.
+                if delay is None or not is_transient(error):
+                    raise
+                time.sleep(delay)
+    except SQLAlchemyError as error:
+        raise ProvenanceError(
+            f"{shown}: cannot read the database ({type(error).__name__}: {_reason(error)}); "
+            "check that --db names a provenance database, or restore it from a backup"
+        ) from error
+    finally:
+        engine.dispose()
+
+
+def _reason(error: BaseException) -> str:
+    """The driver's own message on one line, without SQLAlchemy's SQL and help link."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def fail(error: Exception) -> None:
-    raise click.ClickException(str(error))
+    raise click.ClickException(render.safe(error))
+
+
+def _out(text: str, nl: bool = True) -> None:
+    """Write command output exactly as rendered.
+
+    Plain click.echo strips ANSI sequences when stdout is not a terminal, which would
+    silently change paths and text in JSON, CSV and HTML sent to a pipe or a file.
+    Terminal formats need no stripping: render.safe has already neutralised them.
+    """
+    click.echo(text, nl=nl, color=True)
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -148,7 +194,7 @@ def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, see
     )
     progress.close()
     if fmt == "json":
-        click.echo(render.to_json(summary.as_dict()))
+        _out(render.to_json(summary.as_dict()))
     elif not state.quiet:
         click.echo(
             f"run {summary.run_id}: {summary.files_seen} file(s) read, {summary.documents_added} document(s) added, "
@@ -270,7 +316,7 @@ def _emit(text: str, output: Optional[str]) -> None:
             handle.write(text)
         click.echo(f"wrote {output}", err=True)
     else:
-        click.echo(text, nl=False)
+        _out(text, nl=False)
 
 
 # -- inspect --------------------------------------------------------------------------
@@ -298,7 +344,7 @@ def inspect(ctx: click.Context, fmt) -> None:
                 data = inspection.summarise(engine, session)
         except ProvenanceError as error:
             fail(error)
-        click.echo(render.mapping(data, fmt))
+        _out(render.mapping(data, fmt))
 
 
 @inspect.command("documents")
@@ -308,7 +354,7 @@ def inspect_documents(state: Context, fmt) -> None:
     """Every document (latest versions) with its metadata."""
     try:
         with session_scope(state.engine()) as session:
-            click.echo(render.records(inspection.documents(session), fmt))
+            _out(render.records(inspection.documents(session), fmt))
     except ProvenanceError as error:
         fail(error)
 
@@ -325,16 +371,16 @@ def inspect_document(state: Context, reference, fmt) -> None:
     except ProvenanceError as error:
         fail(error)
     if fmt == "json":
-        click.echo(render.to_json(data))
+        _out(render.to_json(data))
         return
     head = {k: v for k, v in data.items() if k not in ("versions", "duplicates", "citations", "passages")}
-    click.echo(render.mapping(head, "table"))
+    _out(render.mapping(head, "table"))
     for name in ("versions", "duplicates", "citations"):
         if data[name]:
             click.echo(f"\n{name}")
-            click.echo(render.records(data[name], "table"))
+            _out(render.records(data[name], "table"))
     click.echo("\npassages")
-    click.echo(render.table(
+    _out(render.table(
         ["seq", "span", "tag", "matches", "text"],
         [[p["seq"], f"{p['span'][0]}-{p['span'][1]}", p["tag"],
           ", ".join(f"{m['label']} {m['similarity']:.2f} ({m['role']} of #{m['other_document']})" for m in p["matches"]),
@@ -349,7 +395,7 @@ def inspect_runs(state: Context, fmt) -> None:
     """Ingest runs with their counts and settings fingerprint."""
     try:
         with session_scope(state.engine()) as session:
-            click.echo(render.records(inspection.runs(session), fmt))
+            _out(render.records(inspection.runs(session), fmt))
     except ProvenanceError as error:
         fail(error)
 
@@ -400,17 +446,17 @@ def inspect_sql(state: Context, statement, fmt) -> None:
     except (ProvenanceError, ValueError, inspection.ReadOnlyViolation) as error:
         fail(error)
     if fmt == "json":
-        click.echo(render.to_json([dict(zip(columns, row)) for row in rows]))
+        _out(render.to_json([dict(zip(columns, row)) for row in rows]))
     elif fmt == "csv":
-        click.echo(render.to_csv(columns, rows), nl=False)
+        _out(render.to_csv(columns, rows), nl=False)
     else:
-        click.echo(render.table(columns, rows))
+        _out(render.table(columns, rows))
 
 
 def _records(state: Context, query, fmt: str) -> None:
     try:
         with session_scope(state.engine()) as session:
-            click.echo(render.records(query(session), fmt))
+            _out(render.records(query(session), fmt))
     except ProvenanceError as error:
         fail(error)
 
@@ -452,7 +498,7 @@ def match(state: Context, file, inline, threshold, fmt) -> None:
     except ProvenanceError as error:
         fail(error)
     if fmt == "json":
-        click.echo(render.to_json(data))
+        _out(render.to_json(data))
         return
     if not data["documents"] and not data["passages"]:
         click.echo(f"no stored document duplicates this text at threshold {data['threshold']}, and no passage was reused")
@@ -525,11 +571,11 @@ def lineage(state: Context, reference, fmt) -> None:
     except ProvenanceError as error:
         fail(error)
     if fmt == "json":
-        click.echo(render.to_json(data))
+        _out(render.to_json(data))
     elif fmt == "dot":
-        click.echo(lineage_graph.tree_dot(data), nl=False)
+        _out(lineage_graph.tree_dot(data), nl=False)
     else:
-        click.echo(render.safe(lineage_graph.tree_text(data)), nl=False)
+        _out(render.safe(lineage_graph.tree_text(data)), nl=False)
 
 
 @cli.command()
@@ -612,7 +658,7 @@ def boilerplate_list(state: Context, fmt) -> None:
             ]
     except ProvenanceError as error:
         fail(error)
-    click.echo(render.records(rows, fmt))
+    _out(render.records(rows, fmt))
 
 
 @boilerplate.command("add")
@@ -678,9 +724,17 @@ def db_current(state: Context) -> None:
     try:
         if path:
             _check_sqlite_file(path, state.target)
-        engine = make_engine(state.url)
-        revision = check_database(engine)
-        engine.dispose()
+        revision = _check_read_only(state.url, state.target)
+        if path and revision is not None:
+            # Ours: a read-write open and close removes the -wal/-shm files that the
+            # read-only look at a WAL database leaves behind.
+            engine = make_engine(state.url)
+            try:
+                engine.connect().close()
+            except SQLAlchemyError:
+                pass  # only tidying: the revision is already known
+            finally:
+                engine.dispose()
     except ProvenanceError as error:
         fail(error)
     head = head_revision()

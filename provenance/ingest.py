@@ -12,9 +12,14 @@ no two documents miss each other.
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing
+import os
 import random
+import signal
+import socket
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -198,23 +203,38 @@ class Ingestor:
                 files.append(item)
         if any(item.path == STDIN for item in files):
             workers = 1  # standard input can only be read here
-        pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 and len(files) > 1 else None
+        pool = (multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_ctrl_c)
+                if workers > 1 and len(files) > 1 else None)
+        stop = StopOnCtrlC()
+        finished = False
         try:
-            prepared_files = pool.imap(read_one, files, chunksize=4) if pool else map(read_one, files)
-            for item, outcomes in prepared_files:
-                summary.files_seen += 1
-                on_event("file", item.path)
-                for outcome in outcomes:
-                    if isinstance(outcome, InputError):
-                        self._problem(summary, outcome, on_event, hard=outcome.reason.startswith(PREPARE_FAILED))
-                    else:
-                        self.store_document(outcome, summary, on_event)
+            with stop:
+                prepared_files = pool.imap(read_one, files, chunksize=4) if pool else map(read_one, files)
+                for item, outcomes in prepared_files:
+                    if stop.requested:
+                        break
+                    summary.files_seen += 1
+                    on_event("file", item.path)
+                    for outcome in outcomes:
+                        if stop.requested:  # between documents: each is committed or not at all
+                            break
+                        if isinstance(outcome, InputError):
+                            self._problem(summary, outcome, on_event, hard=outcome.reason.startswith(PREPARE_FAILED))
+                        else:
+                            self.store_document(outcome, summary, on_event)
+                finished = True
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
             if pool:
                 pool.terminate()
-            self._finish_run(summary)
+            summary.interrupted = summary.interrupted or stop.requested
+            if summary.interrupted:
+                # A KeyboardInterrupt raised inside a statement (an executemany) leaves the
+                # sqlite3 cursor alive in the traceback's reference cycle, and with it the
+                # write lock of its closed connection: collect it before recording the run.
+                gc.collect()
+            self._finish_run(summary, "interrupted" if summary.interrupted else "completed" if finished else "failed")
         return summary
 
     def ingest_document(self, raw: RawDocument, summary: IngestSummary, on_event: EventHandler = lambda *a: None) -> str:
@@ -280,25 +300,28 @@ class Ingestor:
 
     def _start_run(self, arguments: str) -> int:
         with write_scope(self.engine) as session:
+            close_abandoned_runs(session)
             run = IngestRun(
                 started_at=utcnow(),
                 status="running",
                 settings_fingerprint=self.settings.fingerprint(),
                 tool_version=__version__,
                 arguments=arguments,
+                host=socket.gethostname(),
+                pid=os.getpid(),
             )
             session.add(run)
             session.flush()
             return run.id
 
-    def _finish_run(self, summary: IngestSummary) -> None:
+    def _finish_run(self, summary: IngestSummary, status: str) -> None:
         with write_scope(self.engine) as session:
             session.execute(
                 update(IngestRun)
                 .where(IngestRun.id == summary.run_id)
                 .values(
                     finished_at=utcnow(),
-                    status="interrupted" if summary.interrupted else "completed",
+                    status=status,
                     files_seen=summary.files_seen,
                     documents_added=summary.documents_added,
                     versions_added=summary.versions_added,
@@ -565,6 +588,76 @@ class Ingestor:
         derive.recompute_document(session, document_id, self.settings)
 
 
+def close_abandoned_runs(session: Session) -> list[int]:
+    """Mark 'interrupted' the runs still 'running' whose process on this host is gone
+    (killed with kill -9, or the machine stopped), with the documents they did store.
+
+    Runs of other hosts, and of a live process (possibly a reused pid), are left alone.
+    Returns the ids of the runs closed.
+    """
+    rows = session.execute(
+        select(IngestRun.id, IngestRun.pid)
+        .where(IngestRun.status == "running", IngestRun.host == socket.gethostname(), IngestRun.pid.is_not(None))
+    ).all()
+    closed = [row.id for row in rows if not _process_alive(row.pid)]
+    for run_id in closed:
+        counts = dict(session.execute(
+            select(Document.version > 1, func.count()).where(Document.run_id == run_id).group_by(Document.version > 1)
+        ).all())
+        session.execute(
+            update(IngestRun).where(IngestRun.id == run_id)
+            .values(status="interrupted", documents_added=counts.get(False, 0), versions_added=counts.get(True, 0))
+        )
+    return closed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, another user's
+        return True
+    try:  # Linux: a killed process its parent has not reaped yet is a zombie, not alive
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+class StopOnCtrlC:
+    """While entered (in the main thread), Ctrl-C asks the ingest to stop between two
+    documents instead of raising KeyboardInterrupt wherever it lands, which could be in
+    the middle of a statement; a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "StopOnCtrlC":
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._request)
+        return self
+
+    def _request(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _ignore_ctrl_c() -> None:
+    """Worker processes leave Ctrl-C (sent to the whole process group) to the writer, which
+    stops the run; a worker dying of it would leave the pool waiting for its result."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 PREPARE_FAILED = "could not be prepared"
 
 
@@ -584,10 +677,12 @@ def _prepare_or_error(raw: RawDocument, settings: Settings) -> Union[PreparedDoc
 def prepare_file(item: InputFile, *, source: Optional[str], max_bytes: int, settings: Settings):
     """Read, normalise, segment and sign one input file: the CPU-bound half of ingest,
     safe to run in a worker process. Returns the item and its documents or errors."""
-    outcomes = [
-        document if isinstance(document, InputError) else _prepare_or_error(document, settings)
-        for document in read(item, source=source, max_bytes=max_bytes)
-    ]
+    outcomes = []
+    try:
+        for document in read(item, source=source, max_bytes=max_bytes):
+            outcomes.append(document if isinstance(document, InputError) else _prepare_or_error(document, settings))
+    except Exception as error:  # a reader bug costs this file (after its good JSONL lines), not the run
+        outcomes.append(InputError(item.path, f"{PREPARE_FAILED} ({type(error).__name__}: {_first_line(error)})"))
     return item, outcomes
 
 

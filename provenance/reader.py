@@ -9,13 +9,14 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
-from .errors import InputError
+from .errors import InputError, path_text
 from .text import html as html_text
 from .text.dates import parse_datetime
 
@@ -106,13 +107,17 @@ def read(item: InputFile, *, source: Optional[str] = None, max_bytes: int = DEFA
         return
     title = published = None
     if item.format == "html":
-        page = html_text.extract(data, encoding)
+        try:
+            page = html_text.extract(data, encoding)
+        except LookupError:
+            yield InputError(item.path, f"the HTML parser does not know its encoding ({encoding}); convert the file to UTF-8")
+            return
         text, title, published = page.text, page.title, page.published_at
     if not text.strip():
         yield InputError(item.path, "no text (empty or whitespace only); nothing to ingest")
         return
     yield RawDocument(
-        path=item.path if item.path == STDIN else os.path.abspath(item.path),
+        path=item.path if item.path == STDIN else path_text(os.path.abspath(item.path)),
         text=text,
         format=item.format,
         encoding=encoding,
@@ -126,7 +131,7 @@ def read(item: InputFile, *, source: Optional[str] = None, max_bytes: int = DEFA
 def _default_source(path: str) -> Optional[str]:
     if path == STDIN:
         return "stdin"
-    return Path(os.path.abspath(path)).parent.name or None
+    return path_text(Path(os.path.abspath(path)).parent.name) or None
 
 
 def _read_bytes(path: str, max_bytes: int) -> bytes:
@@ -205,13 +210,16 @@ def decode(data: bytes, path: str) -> tuple[str, str]:
     return text, encoding
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def _read_jsonl(path: str, data: bytes, source: Optional[str]) -> Iterator[Union[RawDocument, InputError]]:
     try:
         text, encoding = decode(data, path)
     except InputError as error:
         yield error
         return
-    base = path if path == STDIN else os.path.abspath(path)
+    base = path if path == STDIN else path_text(os.path.abspath(path))
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -225,8 +233,9 @@ def _read_jsonl(path: str, data: bytes, source: Optional[str]) -> Iterator[Union
             yield InputError(where, "a JSONL line must be an object with a \"text\" field")
             continue
         # A NUL escaped in the JSON ("\u0000") becomes U+FFFD like a raw one (PostgreSQL text
-        # cannot hold NUL; offsets stay the same).
-        record = {key: value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+        # cannot hold NUL; offsets stay the same), and so does a lone surrogate ("\ud800"),
+        # which no database can store as text.
+        record = {key: _UNSTORABLE.sub("\ufffd", value) if isinstance(value, str) else value
                   for key, value in record.items()}
         body = record.get("text")
         if not isinstance(body, str) or not body.strip():
@@ -236,17 +245,32 @@ def _read_jsonl(path: str, data: bytes, source: Optional[str]) -> Iterator[Union
         if record.get("published_at") not in (None, "") and published is None:
             yield InputError(where, f"published_at {record.get('published_at')!r} is not an ISO 8601 date")
             continue
-        external_id = record.get("id")
-        key = str(external_id) if external_id is not None else f"L{number}"
+        try:
+            metadata = {name: _metadata_text(record.get(name), name) for name in ("id", "url", "source", "title")}
+        except ValueError as error:
+            yield InputError(where, f"{error}; fix the line")
+            continue
+        external_id = metadata["id"]
+        key = external_id if external_id is not None else f"L{number}"
         yield RawDocument(
             path=f"{base}#{key}",
             text=body,
             format="jsonl",
             encoding=encoding,
             size_bytes=len(line.encode("utf-8")),
-            source=str(record["source"]) if record.get("source") is not None else (source if source is not None else _default_source(path)),
-            external_id=str(external_id) if external_id is not None else None,
-            url=record.get("url"),
-            title=record.get("title"),
+            source=metadata["source"] if metadata["source"] is not None else (source if source is not None else _default_source(path)),
+            external_id=external_id,
+            url=metadata["url"],
+            title=metadata["title"],
             published_at=published,
         )
+
+
+def _metadata_text(value: object, name: str) -> Optional[str]:
+    """A JSONL metadata field as text: numbers and booleans as JSON writes them; a list or
+    an object has no one textual form, so it is refused (ValueError) rather than guessed."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    raise ValueError(f"\"{name}\" must be a string or a number, not a JSON {'array' if isinstance(value, list) else 'object'}")

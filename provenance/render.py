@@ -119,7 +119,7 @@ def highlight_shared(text: str, other: str, style) -> str:
 
 def report_text(report: dict, style=lambda s: s, passages: bool = True) -> str:
     """The terminal report: clusters, then derivations with passages side by side."""
-    out = [report["summary"]["message"], ""]
+    out = [safe(report["summary"]["message"]), ""]  # it can name paths, which are data
     if report["clusters"]:
         out.append("Duplicate clusters")
         rows = []
@@ -142,7 +142,7 @@ def report_text(report: dict, style=lambda s: s, passages: bool = True) -> str:
             for d in report["derivations"]:
                 if not d["passages"]:
                     continue
-                out.append(f"#{d['derived']['id']} <- #{d['source']['id']} {d['relation']} ({d['reason']})")
+                out.append(safe(f"#{d['derived']['id']} <- #{d['source']['id']} {d['relation']} ({d['reason']})"))
                 for p in d["passages"]:
                     out.append(f"  [{p['label']} {p['similarity']:.2f}] derived {p['derived_span']} | source {p['source_span']}")
                     out.append("    derived: " + highlight_shared(p.get("derived_text", ""), p.get("source_text", ""), style))

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, aliased
 from . import manifest
 from .cluster import components, star_clusters
 from .db.models import Boilerplate, Citation, Derivation, Document, DocumentPair, Passage, PassageMatch
-from .errors import ProvenanceError
+from .errors import ProvenanceError, path_text
 from .sketch import estimate_jaccard, from_blob
 
 SCHEMA = "provenance.report/1"
@@ -52,7 +52,7 @@ def resolve_document(session: Session, reference: str) -> Document:
     else:
         import os
 
-        candidates = [reference, os.path.abspath(reference)]
+        candidates = [path_text(reference), path_text(os.path.abspath(reference))]
         found = session.scalar(
             query.where(Document.path.in_(candidates), Document.is_latest.is_(True))
         )

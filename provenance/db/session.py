@@ -14,6 +14,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from typing import Iterator
+from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
@@ -65,7 +66,8 @@ def _sqlite_engine(url: str, read_only: bool) -> Engine:
     if read_only and path:
         engine = create_engine(
             "sqlite://",
-            creator=lambda: sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60),
+            # Quoted: a '?', '#' or '%' in the file name would otherwise end or escape the path.
+            creator=lambda: sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=60),
         )
     else:
         engine = create_engine(url, connect_args={"timeout": 60})
@@ -95,18 +97,23 @@ def _sqlite_engine(url: str, read_only: bool) -> Engine:
     return engine
 
 
-def _switch_to_wal(cursor, attempts: int = 60) -> None:
-    """``PRAGMA journal_mode=WAL``, retried: switching a new file to WAL (or recovering its
-    WAL index) needs a moment of exclusive access, and SQLite answers "database is locked"
-    at once instead of waiting when several processes open a brand-new file together."""
-    for attempt in range(attempts):
+def _switch_to_wal(cursor, patience: float = 30.0) -> None:
+    """``PRAGMA journal_mode=WAL``, retried with backoff for up to ``patience`` seconds:
+    switching a new file to WAL (or recovering its WAL index) needs a moment of exclusive
+    access, and SQLite answers "database is locked" at once, without the busy timeout,
+    when several processes open a brand-new file together; one of them may be slow (a
+    loaded machine) to finish, so a fixed number of quick attempts is not enough."""
+    deadline = time.monotonic() + patience
+    delay = 0.01
+    while True:
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as error:
-            if attempt == attempts - 1 or not any(m in str(error).lower() for m in _TRANSIENT_SQLITE):
+            if time.monotonic() >= deadline or not any(m in str(error).lower() for m in _TRANSIENT_SQLITE):
                 raise
-            time.sleep(0.02 + 0.03 * random.random())
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.25)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

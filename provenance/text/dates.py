@@ -10,8 +10,14 @@ def parse_datetime(value: object) -> Optional[datetime]:
     """Parse an ISO 8601 date or date-time; None when it is not one."""
     if value is None or value == "":
         return None
+    if isinstance(value, bool):
+        return None
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, tz=timezone.utc).replace(tzinfo=None)
+        # A Unix timestamp; one out of datetime's range (1e20, inf, NaN) is no date at all.
+        try:
+            return datetime.fromtimestamp(value, tz=timezone.utc).replace(tzinfo=None)
+        except (OverflowError, ValueError, OSError):
+            return None
     text = str(value).strip()
     if text.endswith("Z"):
         text = text[:-1] + "+00:00"
@@ -20,5 +26,8 @@ def parse_datetime(value: object) -> Optional[datetime]:
     except ValueError:
         return None
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+        try:
+            parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+        except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
+            return None
     return parsed

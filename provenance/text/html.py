@@ -28,8 +28,13 @@ class HtmlPage:
 
 
 def extract(data: bytes, encoding: str) -> HtmlPage:
-    parser = lxml.html.HTMLParser(encoding=encoding, remove_comments=True)
+    """The page's text, title and publication date; an unparseable page has no text.
+
+    Raises LookupError when libxml2 does not know ``encoding`` (Python may: cp037), so the
+    caller can refuse that one file with a message.
+    """
     try:
+        parser = lxml.html.HTMLParser(encoding=encoding, remove_comments=True)
         root = lxml.html.document_fromstring(data, parser=parser)
     except (lxml.etree.ParserError, ValueError):
         return HtmlPage("", None, None)
