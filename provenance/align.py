@@ -80,21 +80,23 @@ def align(
     # the one nearest its diagonal when several are in reach (a repeated 3-gram can start
     # a stray cluster right next to the true copy).
     clusters: list[list[tuple[int, int]]] = []
+    b_ranges: list[list[int]] = []  # [lowest, highest] b position of each cluster's seeds
     for i, j in seeds:
         best, best_drift = None, None
-        for cluster in clusters[-8:]:
-            last_i, last_j = cluster[-1]
+        for number in range(max(0, len(clusters) - 8), len(clusters)):
+            last_i, last_j = clusters[number][-1]
             if i - last_i > gap:
                 continue
-            b_low = min(s[1] for s in cluster) - gap
-            b_high = max(s[1] for s in cluster) + gap
             drift = abs((j - i) - (last_j - last_i))
-            if b_low <= j <= b_high and (best_drift is None or drift < best_drift):
-                best, best_drift = cluster, drift
+            low, high = b_ranges[number]
+            if low - gap <= j <= high + gap and (best_drift is None or drift < best_drift):
+                best, best_drift = number, drift
         if best is None:
             clusters.append([(i, j)])
+            b_ranges.append([j, j])
         else:
-            best.append((i, j))
+            clusters[best].append((i, j))
+            b_ranges[best] = [min(b_ranges[best][0], j), max(b_ranges[best][1], j)]
     segments = []
     for cluster in clusters:
         cluster = _on_diagonal(cluster, gap)

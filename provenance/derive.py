@@ -54,10 +54,14 @@ def derive(
     signed: list[tuple[int, bytes]],
     words_by_passage: dict[int, list[str]],
     settings: Settings,
+    crowded: Optional[set[int]] = None,
 ) -> int:
-    """Find and store the derivations between a new document and earlier ones."""
+    """Find and store the derivations between a new document and earlier ones.
+
+    ``crowded``: over-full LSH buckets already known (see :func:`index.passage_candidates`).
+    """
     policy = settings.match_policy()
-    candidates = index.passage_candidates(session, signed, document_id, settings)
+    candidates = index.passage_candidates(session, signed, document_id, settings, crowded=crowded)
     my_signatures = {pid: from_blob(blob) for pid, blob in signed}
     candidate_ids = sorted({c for found in candidates.values() for c in found})
     rows = {}
@@ -141,7 +145,7 @@ def derive(
                     "containment_source": item.containment_other if forward else item.containment_mine,
                     "content_overlap": item.content_overlap,
                 })
-            session.execute(insert(PassageMatch), rows)
+            session.execute(insert(PassageMatch.__table__), rows)
         if summarise(session, derivation_id, settings):
             created += 1
     return created

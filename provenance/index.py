@@ -7,14 +7,16 @@ without re-reading or re-signing the corpus.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Optional
 
 import numpy as np
 from sqlalchemy import delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
+from .db.bulk import insert_rows
 from .db.models import Document, DocumentBand, DocumentPair, Passage, PassageBand
-from .settings import Settings
+from .settings import Settings, SketchSettings
 from .sketch import band_keys, estimate_jaccard, from_blob
 
 #: SQLite allows 32k bound parameters (PostgreSQL 65k); stay well below for IN lists.
@@ -65,7 +67,7 @@ def index_document(session: Session, document_id: int, signature: Optional[np.nd
         pairs[other] = (1.0, True)
     if signature is not None:
         keys = band_keys(signature, settings.document)
-        session.execute(insert(DocumentBand), [{"document_id": document_id, "band_key": k} for k in keys])
+        insert_rows(session, DocumentBand.__table__, [{"document_id": document_id, "band_key": k} for k in keys])
         crowded = _crowded(session, DocumentBand.band_key, keys, settings.bucket_cap)
         found.oversized_buckets += len(crowded)
         lookup = [k for k in keys if k not in crowded]
@@ -88,7 +90,7 @@ def index_document(session: Session, document_id: int, signature: Optional[np.nd
                 pairs[row.id] = (similarity, row.content_hash == me.content_hash)
     if pairs:
         session.execute(
-            insert(DocumentPair),
+            insert(DocumentPair.__table__),
             [
                 {"first_id": min(document_id, other), "second_id": max(document_id, other),
                  "similarity": similarity, "exact": exact}
@@ -114,10 +116,17 @@ def add_passages(session: Session, signed: list[tuple[int, bytes]], settings: Se
     rows = [
         {"passage_id": passage_id, "band_key": key}
         for passage_id, blob in signed
-        for key in set(band_keys(from_blob(blob), settings.passage))
+        for key in set(passage_band_keys(blob, settings.passage))
     ]
     if rows:
-        session.execute(insert_ignoring_duplicates(session, PassageBand), rows)
+        insert_rows(session, PassageBand.__table__, rows, ignore_duplicates=True)
+
+
+@lru_cache(maxsize=4096)
+def passage_band_keys(blob: bytes, sketch: SketchSettings) -> tuple[int, ...]:
+    """Band keys of a stored passage signature, memoised: a new document's passages are
+    banded when stored and again when looked up, in the same transaction."""
+    return tuple(band_keys(from_blob(blob), sketch))
 
 
 def insert_ignoring_duplicates(session: Session, table):
@@ -139,27 +148,38 @@ def remove_passages(session: Session, passage_ids: list[int]) -> None:
 
 def passage_candidates(
     session: Session, signed: list[tuple[int, bytes]], document_id: int, settings: Settings,
-    oversized: Optional[list[int]] = None,
+    oversized: Optional[list[int]] = None, crowded: Optional[set[int]] = None,
 ) -> dict[int, set[int]]:
     """For each of the document's signed passages, the passages of other documents that
-    share a band with it. Buckets over ``settings.bucket_cap`` are skipped (and their keys
-    appended to ``oversized``)."""
+    share a band with it.
+
+    Buckets holding more than ``settings.bucket_cap`` other passages are skipped (and their
+    keys appended to ``oversized``). They are found by the lookup itself, one query per
+    batch of keys; ``crowded`` (kept by the caller across documents) remembers them, so a
+    crowded bucket is read at most once per ingest run.
+    """
+    crowded = set() if crowded is None else crowded
     by_key: dict[int, list[int]] = {}
     for passage_id, blob in signed:
-        for key in band_keys(from_blob(blob), settings.passage):
+        for key in passage_band_keys(blob, settings.passage):
             by_key.setdefault(key, []).append(passage_id)
-    crowded = _crowded(session, PassageBand.band_key, list(by_key), settings.bucket_cap)
-    for key in crowded:
-        del by_key[key]
-    if oversized is not None:
-        oversized.extend(sorted(crowded))
-    found: dict[int, set[int]] = {}
-    for batch in _chunks(sorted(by_key)):
+    skipped = {key for key in by_key if key in crowded}
+    members: dict[int, list[int]] = {}
+    for batch in _chunks(sorted(set(by_key) - skipped)):
         for key, candidate in session.execute(
             select(PassageBand.band_key, PassageBand.passage_id)
             .join(Passage, Passage.id == PassageBand.passage_id)
             .where(PassageBand.band_key.in_(batch), Passage.document_id != document_id)
         ):
-            for mine in by_key[key]:
-                found.setdefault(mine, set()).add(candidate)
+            members.setdefault(key, []).append(candidate)
+    found: dict[int, set[int]] = {}
+    for key, candidates in members.items():
+        if len(candidates) > settings.bucket_cap:
+            crowded.add(key)
+            skipped.add(key)
+            continue
+        for mine in by_key[key]:
+            found.setdefault(mine, set()).update(candidates)
+    if oversized is not None:
+        oversized.extend(sorted(skipped))
     return found

@@ -109,6 +109,8 @@ class Ingestor:
             with write_scope(engine) as session:
                 self.settings = manifest.ensure(session, settings)
         self.policy = self.settings.match_policy()
+        #: Passage LSH buckets found over the cap, remembered so each is read only once.
+        self.crowded_buckets: set[int] = set()
 
     # -- the boilerplate library, by hand ----------------------------------------------
     def mark(self, text: str, status: str) -> dict:
@@ -406,10 +408,11 @@ class Ingestor:
             }
             for p in prepared.passages
         ]
-        result = session.execute(
-            insert(Passage).returning(Passage.id, Passage.seq, sort_by_parameter_order=True), rows
-        )
-        return {seq: passage_id for passage_id, seq in result.all()}
+        # One executemany, then the ids by (document, seq): RETURNING in parameter order
+        # would make SQLAlchemy send the rows one statement at a time.
+        session.execute(insert(Passage.__table__), rows)
+        stored = session.execute(select(Passage.seq, Passage.id).where(Passage.document_id == document_id))
+        return {seq: passage_id for seq, passage_id in stored}
 
     # -- boilerplate ------------------------------------------------------------------
     def _tag_boilerplate(
@@ -521,6 +524,7 @@ class Ingestor:
             condition.append(Passage.document_id == only_document)
         tagged = session.execute(
             update(Passage).where(*condition).values(boilerplate_id=boilerplate_id)
+            .execution_options(synchronize_session=False)  # no Passage objects are loaded here
             .returning(Passage.document_id)
         ).scalars().all()
         for document_id, occurrences in sorted(Counter(tagged).items()):
@@ -568,7 +572,9 @@ class Ingestor:
         signed = [(row.id, row.signature) for row in content if row.signature is not None]
         index.add_passages(session, signed, self.settings)
         if rematch:
-            summary.derivations += derive.derive(session, document_id, signed, words_by_passage, self.settings)
+            summary.derivations += derive.derive(
+                session, document_id, signed, words_by_passage, self.settings, crowded=self.crowded_buckets
+            )
 
     def _refresh(self, session: Session, document_id: int, summary: IngestSummary) -> None:
         """Correct an earlier document after some of its passages became boilerplate.

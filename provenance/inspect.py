@@ -30,7 +30,7 @@ def summarise(engine: Engine, session: Session) -> dict:
     path = sqlite_path(engine.url.render_as_string(hide_password=False))
     count = lambda query: session.scalar(query) or 0  # noqa: E731
     summary = {
-        "database": engine.url.render_as_string(hide_password=True),
+        "database": path or engine.url.render_as_string(hide_password=True),
         "file_size_bytes": os.path.getsize(path) if path and os.path.exists(path) else None,
         "schema_revision": current_revision(engine),
         "schema_head": head_revision(),

@@ -12,7 +12,6 @@ from functools import lru_cache
 
 import numpy as np
 import xxhash
-from datasketch import MinHash
 
 from .settings import SketchSettings
 
@@ -50,9 +49,17 @@ def shingle_hashes(words: list[str], size: int) -> np.ndarray:
     return np.unique(folded.astype(np.uint32))
 
 
+def _minhash_class():
+    """datasketch, imported on first use: its package imports scipy (about 2 s), which
+    commands that only read the database (report, inspect, lineage) never need."""
+    from datasketch import MinHash
+
+    return MinHash
+
+
 @lru_cache(maxsize=16)
 def _permutations(num_perm: int, seed: int) -> np.ndarray:
-    return MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
+    return _minhash_class()(num_perm=num_perm, seed=seed, scheme="affine32").permutations
 
 
 def _identity(value):
@@ -61,7 +68,7 @@ def _identity(value):
 
 def signature(hashes: np.ndarray, sketch: SketchSettings) -> np.ndarray:
     """MinHash hash values (uint32, ``num_perm`` long) of a set of shingle hashes."""
-    minhash = MinHash(
+    minhash = _minhash_class()(
         num_perm=sketch.num_perm,
         seed=sketch.seed,
         hashfunc=_identity,

@@ -775,3 +775,14 @@ def test_folder_ingest_mixes_good_and_bad(ingest_result, db, tmp_path, seeds_dir
     assert summary["files_seen"] == 2 + len(bad)  # the .pdf is not taken from a folder
     for path in bad:
         assert sum(str(folder / path.name) in p for p in summary["problems"]) == 1
+
+
+@pytest.mark.parametrize("name", ["a?b.db", "c#d.db", "e%20f.db", "g h.db"])
+def test_database_file_names_with_url_characters(invoke, tmp_path, seeds_dir, name):
+    """'?', '#' and '%' are ordinary characters in a file name, not URL syntax."""
+    db = tmp_path / name
+    result = invoke("ingest", seeds_dir, "--quiet", db_path=db)
+    assert result.exit_code == 0, result.output
+    assert db.exists() and sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db") == [name]
+    summary = json.loads(invoke("inspect", "--format", "json", db_path=db).stdout)
+    assert summary["database"] == str(db) and summary["documents"] == 2

@@ -396,3 +396,93 @@ def test_band_layout_follows_the_threshold(ingest, invoke, tmp_path, seeds_dir):
     assert layouts["0.5"] != layouts["0.8"]
     # a lower threshold needs shorter bands (fewer rows) to catch weaker pairs
     assert layouts["0.5"][1] < layouts["0.8"][1]
+
+
+def _crowded_corpus(tmp_path: Path, bucket_cap: int):
+    """Five documents sharing one long paragraph, each with its own opening."""
+    from provenance.db.migrate import upgrade_to_head
+    from provenance.db.session import database_url, make_engine
+    from provenance.ingest import Ingestor
+    from provenance.settings import Settings
+    import dataclasses
+
+    shared = (
+        "The finance ministry said on Tuesday that the new customs rules for grain exports will apply from "
+        "the first of March, after talks with partners in the union on quotas, duties and inspections."
+    )
+    openings = [
+        "Heavy snow closed three mountain passes overnight and rescuers reached a stranded bus at dawn.",
+        "A chess prodigy aged eleven won the national championship after a tense final round in Grodno.",
+        "The orchestra announced a spring tour with twelve concerts across four neighbouring countries.",
+        "Scientists catalogued a rare orchid in the marshes near the border for the first time in decades.",
+        "Local bakers protested rising flour prices outside the city hall with loaves and handwritten signs.",
+    ]
+    folder = tmp_path / f"cap{bucket_cap}"
+    folder.mkdir()
+    paths = []
+    for number, opening in enumerate(openings):
+        path = folder / f"{number}.txt"
+        path.write_text(f"{opening}\n\n{shared}\n", encoding="utf-8")
+        paths.append(str(path))
+    engine = make_engine(database_url(str(tmp_path / f"cap{bucket_cap}.db")))
+    upgrade_to_head(engine)
+    ingestor = Ingestor(engine, dataclasses.replace(Settings(), bucket_cap=bucket_cap))
+    for path in paths:
+        ingestor.ingest_paths([path])
+    return engine, ingestor, shared
+
+
+def _shared_passage_lookup(engine, ingestor, shared: str):
+    from provenance import index
+    from provenance.db.models import Passage
+
+    with db_session_for(engine) as session:
+        last = session.scalar(select(Document.id).order_by(Document.id.desc()).limit(1))
+        rows = session.execute(
+            select(Passage.id, Passage.signature, Passage.start_offset, Passage.end_offset)
+            .where(Passage.document_id == last, Passage.signature.is_not(None))
+        ).all()
+        text = session.scalar(select(Document.text).where(Document.id == last))
+        mine = [r for r in rows if shared[:40] in text[r.start_offset : r.end_offset]]
+        assert len(mine) == 1
+        keys = set(index.passage_band_keys(mine[0].signature, ingestor.settings.passage))
+        oversized: list[int] = []
+        found = index.passage_candidates(
+            session, [(r.id, r.signature) for r in rows], last, ingestor.settings, oversized=oversized
+        )
+    return found.get(mine[0].id, set()), oversized, keys
+
+
+def db_session_for(engine):
+    from provenance.db.session import session_scope
+
+    return session_scope(engine)
+
+
+def test_crowded_passage_buckets_are_skipped_and_remembered(tmp_path):
+    """A passage bucket holding more than bucket_cap others is a template signal: it is
+    skipped (and named) instead of making every lookup read it."""
+    engine, ingestor, shared = _crowded_corpus(tmp_path, bucket_cap=1000)
+    candidates, oversized, _ = _shared_passage_lookup(engine, ingestor, shared)
+    assert len(candidates) == 4 and oversized == [] and ingestor.crowded_buckets == set()
+    engine.dispose()
+
+    engine, ingestor, shared = _crowded_corpus(tmp_path, bucket_cap=2)
+    assert ingestor.crowded_buckets, "the fourth and fifth documents should have met over-full buckets"
+    candidates, oversized, keys = _shared_passage_lookup(engine, ingestor, shared)
+    assert candidates == set()
+    assert keys <= set(oversized), "every band of the shared passage sits in an over-full bucket"
+    assert keys <= ingestor.crowded_buckets, "and the ingest remembered them"
+    engine.dispose()
+
+
+def test_default_band_layouts_are_what_datasketch_chooses():
+    """The defaults spell out bands x rows (so start-up need not import scipy); they must
+    stay what MinHashLSH picks for their thresholds and weights."""
+    import dataclasses
+
+    from provenance.settings import Settings
+
+    for sketch in (Settings().document, Settings().passage):
+        chosen = dataclasses.replace(sketch, bands=0, rows=0)  # 0 x 0: ask datasketch
+        assert (chosen.bands, chosen.rows) == (sketch.bands, sketch.rows), sketch

@@ -17,7 +17,7 @@ from typing import Iterator
 from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, exc
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_DB = "provenance.db"
@@ -25,6 +25,9 @@ DEFAULT_DB = "provenance.db"
 #: Key of the PostgreSQL advisory lock that writers hold for their whole transaction
 #: ("prov" in ASCII). Any client of the same database that takes it waits for ingests.
 WRITER_LOCK_KEY = 0x70726F76
+
+#: SQLite page cache per connection, in KiB.
+SQLITE_CACHE_KIB = 64 * 1024
 
 #: Connection execution option that makes SQLite start the transaction with BEGIN IMMEDIATE.
 _WRITER_OPTION = "provenance_writer"
@@ -35,7 +38,9 @@ def database_url(target: str | None) -> str:
     target = target or DEFAULT_DB
     if "://" in target:
         return target
-    return "sqlite:///" + os.path.abspath(os.path.expanduser(target))
+    path = os.path.abspath(os.path.expanduser(target))
+    # Rendered by SQLAlchemy, which escapes '?', '#' and '%': a file name may hold them.
+    return URL.create("sqlite", database=path).render_as_string(hide_password=False)
 
 
 def sqlite_path(url: str) -> str | None:
@@ -81,9 +86,15 @@ def _sqlite_engine(url: str, read_only: bool) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=60000")
+        # 64 MB of page cache instead of SQLite's 2 MB: LSH band keys are random, so every
+        # insert or lookup lands on a different index page.
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         if not read_only:
             _switch_to_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoint every 64 MB of WAL, not every 4 MB: each document rewrites hundreds of
+            # index pages, and pages rewritten again before a checkpoint are copied once.
+            cursor.execute("PRAGMA wal_autocheckpoint=16384")
         cursor.close()
 
     @event.listens_for(engine, "begin")
