@@ -149,6 +149,11 @@ def cli(ctx: click.Context, db: Optional[str], quiet: bool) -> None:
 @click.option("--shingle-size", type=click.IntRange(1, 8), default=None,
               help="Words per document shingle (first ingest only) [default: 5].")
 @click.option("--seed", type=int, default=None, help="MinHash seed (first ingest only) [default: 1].")
+@click.option("--passage-threshold", type=click.FloatRange(0.1, 0.9), default=None,
+              help="Content-word similarity the passage LSH bands are designed for (first ingest "
+                   "only) [default: 0.3]. Higher finds fewer reworded passages but gives far fewer "
+                   "chance candidates, so ingest slows less as the database grows (0.4: ten times "
+                   "fewer; see README, Performance).")
 @click.option("--boilerplate-min-documents", type=click.IntRange(2, 1000), default=None,
               help="A passage recurring in this many unrelated documents is boilerplate [default: 3].")
 @click.option("--max-file-size", type=click.IntRange(1, 4096), default=DEFAULT_MAX_BYTES // 1_000_000 + 3,
@@ -160,7 +165,7 @@ def cli(ctx: click.Context, db: Optional[str], quiet: bool) -> None:
                    "order, so the result is the same for any number.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line (errors still print).")
 @click.pass_obj
-def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, seed,
+def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, seed, passage_threshold,
            boilerplate_min_documents, max_file_size, workers, fmt, quiet) -> None:
     """Ingest files and folders (recursively); '-' reads one document from stdin.
 
@@ -179,7 +184,9 @@ def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, see
     state.quiet = state.quiet or quiet
     try:
         engine = state.engine(create=True)
-        requested = _requested_settings(engine, threshold, num_perm, shingle_size, seed, boilerplate_min_documents)
+        requested = _requested_settings(
+            engine, threshold, num_perm, shingle_size, seed, boilerplate_min_documents, passage_threshold
+        )
         ingestor = Ingestor(engine, requested)
     except (ProvenanceError, ValueError) as error:
         fail(error)
@@ -213,11 +220,13 @@ def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, see
         )
 
 
-def _requested_settings(engine, threshold, num_perm, shingle_size, seed, boilerplate_min_documents) -> Optional[Settings]:
+def _requested_settings(
+    engine, threshold, num_perm, shingle_size, seed, boilerplate_min_documents, passage_threshold=None
+) -> Optional[Settings]:
     """Settings asked for on the command line, merged over what the database already has."""
     from . import manifest
 
-    if all(v is None for v in (threshold, num_perm, shingle_size, seed, boilerplate_min_documents)):
+    if all(v is None for v in (threshold, num_perm, shingle_size, seed, boilerplate_min_documents, passage_threshold)):
         return None
     with session_scope(engine) as session:
         base = manifest.load(session) or Settings()
@@ -232,9 +241,14 @@ def _requested_settings(engine, threshold, num_perm, shingle_size, seed, boilerp
         )
     import dataclasses
 
+    passage = base.passage
+    if passage_threshold is not None and passage_threshold != passage.lsh_threshold:
+        # bands x rows left at 0: chosen for the new threshold (see SketchSettings)
+        passage = dataclasses.replace(passage, lsh_threshold=passage_threshold, bands=0, rows=0)
     return dataclasses.replace(
         base,
         document=document,
+        passage=passage,
         near_duplicate_threshold=threshold if threshold is not None else base.near_duplicate_threshold,
         boilerplate_min_documents=boilerplate_min_documents or base.boilerplate_min_documents,
     )

@@ -786,3 +786,16 @@ def test_database_file_names_with_url_characters(invoke, tmp_path, seeds_dir, na
     assert db.exists() and sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db") == [name]
     summary = json.loads(invoke("inspect", "--format", "json", db_path=db).stdout)
     assert summary["database"] == str(db) and summary["documents"] == 2
+
+
+def test_passage_threshold_sets_the_passage_band_layout_once(invoke, db, seeds_dir):
+    from provenance import manifest
+
+    assert invoke("ingest", seeds_dir, "--quiet", "--passage-threshold", "0.4").exit_code == 0
+    with db_session(db) as session:
+        stored = manifest.load(session)
+    assert (stored.passage.lsh_threshold, stored.passage.bands, stored.passage.rows) == (0.4, 32, 4)
+    assert stored.document == Settings().document  # only the passage layout changed
+    again = invoke("ingest", seeds_dir, "--passage-threshold", "0.5")
+    assert again.exit_code != 0 and "passage.lsh_threshold: 0.4 != 0.5" in again.output
+    assert invoke("ingest", seeds_dir, "--quiet").exit_code == 0  # omitting it uses the stored one
