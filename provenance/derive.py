@@ -75,24 +75,25 @@ def derive(
     texts: dict[int, str] = {}
     words_cache: dict[int, list[str]] = {}
     best: dict[tuple[int, int], tuple] = {}
+    likely = []
     for mine, found in sorted(candidates.items()):
         for candidate in sorted(found):
             row = rows.get(candidate)
             if row is None or row.signature is None:
                 continue
             estimate = estimate_jaccard(my_signatures[mine], from_blob(row.signature))
-            if estimate < _ESTIMATE_FLOOR:
-                continue
-            if candidate not in words_cache:
-                if row.document_id not in texts:
-                    texts[row.document_id] = session.scalar(select(Document.text).where(Document.id == row.document_id))
-                words_cache[candidate] = passage_words(texts[row.document_id][row.start_offset : row.end_offset], settings)
-            result = score(words_by_passage[mine], words_cache[candidate], policy)
-            if result.label is None:
-                continue
-            key = (mine, row.document_id)
-            if key not in best or result.similarity > best[key][1].similarity:
-                best[key] = (candidate, result, estimate)
+            if estimate >= _ESTIMATE_FLOOR:
+                likely.append((mine, row, estimate))
+    _load_texts(session, {row.document_id for _, row, _ in likely}, texts)
+    for mine, row, estimate in likely:
+        if row.id not in words_cache:
+            words_cache[row.id] = passage_words(texts[row.document_id][row.start_offset : row.end_offset], settings)
+        result = score(words_by_passage[mine], words_cache[row.id], policy)
+        if result.label is None:
+            continue
+        key = (mine, row.document_id)
+        if key not in best or result.similarity > best[key][1].similarity:
+            best[key] = (row.id, result, estimate)
     by_source: dict[int, list] = {}
     for (mine, other_document), (candidate, result, estimate) in best.items():
         by_source.setdefault(other_document, []).append((mine, candidate, result, estimate))
@@ -149,6 +150,14 @@ def derive(
         if summarise(session, derivation_id, settings):
             created += 1
     return created
+
+
+def _load_texts(session: Session, document_ids: set[int], texts: dict[int, str]) -> None:
+    """Add the texts of ``document_ids`` to ``texts``, a batch of documents per query."""
+    for batch in index._chunks(sorted(document_ids - set(texts))):
+        texts.update((row.id, row.text) for row in session.execute(
+            select(Document.id, Document.text).where(Document.id.in_(batch))
+        ))
 
 
 @dataclass(frozen=True)
