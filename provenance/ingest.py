@@ -39,7 +39,7 @@ from .db.models import (
     IngestRun,
     Passage,
 )
-from .db.session import is_transient, is_unique_violation, session_scope, write_scope
+from .db.session import is_transient, is_unique_violation, refresh_statistics, session_scope, write_scope
 from .errors import InputError, ProvenanceError
 from .prepare import PreparedDocument, document_signature, passage_words, prepare
 from .reader import DEFAULT_MAX_BYTES, STDIN, InputFile, RawDocument, discover, read
@@ -237,6 +237,8 @@ class Ingestor:
                 # write lock of its closed connection: collect it before recording the run.
                 gc.collect()
             self._finish_run(summary, "interrupted" if summary.interrupted else "completed" if finished else "failed")
+        if summary.documents_added or summary.versions_added:
+            refresh_statistics(self.engine)
         return summary
 
     def ingest_document(self, raw: RawDocument, summary: IngestSummary, on_event: EventHandler = lambda *a: None) -> str:

@@ -16,6 +16,7 @@ from . import manifest
 from .cluster import components, star_clusters
 from .db.models import Boilerplate, Citation, Derivation, Document, DocumentPair, Passage, PassageMatch
 from .errors import ProvenanceError, path_text
+from .index import _chunks
 from .sketch import estimate_jaccard, from_blob
 
 SCHEMA = "provenance.report/1"
@@ -140,20 +141,29 @@ def derivations(session: Session, document_id: Optional[int] = None, with_text: 
     if document_id is not None:
         query = query.where(or_(Derivation.derived_id == document_id, Derivation.source_id == document_id))
     items = session.execute(query).all()
+    # Evidence and texts in a few queries for all derivations, not a query per derivation.
+    matches_of: dict[int, list[PassageMatch]] = {}
+    for batch in _chunks([derivation.id for derivation, _, _ in items]):
+        for match in session.scalars(
+            select(PassageMatch)
+            .where(PassageMatch.derivation_id.in_(batch))
+            .order_by(PassageMatch.derived_start, PassageMatch.source_start, PassageMatch.id)
+        ):
+            matches_of.setdefault(match.derivation_id, []).append(match)
     texts: dict[int, str] = {}
+    if with_text:
+        wanted = sorted({i for d, _, _ in items if d.id in matches_of for i in (d.derived_id, d.source_id)})
+        for batch in _chunks(wanted):
+            texts.update((row.id, row.text) for row in session.execute(
+                select(Document.id, Document.text).where(Document.id.in_(batch))
+            ))
 
     def text_of(doc_id: int) -> str:
-        if doc_id not in texts:
-            texts[doc_id] = session.scalar(select(Document.text).where(Document.id == doc_id))
         return texts[doc_id]
 
     out = []
     for derivation, derived_path, source_path in items:
-        matches = session.scalars(
-            select(PassageMatch)
-            .where(PassageMatch.derivation_id == derivation.id)
-            .order_by(PassageMatch.derived_start, PassageMatch.source_start)
-        ).all()
+        matches = matches_of.get(derivation.id, [])
         passages = []
         for match in matches:
             d_start, d_end, s_start, s_end = match.derived_start, match.derived_end, match.source_start, match.source_end

@@ -799,3 +799,12 @@ def test_passage_threshold_sets_the_passage_band_layout_once(invoke, db, seeds_d
     again = invoke("ingest", seeds_dir, "--passage-threshold", "0.5")
     assert again.exit_code != 0 and "passage.lsh_threshold: 0.4 != 0.5" in again.output
     assert invoke("ingest", seeds_dir, "--quiet").exit_code == 0  # omitting it uses the stored one
+
+
+def test_ingest_leaves_planner_statistics(invoke, db, seeds_dir):
+    """Without statistics SQLite plans the report's derivation query as documents x
+    documents; an ingest that stored documents leaves them for the next reader."""
+    assert invoke("ingest", seeds_dir, "--quiet").exit_code == 0
+    with sqlite3.connect(db) as connection:
+        analysed = {row[0] for row in connection.execute("SELECT DISTINCT tbl FROM sqlite_stat1")}
+    assert {"document", "passage", "passage_band"} <= analysed

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Iterator
 from urllib.parse import quote
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -177,6 +177,28 @@ def lock_for_write(connection) -> None:
 def writer_connection(engine: Engine):
     """A connection whose next transaction starts as a writer (see :func:`write_scope`)."""
     return engine.connect().execution_options(**{_WRITER_OPTION: True})
+
+
+def refresh_statistics(engine: Engine) -> None:
+    """Let the query planner see the tables' current sizes.
+
+    Without statistics SQLite guesses that few documents are latest and plans the report's
+    derivation query as a product of the document table with itself (3.3 s measured at
+    2,000 documents, growing with their square; 5 ms with statistics). ``PRAGMA optimize`` re-analyses only tables that grew
+    much since their last analysis, sampling at most ``analysis_limit`` rows per index, so
+    it stays cheap on a large database. PostgreSQL's autovacuum analyses on its own
+    schedule; ``ANALYZE`` here makes a new database plannable at once. Best effort: the
+    ingest is already committed, so a failure here (e.g. a busy database) is ignored.
+    """
+    try:
+        with write_scope(engine) as session:
+            if engine.dialect.name == "sqlite":
+                session.execute(text("PRAGMA analysis_limit=400"))
+                session.execute(text("PRAGMA optimize=0x10002"))
+            elif engine.dialect.name == "postgresql":
+                session.execute(text("ANALYZE"))
+    except exc.SQLAlchemyError:
+        pass
 
 
 # -- errors worth another attempt -------------------------------------------------------
