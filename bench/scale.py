@@ -1,0 +1,152 @@
+"""How a database grows: size per 1,000 documents and ingest rate as the corpus grows.
+
+    python bench/scale.py                                  # 4 batches of 250 documents, SQLite and PostgreSQL
+    python bench/scale.py --batches 5 --batch-docs 1000    # a bigger run (5,000 documents)
+    PROVENANCE_BENCH_PG_URL=postgresql+psycopg://user@host/postgres python bench/scale.py --no-sqlite
+
+One seeded synthetic corpus (the one bench/workers.py writes: news-length pseudo-word
+articles, 10% near-copies, 5% exact copies, 10% excerpts of earlier documents) is ingested
+into one fresh database in consecutive batches, one ``provenance ingest`` per batch. After
+each batch the script prints the documents stored, the batch's ingest rate (documents per
+wall second of the command), and the database's size: ``pg_database_size`` on PostgreSQL
+(after a plain VACUUM, so dead row versions are reusable but the files are not shrunk), the
+file plus its WAL on SQLite. "tables MB" is the project's tables with their indexes (and
+TOAST), without PostgreSQL's fixed catalog overhead of a few MB per database; "per 1,000
+docs" divides it by the documents stored. At the end it prints the biggest tables.
+
+Nothing is extrapolated: the figures are for the sizes measured. PostgreSQL is the server in
+PROVENANCE_BENCH_PG_URL, else a throwaway local one (see bench/workers.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tabulate import tabulate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workers import CLI, ROOT, PostgresBackend, SQLiteBackend, _given, local_postgres, write_corpus  # noqa: E402
+
+
+def ingest(url: str, files: list[Path], workers: int) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [*CLI, "--db", url, "ingest", *map(str, files), "--workers", str(workers), "--quiet", "--format", "json"],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"ingest failed ({done.returncode}): {done.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+def database_size(url: str) -> tuple[int, int, list[tuple[str, int]]]:
+    """(documents, bytes, [(table, bytes with its indexes), ...] biggest first)."""
+    from sqlalchemy import create_engine, text
+
+    from provenance.db.session import make_engine, sqlite_path
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            documents = connection.execute(text("SELECT count(*) FROM document")).scalar_one()
+            if engine.dialect.name == "postgresql":
+                tables = connection.execute(text(
+                    "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = current_schema() AND c.relkind = 'r' ORDER BY 2 DESC"
+                )).all()
+            else:
+                tables = connection.execute(text(
+                    "SELECT m.tbl_name, sum(s.pgsize) FROM dbstat s JOIN sqlite_master m ON m.name = s.name "
+                    "GROUP BY m.tbl_name ORDER BY 2 DESC"
+                )).all() if _has_dbstat(connection) else []
+    finally:
+        engine.dispose()
+    if engine.dialect.name == "postgresql":
+        vacuum = create_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            with vacuum.connect() as connection:
+                connection.exec_driver_sql("VACUUM")
+                size = connection.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
+        finally:
+            vacuum.dispose()
+    else:
+        path = sqlite_path(url)
+        size = sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
+    return documents, size, [(name, int(total)) for name, total in tables]
+
+
+def _has_dbstat(connection) -> bool:
+    from sqlalchemy import text
+
+    try:
+        connection.execute(text("SELECT 1 FROM dbstat LIMIT 1"))
+        return True
+    except Exception:  # SQLite built without SQLITE_ENABLE_DBSTAT_VTAB
+        connection.rollback()
+        return False
+
+
+def grow(backend, batches: list[list[Path]], workers: int) -> tuple[list[list], list[tuple[str, int]]]:
+    rows = []
+    tables: list[tuple[str, int]] = []
+    with backend.database() as url:
+        for number, batch in enumerate(batches, 1):
+            seconds = ingest(url, batch, workers)
+            documents, size, tables = database_size(url)
+            data = sum(total for _, total in tables) or size
+            rows.append([backend.name, number, documents, f"{len(batch) / seconds:.1f}",
+                         f"{size / 1e6:.1f}", f"{data / 1e6:.1f}", f"{data / documents * 1000 / 1e6:.1f}"])
+            print(f"  {backend.name:10} batch {number}: {documents:6d} documents, {len(batch) / seconds:5.1f} docs/s, "
+                  f"{size / 1e6:7.1f} MB", file=sys.stderr, flush=True)
+    return rows, tables
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batches", type=int, default=4, help="consecutive ingests into one database [4]")
+    parser.add_argument("--batch-docs", type=int, default=250, help="documents per batch [250]")
+    parser.add_argument("--workers", type=int, default=2, help="--workers of each ingest [2]")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="provenance-scale-") as scratch:
+        scratch_dir = Path(scratch)
+        os.chmod(scratch_dir, 0o755)
+        files = write_corpus(scratch_dir / "corpus", arguments.batches * arguments.batch_docs)
+        batches = [files[k : k + arguments.batch_docs] for k in range(0, len(files), arguments.batch_docs)]
+        print(f"corpus: {len(files)} documents, {sum(f.stat().st_size for f in files) / 1e6:.1f} MB of text, "
+              f"{len(batches)} batches, --workers {arguments.workers}; {os.cpu_count()} CPU(s), "
+              f"Python {platform.python_version()}, {platform.platform()}", file=sys.stderr)
+        results: list[tuple[list[list], list[tuple[str, int]]]] = []
+        if not arguments.no_sqlite:
+            results.append(grow(SQLiteBackend(scratch_dir), batches, arguments.workers))
+        if not arguments.no_postgres:
+            pg_dir = scratch_dir / "pg"
+            pg_dir.mkdir()
+            server_url = os.environ.get("PROVENANCE_BENCH_PG_URL")
+            with (_given(server_url) if server_url else local_postgres(pg_dir)) as url:
+                if url:
+                    results.append(grow(PostgresBackend(url, "server"), batches, arguments.workers))
+                else:
+                    print("PostgreSQL: skipped (no PROVENANCE_BENCH_PG_URL and no initdb found)", file=sys.stderr)
+    rows = [row for backend_rows, _ in results for row in backend_rows]
+    print(tabulate(rows, headers=["database", "batch", "documents", "batch docs/s", "database MB", "tables MB",
+                                  "tables MB per 1,000 docs"], tablefmt="github"))
+    for backend_rows, tables in results:
+        if tables and backend_rows:
+            total = sum(size for _, size in tables)
+            print(f"\n{backend_rows[-1][0]}, {backend_rows[-1][2]} documents: biggest tables (with their indexes)")
+            print(tabulate([[name, f"{size / 1e6:.1f}", f"{100 * size / total:.0f}%"] for name, size in tables[:6]],
+                           headers=["table", "MB", "share"], tablefmt="github"))
+
+
+if __name__ == "__main__":
+    main()
