@@ -55,6 +55,8 @@ def forget(session: Session, document_ids: list[int], settings: Settings, run_id
     passages = session.scalar(select(func.count()).select_from(Passage).where(Passage.document_id.in_(ids))) or 0
     # Later versions that survive must not point at a forgotten one.
     session.execute(update(Document).where(Document.previous_version_id.in_(ids)).values(previous_version_id=None))
+    for document_id in ids:  # the passage index has no foreign key to cascade along
+        index.remove_document(session, document_id, settings)
     session.execute(delete(Document).where(Document.id.in_(ids)))
     restored = 0
     for path in sorted(paths):

@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Optional
 
 import numpy as np
-from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy import delete, func, insert, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from .db.bulk import insert_rows
@@ -105,11 +105,11 @@ def index_document(session: Session, document_id: int, signature: Optional[np.nd
     return found
 
 
-def remove_document(session: Session, document_id: int) -> None:
+def remove_document(session: Session, document_id: int, settings: Settings) -> None:
     """Take a document (e.g. a superseded version) out of both indexes."""
     session.execute(delete(DocumentBand).where(DocumentBand.document_id == document_id))
     passage_ids = list(session.scalars(select(Passage.id).where(Passage.document_id == document_id)))
-    remove_passages(session, passage_ids)
+    remove_passages(session, passage_ids, settings)
 
 
 def add_passages(session: Session, signed: list[tuple[int, bytes]], settings: Settings) -> None:
@@ -141,9 +141,22 @@ def insert_ignoring_duplicates(session: Session, table):
     return dialect_insert(table).on_conflict_do_nothing()
 
 
-def remove_passages(session: Session, passage_ids: list[int]) -> None:
-    for batch in _chunks(passage_ids):
-        session.execute(delete(PassageBand).where(PassageBand.passage_id.in_(batch)))
+def remove_passages(session: Session, passage_ids: list[int], settings: Settings) -> None:
+    """Take passages out of the passage index.
+
+    The index has no passage_id column index (see :class:`PassageBand`): each passage's
+    rows are found by recomputing its band keys from its stored signature.
+    """
+    for batch in _chunks(sorted(set(passage_ids))):
+        pairs = [
+            (key, row.id)
+            for row in session.execute(
+                select(Passage.id, Passage.signature).where(Passage.id.in_(batch), Passage.signature.is_not(None))
+            )
+            for key in set(passage_band_keys(row.signature, settings.passage))
+        ]
+        for keys in _chunks(pairs, _CHUNK // 2):
+            session.execute(delete(PassageBand).where(tuple_(PassageBand.band_key, PassageBand.passage_id).in_(keys)))
 
 
 def passage_candidates(

@@ -366,7 +366,7 @@ class Ingestor:
         )
         if latest is not None:
             session.execute(update(Document).where(Document.id == latest.id).values(is_latest=False))
-            index.remove_document(session, latest.id)
+            index.remove_document(session, latest.id, self.settings)
         session.add(document)
         session.flush()
         passage_ids = self._insert_passages(session, document.id, prepared)
@@ -589,7 +589,7 @@ class Ingestor:
             .where(Passage.document_id == document_id)
         ).all()
         tagged = [row.id for row in rows if row.boilerplate_id is not None]
-        index.remove_passages(session, tagged)
+        index.remove_passages(session, tagged, self.settings)
         derive.drop_matches_of(session, tagged)
         words_by_passage = {row.id: passage_words(text[row.start_offset : row.end_offset], self.settings) for row in rows}
         self._index_document(session, document_id, words_by_passage, summary)

@@ -807,4 +807,4 @@ def test_ingest_leaves_planner_statistics(invoke, db, seeds_dir):
     assert invoke("ingest", seeds_dir, "--quiet").exit_code == 0
     with sqlite3.connect(db) as connection:
         analysed = {row[0] for row in connection.execute("SELECT DISTINCT tbl FROM sqlite_stat1")}
-    assert {"document", "passage", "passage_band"} <= analysed
+    assert {"document", "passage"} <= analysed

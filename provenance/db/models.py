@@ -135,13 +135,19 @@ class Passage(Base):
 
 
 class PassageBand(Base):
-    """Persisted LSH index of passage signatures."""
+    """Persisted LSH index of passage signatures: one row per band of every content passage.
+
+    By far the biggest table (37 rows per passage), so it is a single B-tree ordered for
+    the lookup (``band_key`` first; WITHOUT ROWID on SQLite), with no second index and no
+    foreign key to check on every insert. Rows are removed by recomputing their keys from
+    the passage's stored signature (:func:`provenance.index.remove_passages`), always
+    before the passage itself goes.
+    """
 
     __tablename__ = "passage_band"
-    passage_id: Mapped[int] = mapped_column(
-        ForeignKey("passage.id", ondelete="CASCADE"), primary_key=True
-    )
-    band_key: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)
+    __table_args__ = {"sqlite_with_rowid": False}
+    band_key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    passage_id: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
 class Boilerplate(Base):
