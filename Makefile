@@ -20,6 +20,11 @@ $(VENV)/.installed-test: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(VENV)/.installed $@
 
+# The PostgreSQL driver, for the benchmarks' PostgreSQL half.
+$(VENV)/.installed-postgres: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[postgres]'
+	touch $(VENV)/.installed $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
@@ -33,8 +38,11 @@ test: install-test
 eval: install
 	$(BIN)/python bench/eval.py
 
-bench: install
+# Speed: ingest against datasketch peers, then 1/2/4 workers on SQLite (and PostgreSQL when
+# initdb is installed). Growth with the database: $(BIN)/python bench/scale.py
+bench: $(VENV)/.installed-postgres
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/workers.py
 
 migrate: install
 	$(BIN)/provenance --db $(DEMO_DB) db upgrade

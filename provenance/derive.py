@@ -25,7 +25,7 @@ from .text.normalize import content_words, normalize, tokens
 from .sketch import estimate_jaccard, from_blob
 
 #: Candidates below this estimated content-word Jaccard are not scored exactly.
-_ESTIMATE_FLOOR = 0.15
+ESTIMATE_FLOOR = 0.15
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,9 @@ def derive(
             if row is None or row.signature is None:
                 continue
             estimate = estimate_jaccard(my_signatures[mine], from_blob(row.signature))
-            if estimate >= _ESTIMATE_FLOOR:
+            if estimate >= ESTIMATE_FLOOR:
                 likely.append((mine, row, estimate))
-    _load_texts(session, {row.document_id for _, row, _ in likely}, texts)
+    load_texts(session, {row.document_id for _, row, _ in likely}, texts)
     for mine, row, estimate in likely:
         if row.id not in words_cache:
             words_cache[row.id] = passage_words(texts[row.document_id][row.start_offset : row.end_offset], settings)
@@ -152,7 +152,7 @@ def derive(
     return created
 
 
-def _load_texts(session: Session, document_ids: set[int], texts: dict[int, str]) -> None:
+def load_texts(session: Session, document_ids: set[int], texts: dict[int, str]) -> None:
     """Add the texts of ``document_ids`` to ``texts``, a batch of documents per query."""
     for batch in index._chunks(sorted(document_ids - set(texts))):
         texts.update((row.id, row.text) for row in session.execute(

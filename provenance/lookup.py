@@ -12,7 +12,7 @@ from typing import Optional
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import index, manifest
+from . import derive, index, manifest
 from .db.models import Boilerplate, Document, DocumentBand, Passage
 from .errors import ProvenanceError
 from .match import score, trigrams
@@ -81,21 +81,34 @@ def _passage_matches(session: Session, content: list, text: str, settings) -> li
     rows = {}
     for batch in index._chunks(ids):
         for row in session.execute(
-            select(Passage.id, Passage.document_id, Passage.start_offset, Passage.end_offset, Document.path, Document.text)
+            select(Passage.id, Passage.document_id, Passage.start_offset, Passage.end_offset, Passage.signature,
+                   Document.path)
             .join(Document, Document.id == Passage.document_id)
             .where(Passage.id.in_(batch), Passage.boilerplate_id.is_(None), Document.is_latest.is_(True))
         ):
             rows[row.id] = row
-    policy = settings.match_policy()
-    out = []
-    for seq, found in sorted(candidates.items()):
-        best = None
+    # As when ingesting (provenance.derive): candidates the signatures already rule out are
+    # not scored, and each candidate document's text is read once.
+    likely: dict[int, list] = {}
+    for seq, found in candidates.items():
         for candidate in sorted(found):
             row = rows.get(candidate)
-            if row is None:
-                continue
-            source_text = row.text[row.start_offset : row.end_offset]
-            result = score(by_seq[seq].words, passage_words(source_text, settings), policy)
+            if row is not None and row.signature is not None and estimate_jaccard(
+                by_seq[seq].signature, from_blob(row.signature)
+            ) >= derive.ESTIMATE_FLOOR:
+                likely.setdefault(seq, []).append(row)
+    texts: dict[int, str] = {}
+    derive.load_texts(session, {row.document_id for found in likely.values() for row in found}, texts)
+    policy = settings.match_policy()
+    words: dict[int, list[str]] = {}
+    out = []
+    for seq, found in sorted(likely.items()):
+        best = None
+        for row in found:
+            source_text = texts[row.document_id][row.start_offset : row.end_offset]
+            if row.id not in words:
+                words[row.id] = passage_words(source_text, settings)
+            result = score(by_seq[seq].words, words[row.id], policy)
             if result.label and (best is None or _strength(result) > _strength(best[0])):
                 best = (result, row, source_text)
         if best is not None:
