@@ -171,8 +171,9 @@ def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, see
 
     Formats: .txt, .md, .html/.htm (visible text), .jsonl (one document a line: "text"
     required; "id", "url", "source", "published_at", "title" optional). Unchanged files
-    are skipped; a changed file becomes a new version. Bad files are reported and skipped;
-    the exit code is non-zero when any input failed or nothing could be ingested.
+    are left as they are; a changed file becomes a new version. Bad files are reported and skipped;
+    the exit code is non-zero when any input was skipped or failed, or nothing could be
+    ingested; the good files are stored all the same.
 
     \b
     Example:
@@ -214,7 +215,7 @@ def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, see
                    "run the same command again to finish", err=True)
         sys.exit(130)
     stored = summary.documents_added + summary.versions_added + summary.unchanged
-    if summary.failed or stored == 0:
+    if summary.failed or summary.skipped or stored == 0:
         raise click.ClickException(
             f"{summary.failed} input(s) failed and {summary.skipped} skipped; {stored} document(s) stored or unchanged"
         )

@@ -7,6 +7,7 @@ reason, instead of raising past the caller: one file's failure never stops an in
 from __future__ import annotations
 
 import codecs
+import errno
 import json
 import os
 import re
@@ -58,12 +59,22 @@ def discover(paths: list[str]) -> Iterator[Union[InputFile, InputError]]:
         if os.path.isdir(given):
             yield from _walk(given)
         elif os.path.lexists(given) and not os.path.exists(given):
-            yield InputError(given, "dangling symbolic link; fix or remove the link")
+            yield InputError(given, _broken_link(given))
         elif not os.path.exists(given):
             yield InputError(given, "no such file or folder; check the path")
         else:
             suffix = Path(given).suffix.lower()
             yield InputFile(given, SUPPORTED_SUFFIXES.get(suffix, "text"))
+
+
+def _broken_link(path: str) -> str:
+    """Why a symbolic link leads nowhere: a loop, or a missing target."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop; fix or remove the link"
+    return "dangling symbolic link; fix or remove the link"
 
 
 def _walk(folder: str) -> Iterator[Union[InputFile, InputError]]:
@@ -84,7 +95,7 @@ def _walk(folder: str) -> Iterator[Union[InputFile, InputError]]:
             if suffix not in SUPPORTED_SUFFIXES:
                 continue
             if os.path.islink(full) and not os.path.exists(full):
-                yield InputError(full, "dangling symbolic link; fix or remove the link")
+                yield InputError(full, _broken_link(full))
                 continue
             yield InputFile(full, SUPPORTED_SUFFIXES[suffix])
     yield from errors

@@ -318,7 +318,7 @@ def test_jsonl_metadata_and_malformed_line(ingest_result, db, tmp_path, belta_te
     ]
     feed.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result, summary = ingest_result(feed)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # a skipped input is reported in the exit code
     assert summary["documents_added"] == 2
     assert summary["skipped"] == 1 and summary["failed"] == 0
     assert len(summary["problems"]) == 1
@@ -690,7 +690,7 @@ def test_bad_input_is_skipped_and_reported(ingest_result, db, tmp_path, tass_tex
     bad, reasons = _write_bad(tmp_path, kind, belta_text)
 
     result, summary = ingest_result(good, bad)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # a skipped input is reported in the exit code
     assert summary["failed"] == 0
     assert summary["skipped"] == 1
     assert summary["documents_added"] == (2 if kind == "jsonl" else 1)
@@ -726,7 +726,7 @@ def test_missing_path_is_skipped_and_the_rest_is_ingested(ingest_result, db, tmp
     good.write_text(tass_text, encoding="utf-8")
     missing = tmp_path / "nowhere" / "missing.txt"
     result, summary = ingest_result(good, missing)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # a skipped input is reported in the exit code
     assert summary["skipped"] == 1 and summary["failed"] == 0 and summary["documents_added"] == 1
     assert len(summary["problems"]) == 1
     assert str(missing) in summary["problems"][0] and "no such file" in summary["problems"][0]
@@ -769,7 +769,7 @@ def test_folder_ingest_mixes_good_and_bad(ingest_result, db, tmp_path, seeds_dir
         shutil.move(path, folder / path.name)
     (folder / "notes.pdf").write_bytes(b"%PDF-1.4 not a supported suffix")
     result, summary = ingest_result(folder)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # a skipped input is reported in the exit code
     assert summary["documents_added"] == 2
     assert summary["skipped"] == len(bad)
     assert summary["files_seen"] == 2 + len(bad)  # the .pdf is not taken from a folder
@@ -808,3 +808,15 @@ def test_ingest_leaves_planner_statistics(invoke, db, seeds_dir):
     with sqlite3.connect(db) as connection:
         analysed = {row[0] for row in connection.execute("SELECT DISTINCT tbl FROM sqlite_stat1")}
     assert {"document", "passage"} <= analysed
+
+
+def test_a_skipped_input_makes_the_exit_code_non_zero(invoke, db, tmp_path, belta_text):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.txt").write_text(belta_text, encoding="utf-8")
+    (folder / "empty.txt").write_text("  \n", encoding="utf-8")
+    result = invoke("ingest", folder, "--format", "json")
+    assert result.exit_code != 0
+    summary = json.loads(result.stdout)
+    assert summary["documents_added"] == 1 and summary["skipped"] == 1
+    assert document_count(db) == 1  # the good file is stored all the same

@@ -88,6 +88,17 @@ def test_discover_reports_missing_and_dangling(tmp_path):
     assert str(missing) in str(found[0])
 
 
+def test_discover_reports_symlink_loops_in_folders(tmp_path):
+    (tmp_path / "loop.txt").symlink_to(tmp_path / "loop.txt")
+    (tmp_path / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "up").symlink_to(tmp_path)  # a folder loop: symlinked folders are not followed
+    found = list(discover([str(tmp_path)]))
+    reasons = {os.path.basename(f.path): f.reason for f in found}
+    assert all(isinstance(f, InputError) for f in found) and set(reasons) == {"loop.txt", "gone.txt"}
+    assert reasons["loop.txt"].startswith("symbolic link loop") and reasons["gone.txt"].startswith("dangling")
+
+
 # -- read: plain text -----------------------------------------------------------------
 def test_read_text_file(seeds_dir):
     doc = only_document(read_all(BELTA_SEED))
