@@ -35,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workers import CLI, ROOT, PostgresBackend, SQLiteBackend, _given, local_postgres, write_corpus  # noqa: E402
 
 
-def ingest(url: str, files: list[Path], workers: int) -> float:
+def ingest(url: str, files: list[Path], workers: int, extra: tuple[str, ...] = ()) -> float:
     started = time.perf_counter()
     done = subprocess.run(
-        [*CLI, "--db", url, "ingest", *map(str, files), "--workers", str(workers), "--quiet", "--format", "json"],
+        [*CLI, "--db", url, "ingest", *map(str, files), "--workers", str(workers), "--quiet", "--format", "json", *extra],
         capture_output=True, text=True, cwd=ROOT,
     )
     if done.returncode != 0:
@@ -94,12 +94,14 @@ def _has_dbstat(connection) -> bool:
         return False
 
 
-def grow(backend, batches: list[list[Path]], workers: int) -> tuple[list[list], list[tuple[str, int]]]:
+def grow(
+    backend, batches: list[list[Path]], workers: int, extra: tuple[str, ...] = ()
+) -> tuple[list[list], list[tuple[str, int]]]:
     rows = []
     tables: list[tuple[str, int]] = []
     with backend.database() as url:
         for number, batch in enumerate(batches, 1):
-            seconds = ingest(url, batch, workers)
+            seconds = ingest(url, batch, workers, extra)
             documents, size, tables = database_size(url)
             data = sum(total for _, total in tables) or size
             rows.append([backend.name, number, documents, f"{len(batch) / seconds:.1f}",
@@ -114,9 +116,12 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=4, help="consecutive ingests into one database [4]")
     parser.add_argument("--batch-docs", type=int, default=250, help="documents per batch [250]")
     parser.add_argument("--workers", type=int, default=2, help="--workers of each ingest [2]")
+    parser.add_argument("--passage-threshold", type=float, default=None,
+                        help="passed to `provenance ingest --passage-threshold` [the product's default]")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     arguments = parser.parse_args()
+    extra = () if arguments.passage_threshold is None else ("--passage-threshold", str(arguments.passage_threshold))
     with tempfile.TemporaryDirectory(prefix="provenance-scale-") as scratch:
         scratch_dir = Path(scratch)
         os.chmod(scratch_dir, 0o755)
@@ -127,14 +132,14 @@ def main() -> None:
               f"Python {platform.python_version()}, {platform.platform()}", file=sys.stderr)
         results: list[tuple[list[list], list[tuple[str, int]]]] = []
         if not arguments.no_sqlite:
-            results.append(grow(SQLiteBackend(scratch_dir), batches, arguments.workers))
+            results.append(grow(SQLiteBackend(scratch_dir), batches, arguments.workers, extra))
         if not arguments.no_postgres:
             pg_dir = scratch_dir / "pg"
             pg_dir.mkdir()
             server_url = os.environ.get("PROVENANCE_BENCH_PG_URL")
             with (_given(server_url) if server_url else local_postgres(pg_dir)) as url:
                 if url:
-                    results.append(grow(PostgresBackend(url, "server"), batches, arguments.workers))
+                    results.append(grow(PostgresBackend(url, "server"), batches, arguments.workers, extra))
                 else:
                     print("PostgreSQL: skipped (no PROVENANCE_BENCH_PG_URL and no initdb found)", file=sys.stderr)
     rows = [row for backend_rows, _ in results for row in backend_rows]

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from . import index
+from . import index, sketch
 from .db.models import Boilerplate, BoilerplateDocument, Derivation, Document, IngestRun, Passage
 from .errors import ProvenanceError
-from .prepare import document_signature, passage_words
+from .prepare import document_shingles, passage_words
 from .report import resolve_document
 from .settings import Settings
 from .sketch import to_blob
@@ -93,8 +93,9 @@ def _reindex(session: Session, document: Document, settings: Settings) -> None:
         .where(Passage.document_id == document.id).order_by(Passage.seq)
     ).all()
     content = [r for r in rows if r.boilerplate_id is None]
-    signature = document_signature([passage_words(document.text[r.start_offset : r.end_offset], settings) for r in content], settings)
+    shingles = document_shingles([passage_words(document.text[r.start_offset : r.end_offset], settings) for r in content], settings)
+    signature = sketch.signature(shingles, settings.document) if len(shingles) else None
     document.signature = to_blob(signature) if signature is not None else None
     session.flush()
-    index.index_document(session, document.id, signature, settings)
+    index.index_document(session, document.id, signature, settings, shingles=shingles)
     index.add_passages(session, [(r.id, r.signature) for r in content if r.signature is not None], settings)

@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Optional, Union
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from . import __version__, derive, index, manifest
+from . import __version__, derive, index, manifest, sketch
 from .db.models import (
     Boilerplate,
     BoilerplateDocument,
@@ -41,7 +41,7 @@ from .db.models import (
 )
 from .db.session import is_transient, is_unique_violation, refresh_statistics, session_scope, write_scope
 from .errors import InputError, ProvenanceError
-from .prepare import PreparedDocument, document_signature, passage_words, prepare
+from .prepare import PreparedDocument, document_shingles, document_signature, passage_words, prepare
 from .reader import DEFAULT_MAX_BYTES, STDIN, InputFile, RawDocument, discover, read
 from .settings import Settings
 from .cluster import UnionFind
@@ -560,14 +560,15 @@ class Ingestor:
             .order_by(Passage.seq)
         ).all()
         content_words_lists = [words_by_passage[row.id] for row in content]
-        signature = document_signature(content_words_lists, self.settings)
+        shingles = document_shingles(content_words_lists, self.settings)
+        signature = sketch.signature(shingles, self.settings.document) if len(shingles) else None
         session.execute(
             update(Document).where(Document.id == document_id).values(
                 signature=to_blob(signature) if signature is not None else None,
                 content_word_count=sum(len(w) for w in content_words_lists),
             )
         )
-        found = index.index_document(session, document_id, signature, self.settings)
+        found = index.index_document(session, document_id, signature, self.settings, shingles=shingles)
         summary.exact_duplicates += found.exact
         summary.near_duplicates += found.near
         summary.oversized_buckets += found.oversized_buckets

@@ -12,14 +12,14 @@ from typing import Optional
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import derive, index, manifest
+from . import derive, index, manifest, sketch
 from .db.models import Boilerplate, Document, DocumentBand, Passage
 from .errors import ProvenanceError
 from .match import score, trigrams
-from .prepare import document_signature, passage_words, prepare
+from .prepare import document_shingles, passage_words, prepare
 from .reader import RawDocument
 from .report import resolve_document
-from .sketch import band_keys, estimate_jaccard, from_blob, to_blob
+from .sketch import band_keys, estimate_jaccard, from_blob, jaccard, to_blob
 
 
 def _settings(session: Session):
@@ -41,7 +41,8 @@ def match_text(session: Session, text: str, name: str = "<text>", threshold: Opt
         )
     ))
     content = [p for p in prepared.passages if p.key_hash not in known]
-    signature = document_signature([p.words for p in content], settings)
+    shingles = document_shingles([p.words for p in content], settings)
+    signature = sketch.signature(shingles, settings.document) if len(shingles) else None
     documents = []
     exact_ids = set(session.scalars(
         select(Document.id).where(Document.content_hash == prepared.content_hash, Document.is_latest.is_(True))
@@ -50,18 +51,24 @@ def match_text(session: Session, text: str, name: str = "<text>", threshold: Opt
     if signature is not None:
         keys = band_keys(signature, settings.document)
         candidate_ids |= set(session.scalars(select(DocumentBand.document_id).where(DocumentBand.band_key.in_(keys))))
+    rows = []
     for batch in index._chunks(sorted(candidate_ids)):
-        for row in session.execute(
+        rows.extend(session.execute(
             select(Document.id, Document.path, Document.signature, Document.content_hash)
             .where(Document.id.in_(batch), Document.is_latest.is_(True))
-        ):
-            exact = row.content_hash == prepared.content_hash
-            similarity = 1.0 if exact else (
-                estimate_jaccard(signature, from_blob(row.signature)) if signature is not None and row.signature else 0.0
-            )
-            if exact or similarity >= threshold:
-                documents.append({"id": row.id, "path": row.path, "relation": "exact" if exact else "near-duplicate",
-                                  "similarity": round(similarity, 4)})
+        ))
+    # Verified exactly, as ingest verifies them (see provenance.index.index_document).
+    theirs = index.stored_shingles(
+        session, [r.id for r in rows if r.signature and r.content_hash != prepared.content_hash], settings
+    )
+    for row in rows:
+        exact = row.content_hash == prepared.content_hash
+        similarity = 1.0 if exact else (
+            jaccard(shingles, theirs[row.id]) if signature is not None and row.signature else 0.0
+        )
+        if exact or similarity >= threshold:
+            documents.append({"id": row.id, "path": row.path, "relation": "exact" if exact else "near-duplicate",
+                              "similarity": round(similarity, 4)})
     documents.sort(key=lambda d: (-d["similarity"], d["id"]))
     passages = _passage_matches(session, content, text, settings)
     return {
@@ -205,12 +212,14 @@ def _verdict(settings, a, b, jaccard: float, estimated: float, passages: list) -
     threshold = settings.near_duplicate_threshold
     if a.content_hash == b.content_hash:
         return "exact duplicates: the normalised texts are identical"
-    if estimated >= threshold:
-        return f"near-duplicates: estimated Jaccard {estimated:.2f} >= threshold {threshold}"
+    # Decided on the exact Jaccard similarity, as ingest decides (the estimate is shown too).
+    measured = f"Jaccard {jaccard:.2f}, estimated {estimated:.2f}"
+    if jaccard >= threshold:
+        return f"near-duplicates: {measured}; >= threshold {threshold}"
     copied = [p for p in passages if p["label"] in ("verbatim", "syndicated")]
     if copied:
-        return f"not near-duplicates (estimated Jaccard {estimated:.2f} < {threshold}), but {len(copied)} passage(s) copied"
+        return f"not near-duplicates ({measured}; < {threshold}), but {len(copied)} passage(s) copied"
     if passages:
-        return f"not near-duplicates (estimated Jaccard {estimated:.2f} < {threshold}); {len(passages)} passage(s) reworded"
-    return f"no match: estimated Jaccard {estimated:.2f} (exact {jaccard:.2f}) < {threshold} and no passage in common"
+        return f"not near-duplicates ({measured}; < {threshold}); {len(passages)} passage(s) reworded"
+    return f"no match: {measured}; < {threshold} and no passage in common"
 

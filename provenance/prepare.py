@@ -93,7 +93,11 @@ def prepare(raw: RawDocument, settings: Settings) -> PreparedDocument:
 
 def document_signature(word_lists: list[list[str]], settings: Settings) -> Optional[np.ndarray]:
     """Signature over the word shingles of the document's content passages, in order."""
-    words = [word for words in word_lists for word in words]
-    if not words:
-        return None
-    return sketch.signature(sketch.shingle_hashes(words, settings.document.shingle_size), settings.document)
+    shingles = document_shingles(word_lists, settings)
+    return sketch.signature(shingles, settings.document) if len(shingles) else None
+
+
+def document_shingles(word_lists: list[list[str]], settings: Settings) -> np.ndarray:
+    """The distinct shingle hashes of the document's content passages, in order: the set
+    whose Jaccard similarity the signature estimates."""
+    return sketch.shingle_hashes([word for words in word_lists for word in words], settings.document.shingle_size)

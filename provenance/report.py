@@ -85,10 +85,22 @@ def clusters(session: Session, threshold: float, documents: Optional[dict[int, D
         for document in session.scalars(select(Document).where(Document.id.in_(missing[start : start + 900]))):
             by_id[document.id] = document
     signatures = {i: from_blob(by_id[i].signature) if by_id[i].signature else None for i in ids}
+    # Verified similarities (exact Jaccard, see provenance.index.index_document) where the
+    # pair was a candidate; the MinHash estimate for pairs that never were.
+    verified: dict[tuple[int, int], float] = {}
+    for batch in _chunks(ids):
+        for pair in session.execute(
+            select(DocumentPair.first_id, DocumentPair.second_id, DocumentPair.similarity)
+            .where(DocumentPair.first_id.in_(batch))
+        ):
+            verified[(pair.first_id, pair.second_id)] = pair.similarity
 
     def similarity(a: int, b: int) -> float:
         if by_id[a].content_hash == by_id[b].content_hash:
             return 1.0
+        known = verified.get((min(a, b), max(a, b)))
+        if known is not None:
+            return known
         if signatures[a] is None or signatures[b] is None:
             return 0.0
         return estimate_jaccard(signatures[a], signatures[b])

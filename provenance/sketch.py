@@ -94,6 +94,14 @@ def estimate_jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.count_nonzero(a == b)) / len(a)
 
 
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact Jaccard similarity of two sets of distinct hashes (as from :func:`shingle_hashes`)."""
+    if not len(a) and not len(b):
+        return 1.0
+    shared = len(np.intersect1d(a, b, assume_unique=True))
+    return shared / (len(a) + len(b) - shared)
+
+
 def band_keys(values: np.ndarray, sketch: SketchSettings) -> list[int]:
     """One signed 64-bit key per band; the band index is hashed in, so one column suffices."""
     raw = values.astype("<u4", copy=False)
