@@ -820,3 +820,20 @@ def test_a_skipped_input_makes_the_exit_code_non_zero(invoke, db, tmp_path, belt
     summary = json.loads(result.stdout)
     assert summary["documents_added"] == 1 and summary["skipped"] == 1
     assert document_count(db) == 1  # the good file is stored all the same
+
+
+def test_a_document_over_the_length_limit_is_refused_with_the_limit_stated(invoke, db, tmp_path, belta_text, monkeypatch):
+    """A 'document' of one enormous line is refused before it is segmented, with the limit
+    named; the rest of the ingest goes on."""
+    from provenance import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "MAX_DOCUMENT_CHARS", 50_000)  # the real limit is 5 million
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "article.txt").write_text(belta_text, encoding="utf-8")
+    (folder / "dump.txt").write_text(("word " * 20_000).strip(), encoding="utf-8")  # one 100,000-character line
+    result = invoke("ingest", folder, "--format", "json")
+    summary = json.loads(result.stdout)
+    assert result.exit_code == 1 and summary["documents_added"] == 1 and summary["skipped"] == 1
+    [problem] = summary["problems"]
+    assert "dump.txt" in problem and "99,999 characters, over the 50,000-character limit" in problem

@@ -288,3 +288,18 @@ def test_decode_bad_bom():
     with pytest.raises(InputError) as caught:
         decode(codecs.BOM_UTF8 + b"\xff\xfe\xfa bad", "f.txt")
     assert "utf-8" in caught.value.reason
+
+
+def test_discover_a_folder_of_100k_small_files(tmp_path):
+    """A 100,000-file folder is walked once, in a stable order, without reading the files."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    names = [f"{n:06d}.txt" for n in range(100_000)]
+    for name in names:
+        (folder / name).touch()
+    (folder / "notes.bin").touch()  # unsupported suffixes are left out
+    found = discover([str(folder)])
+    first = next(found)
+    rest = list(found)
+    assert isinstance(first, InputFile) and os.path.basename(first.path) == names[0]
+    assert [os.path.basename(f.path) for f in rest] == names[1:]
