@@ -65,7 +65,7 @@ def derive(
     my_signatures = {pid: from_blob(blob) for pid, blob in signed}
     candidate_ids = sorted({c for found in candidates.values() for c in found})
     rows = {}
-    for batch in index._chunks(candidate_ids):
+    for batch in index.chunks(candidate_ids):
         for row in session.execute(
             select(Passage.id, Passage.document_id, Passage.start_offset, Passage.end_offset, Passage.signature)
             .join(Document, Document.id == Passage.document_id)
@@ -154,7 +154,7 @@ def derive(
 
 def load_texts(session: Session, document_ids: set[int], texts: dict[int, str]) -> None:
     """Add the texts of ``document_ids`` to ``texts``, a batch of documents per query."""
-    for batch in index._chunks(sorted(document_ids - set(texts))):
+    for batch in index.chunks(sorted(document_ids - set(texts))):
         texts.update((row.id, row.text) for row in session.execute(
             select(Document.id, Document.text).where(Document.id.in_(batch))
         ))
@@ -274,7 +274,7 @@ def _aligned_spans(
     the two passages share, reworded ones whole."""
     ids = sorted({m[0] for m in matches} | {m[1] for m in matches})
     offsets = {}
-    for batch in index._chunks(ids):
+    for batch in index.chunks(ids):
         for row in session.execute(select(Passage.id, Passage.start_offset, Passage.end_offset).where(Passage.id.in_(batch))):
             offsets[row.id] = (row.start_offset, row.end_offset)
     for doc_id in (document_id, other_id):
@@ -474,7 +474,7 @@ def _publisher_agency(session: Session, document_id: int) -> set[str]:
 
 def drop_matches_of(session: Session, passage_ids: list[int]) -> None:
     """Remove evidence that rests on passages now known to be boilerplate."""
-    for batch in index._chunks(passage_ids):
+    for batch in index.chunks(passage_ids):
         session.execute(
             delete(PassageMatch).where(
                 or_(PassageMatch.derived_passage_id.in_(batch), PassageMatch.source_passage_id.in_(batch))

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from .db.bulk import insert_rows
 from .db.models import Document, DocumentBand, DocumentPair, Passage, PassageBand
+from .prepare import document_shingles, passage_words
 from .settings import Settings, SketchSettings
 from .sketch import band_keys, estimate_jaccard, from_blob, jaccard
 
@@ -33,7 +34,7 @@ class Found:
 def _crowded(session: Session, column, keys: list[int], cap: int) -> set[int]:
     """Band keys whose bucket already holds more than ``cap`` entries."""
     crowded: set[int] = set()
-    for batch in _chunks(sorted(set(keys))):
+    for batch in chunks(sorted(set(keys))):
         crowded.update(
             session.scalars(
                 select(column).where(column.in_(batch)).group_by(column).having(func.count() > cap)
@@ -42,7 +43,8 @@ def _crowded(session: Session, column, keys: list[int], cap: int) -> set[int]:
     return crowded
 
 
-def _chunks(values: list, size: int = _CHUNK):
+def chunks(values: list, size: int = _CHUNK):
+    """``values`` in slices short enough for one IN list of bound parameters."""
     for start in range(0, len(values), size):
         yield values[start : start + size]
 
@@ -88,7 +90,7 @@ def index_document(
             )
         ) - set(pairs)
         verified: list = []
-        for batch in _chunks(sorted(candidates)):
+        for batch in chunks(sorted(candidates)):
             verified.extend(
                 row for row in session.execute(
                     select(Document.id, Document.signature, Document.content_hash).where(
@@ -124,10 +126,8 @@ def index_document(
 def stored_shingles(session: Session, document_ids: list[int], settings: Settings) -> dict[int, np.ndarray]:
     """The shingle sets of stored documents, rebuilt from their text and content passages
     (the same words their signatures were made from)."""
-    from .prepare import document_shingles, passage_words
-
     out: dict[int, np.ndarray] = {}
-    for batch in _chunks(sorted(set(document_ids))):
+    for batch in chunks(sorted(set(document_ids))):
         texts = dict(session.execute(select(Document.id, Document.text).where(Document.id.in_(batch))).all())
         spans: dict[int, list[tuple[int, int]]] = {doc_id: [] for doc_id in batch}
         for row in session.execute(
@@ -184,7 +184,7 @@ def remove_passages(session: Session, passage_ids: list[int], settings: Settings
     The index has no passage_id column index (see :class:`PassageBand`): each passage's
     rows are found by recomputing its band keys from its stored signature.
     """
-    for batch in _chunks(sorted(set(passage_ids))):
+    for batch in chunks(sorted(set(passage_ids))):
         pairs = [
             (key, row.id)
             for row in session.execute(
@@ -192,7 +192,7 @@ def remove_passages(session: Session, passage_ids: list[int], settings: Settings
             )
             for key in set(passage_band_keys(row.signature, settings.passage))
         ]
-        for keys in _chunks(pairs, _CHUNK // 2):
+        for keys in chunks(pairs, _CHUNK // 2):
             session.execute(delete(PassageBand).where(tuple_(PassageBand.band_key, PassageBand.passage_id).in_(keys)))
 
 
@@ -215,7 +215,7 @@ def passage_candidates(
             by_key.setdefault(key, []).append(passage_id)
     skipped = {key for key in by_key if key in crowded}
     members: dict[int, list[int]] = {}
-    for batch in _chunks(sorted(set(by_key) - skipped)):
+    for batch in chunks(sorted(set(by_key) - skipped)):
         for key, candidate in session.execute(
             select(PassageBand.band_key, PassageBand.passage_id)
             .join(Passage, Passage.id == PassageBand.passage_id)

@@ -52,7 +52,7 @@ def match_text(session: Session, text: str, name: str = "<text>", threshold: Opt
         keys = band_keys(signature, settings.document)
         candidate_ids |= set(session.scalars(select(DocumentBand.document_id).where(DocumentBand.band_key.in_(keys))))
     rows = []
-    for batch in index._chunks(sorted(candidate_ids)):
+    for batch in index.chunks(sorted(candidate_ids)):
         rows.extend(session.execute(
             select(Document.id, Document.path, Document.signature, Document.content_hash)
             .where(Document.id.in_(batch), Document.is_latest.is_(True))
@@ -86,7 +86,7 @@ def _passage_matches(session: Session, content: list, text: str, settings) -> li
     candidates = index.passage_candidates(session, signed, -1, settings)
     ids = sorted({c for found in candidates.values() for c in found})
     rows = {}
-    for batch in index._chunks(ids):
+    for batch in index.chunks(ids):
         for row in session.execute(
             select(Passage.id, Passage.document_id, Passage.start_offset, Passage.end_offset, Passage.signature,
                    Document.path)

@@ -16,7 +16,7 @@ from . import manifest
 from .cluster import components, star_clusters
 from .db.models import Boilerplate, Citation, Derivation, Document, DocumentPair, Passage, PassageMatch
 from .errors import ProvenanceError, path_text
-from .index import _chunks
+from .index import chunks
 from .sketch import estimate_jaccard, from_blob
 
 SCHEMA = "provenance.report/1"
@@ -88,7 +88,7 @@ def clusters(session: Session, threshold: float, documents: Optional[dict[int, D
     # Verified similarities (exact Jaccard, see provenance.index.index_document) where the
     # pair was a candidate; the MinHash estimate for pairs that never were.
     verified: dict[tuple[int, int], float] = {}
-    for batch in _chunks(ids):
+    for batch in chunks(ids):
         for pair in session.execute(
             select(DocumentPair.first_id, DocumentPair.second_id, DocumentPair.similarity)
             .where(DocumentPair.first_id.in_(batch))
@@ -155,7 +155,7 @@ def derivations(session: Session, document_id: Optional[int] = None, with_text: 
     items = session.execute(query).all()
     # Evidence and texts in a few queries for all derivations, not a query per derivation.
     matches_of: dict[int, list[PassageMatch]] = {}
-    for batch in _chunks([derivation.id for derivation, _, _ in items]):
+    for batch in chunks([derivation.id for derivation, _, _ in items]):
         for match in session.scalars(
             select(PassageMatch)
             .where(PassageMatch.derivation_id.in_(batch))
@@ -165,7 +165,7 @@ def derivations(session: Session, document_id: Optional[int] = None, with_text: 
     texts: dict[int, str] = {}
     if with_text:
         wanted = sorted({i for d, _, _ in items if d.id in matches_of for i in (d.derived_id, d.source_id)})
-        for batch in _chunks(wanted):
+        for batch in chunks(wanted):
             texts.update((row.id, row.text) for row in session.execute(
                 select(Document.id, Document.text).where(Document.id.in_(batch))
             ))
