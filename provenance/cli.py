@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__, inspect as inspection, render, report as reporting
-from .db.migrate import check_database, current_revision, head_revision, upgrade_to_head
+from .db.migrate import check_database, head_revision, upgrade_to_head
 from .db.session import DEFAULT_DB, database_url, is_transient, make_engine, session_scope, sqlite_path
 from .errors import ProvenanceError
 from .reader import DEFAULT_MAX_BYTES

@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 from sqlalchemy import delete, insert, or_, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from . import index
 from .db.models import Citation, Derivation, Document, DocumentPair, Passage, PassageMatch
@@ -63,28 +64,10 @@ def derive(
     policy = settings.match_policy()
     candidates = index.passage_candidates(session, signed, document_id, settings, crowded=crowded)
     my_signatures = {pid: from_blob(blob) for pid, blob in signed}
-    candidate_ids = sorted({c for found in candidates.values() for c in found})
-    rows = {}
-    for batch in index.chunks(candidate_ids):
-        for row in session.execute(
-            select(Passage.id, Passage.document_id, Passage.start_offset, Passage.end_offset, Passage.signature)
-            .join(Document, Document.id == Passage.document_id)
-            .where(Passage.id.in_(batch), Passage.boilerplate_id.is_(None), Document.is_latest.is_(True))
-        ):
-            rows[row.id] = row
     texts: dict[int, str] = {}
+    likely = likely_sources(session, candidates, my_signatures, texts)
     words_cache: dict[int, list[str]] = {}
     best: dict[tuple[int, int], tuple] = {}
-    likely = []
-    for mine, found in sorted(candidates.items()):
-        for candidate in sorted(found):
-            row = rows.get(candidate)
-            if row is None or row.signature is None:
-                continue
-            estimate = estimate_jaccard(my_signatures[mine], from_blob(row.signature))
-            if estimate >= ESTIMATE_FLOOR:
-                likely.append((mine, row, estimate))
-    load_texts(session, {row.document_id for _, row, _ in likely}, texts)
     for mine, row, estimate in likely:
         if row.id not in words_cache:
             words_cache[row.id] = passage_words(texts[row.document_id][row.start_offset : row.end_offset], settings)
@@ -150,6 +133,34 @@ def derive(
         if summarise(session, derivation_id, settings):
             created += 1
     return created
+
+
+def likely_sources(
+    session: Session, candidates: dict[int, set[int]], signatures: dict[int, np.ndarray], texts: dict[int, str]
+) -> list[tuple]:
+    """(mine, row, estimate) for the LSH candidates worth scoring exactly: content passages of
+    latest documents whose estimated Jaccard with ``mine`` reaches :data:`ESTIMATE_FLOOR`, in
+    order of ``mine`` then candidate. Their documents' texts are added to ``texts``."""
+    rows = {}
+    for batch in index.chunks(sorted({c for found in candidates.values() for c in found})):
+        for row in session.execute(
+            select(Passage.id, Passage.document_id, Passage.start_offset, Passage.end_offset, Passage.signature,
+                   Document.path)
+            .join(Document, Document.id == Passage.document_id)
+            .where(Passage.id.in_(batch), Passage.boilerplate_id.is_(None), Document.is_latest.is_(True))
+        ):
+            rows[row.id] = row
+    likely = []
+    for mine, found in sorted(candidates.items()):
+        for candidate in sorted(found):
+            row = rows.get(candidate)
+            if row is None or row.signature is None:
+                continue
+            estimate = estimate_jaccard(signatures[mine], from_blob(row.signature))
+            if estimate >= ESTIMATE_FLOOR:
+                likely.append((mine, row, estimate))
+    load_texts(session, {row.document_id for _, row, _ in likely}, texts)
+    return likely
 
 
 def load_texts(session: Session, document_ids: set[int], texts: dict[int, str]) -> None:

@@ -166,18 +166,6 @@ def passage_band_keys(blob: bytes, sketch: SketchSettings) -> tuple[int, ...]:
     return tuple(band_keys(from_blob(blob), sketch))
 
 
-def insert_ignoring_duplicates(session: Session, table):
-    """INSERT that skips rows whose key is already there (ON CONFLICT DO NOTHING)."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:
-        raise NotImplementedError(f"provenance supports SQLite and PostgreSQL, not {dialect}")
-    return dialect_insert(table).on_conflict_do_nothing()
-
-
 def remove_passages(session: Session, passage_ids: list[int], settings: Settings) -> None:
     """Take passages out of the passage index.
 

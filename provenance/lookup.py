@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from . import derive, index, manifest, sketch
 from .db.models import Boilerplate, Document, DocumentBand, Passage
 from .errors import ProvenanceError
-from .match import score, trigrams
+from .match import score
 from .prepare import document_shingles, passage_words, prepare
 from .reader import RawDocument
 from .report import resolve_document
@@ -84,28 +84,13 @@ def _passage_matches(session: Session, content: list, text: str, settings) -> li
     signed = [(p.seq, to_blob(p.signature)) for p in content if p.signature is not None]
     by_seq = {p.seq: p for p in content}
     candidates = index.passage_candidates(session, signed, -1, settings)
-    ids = sorted({c for found in candidates.values() for c in found})
-    rows = {}
-    for batch in index.chunks(ids):
-        for row in session.execute(
-            select(Passage.id, Passage.document_id, Passage.start_offset, Passage.end_offset, Passage.signature,
-                   Document.path)
-            .join(Document, Document.id == Passage.document_id)
-            .where(Passage.id.in_(batch), Passage.boilerplate_id.is_(None), Document.is_latest.is_(True))
-        ):
-            rows[row.id] = row
-    # As when ingesting (provenance.derive): candidates the signatures already rule out are
-    # not scored, and each candidate document's text is read once.
-    likely: dict[int, list] = {}
-    for seq, found in candidates.items():
-        for candidate in sorted(found):
-            row = rows.get(candidate)
-            if row is not None and row.signature is not None and estimate_jaccard(
-                by_seq[seq].signature, from_blob(row.signature)
-            ) >= derive.ESTIMATE_FLOOR:
-                likely.setdefault(seq, []).append(row)
+    # Filtered and read as when ingesting (provenance.derive).
     texts: dict[int, str] = {}
-    derive.load_texts(session, {row.document_id for found in likely.values() for row in found}, texts)
+    likely: dict[int, list] = {}
+    for seq, row, _ in derive.likely_sources(
+        session, candidates, {seq: p.signature for seq, p in by_seq.items() if p.signature is not None}, texts
+    ):
+        likely.setdefault(seq, []).append(row)
     policy = settings.match_policy()
     words: dict[int, list[str]] = {}
     out = []

@@ -9,12 +9,12 @@ from datetime import datetime
 from typing import Optional
 
 import numpy as np
-from sqlalchemy import and_, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, aliased
 
 from . import manifest
 from .cluster import components, star_clusters
-from .db.models import Boilerplate, Citation, Derivation, Document, DocumentPair, Passage, PassageMatch
+from .db.models import Boilerplate, Citation, Derivation, Document, DocumentPair, PassageMatch
 from .errors import ProvenanceError, path_text
 from .index import chunks
 from .sketch import estimate_jaccard, from_blob
