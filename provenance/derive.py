@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from . import index
@@ -135,6 +135,16 @@ def derive(
     return created
 
 
+#: Candidate passages that can be sources: content passages of latest documents. Built
+#: once (the ids are one expanding parameter), run on the connection.
+_CANDIDATE_PASSAGES = (
+    select(Passage.id, Passage.document_id, Passage.start_offset, Passage.end_offset, Passage.signature, Document.path)
+    .join(Document, Document.id == Passage.document_id)
+    .where(Passage.id.in_(bindparam("ids", expanding=True)), Passage.boilerplate_id.is_(None),
+           Document.is_latest.is_(True))
+)
+
+
 def likely_sources(
     session: Session, candidates: dict[int, set[int]], signatures: dict[int, np.ndarray], texts: dict[int, str]
 ) -> list[tuple]:
@@ -142,13 +152,9 @@ def likely_sources(
     latest documents whose estimated Jaccard with ``mine`` reaches :data:`ESTIMATE_FLOOR`, in
     order of ``mine`` then candidate. Their documents' texts are added to ``texts``."""
     rows = {}
+    connection = session.connection()
     for batch in index.chunks(sorted({c for found in candidates.values() for c in found})):
-        for row in session.execute(
-            select(Passage.id, Passage.document_id, Passage.start_offset, Passage.end_offset, Passage.signature,
-                   Document.path)
-            .join(Document, Document.id == Passage.document_id)
-            .where(Passage.id.in_(batch), Passage.boilerplate_id.is_(None), Document.is_latest.is_(True))
-        ):
+        for row in connection.execute(_CANDIDATE_PASSAGES, {"ids": batch}).all():
             rows[row.id] = row
     likely = []
     for mine, found in sorted(candidates.items()):

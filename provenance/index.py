@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Optional
 
 import numpy as np
-from sqlalchemy import delete, func, insert, or_, select, tuple_
+from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from .db.bulk import insert_rows
@@ -184,6 +184,13 @@ def remove_passages(session: Session, passage_ids: list[int], settings: Settings
             session.execute(delete(PassageBand).where(tuple_(PassageBand.band_key, PassageBand.passage_id).in_(keys)))
 
 
+#: Members of a batch of passage buckets: a range scan of the (band_key, passage_id) key
+#: alone. Built once (the keys are one expanding parameter), run on the connection.
+_BUCKET_MEMBERS = select(PassageBand.band_key, PassageBand.passage_id).where(
+    PassageBand.band_key.in_(bindparam("keys", expanding=True))
+)
+
+
 def passage_candidates(
     session: Session, signed: list[tuple[int, bytes]], document_id: int, settings: Settings,
     oversized: Optional[list[int]] = None, crowded: Optional[set[int]] = None,
@@ -202,14 +209,15 @@ def passage_candidates(
         for key in passage_band_keys(blob, settings.passage):
             by_key.setdefault(key, []).append(passage_id)
     skipped = {key for key in by_key if key in crowded}
+    # The document's own passages are dropped here rather than by joining every bucket
+    # member to its passage row (one random read per candidate).
+    own = set(session.scalars(select(Passage.id).where(Passage.document_id == document_id)))
+    connection = session.connection()
     members: dict[int, list[int]] = {}
     for batch in chunks(sorted(set(by_key) - skipped)):
-        for key, candidate in session.execute(
-            select(PassageBand.band_key, PassageBand.passage_id)
-            .join(Passage, Passage.id == PassageBand.passage_id)
-            .where(PassageBand.band_key.in_(batch), Passage.document_id != document_id)
-        ):
-            members.setdefault(key, []).append(candidate)
+        for key, candidate in connection.execute(_BUCKET_MEMBERS, {"keys": batch}).all():
+            if candidate not in own:
+                members.setdefault(key, []).append(candidate)
     found: dict[int, set[int]] = {}
     for key, candidates in members.items():
         if len(candidates) > settings.bucket_cap:

@@ -1,7 +1,8 @@
 """Ingest: read inputs, store each document atomically, learn boilerplate, index, match.
 
-The only module that calls every step. One document is one transaction: a failure rolls
-back that document alone and the ingest goes on with the next.
+The only module that calls every step. Each document is stored all or nothing (under its
+own savepoint, several documents per transaction): a failure rolls back that document
+alone and the ingest goes on with the next.
 
 Several ingests may write to one database at once (processes on one machine sharing a
 SQLite file, or machines sharing PostgreSQL). Reading, normalising and signing run in
@@ -192,9 +193,9 @@ class Ingestor:
         arguments: str = "",
         workers: int = 1,
     ) -> IngestSummary:
-        """Read and sign files (in ``workers`` processes when > 1), then store them one
-        document per transaction, always in input order so that results never depend
-        on the number of workers."""
+        """Read and sign files (in ``workers`` processes when > 1), then store them in
+        batches (:meth:`store_documents`), always in input order so that results never
+        depend on the number of workers."""
         summary = IngestSummary(run_id=self._start_run(arguments))
         read_one = partial(prepare_file, source=source, max_bytes=max_bytes, settings=self.settings)
         files = []
@@ -209,6 +210,7 @@ class Ingestor:
                 if workers > 1 and len(files) > 1 else None)
         stop = StopOnCtrlC()
         finished = False
+        batch = _Batch()
         try:
             with stop:
                 prepared_files = pool.imap(read_one, files, chunksize=4) if pool else map(read_one, files)
@@ -222,8 +224,10 @@ class Ingestor:
                             break
                         if isinstance(outcome, InputError):
                             self._problem(summary, outcome, on_event, hard=outcome.reason.startswith(PREPARE_FAILED))
-                        else:
-                            self.store_document(outcome, summary, on_event)
+                        elif batch.add(outcome):
+                            self.store_documents(batch.take(), summary, on_event, stop)
+                if not stop.requested:
+                    self.store_documents(batch.take(), summary, on_event, stop)
                 finished = True
         except KeyboardInterrupt:
             summary.interrupted = True
@@ -248,6 +252,57 @@ class Ingestor:
             self._problem(summary, prepared, on_event, hard=True)
             return "failed"
         return self.store_document(prepared, summary, on_event)
+
+    def store_documents(
+        self, batch: list[PreparedDocument], summary: IngestSummary, on_event: EventHandler = lambda *a: None,
+        stop: Optional["StopOnCtrlC"] = None,
+    ) -> None:
+        """Store prepared documents in input order, several in one transaction.
+
+        Each document is stored under its own savepoint, so it is still all or nothing: a
+        document that fails is rolled back alone and then retried in a transaction of its
+        own (:meth:`store_document`, which reports it if it fails again). If the batch
+        cannot commit as a whole (a busy database, a lost connection), every document of it
+        is stored that way. One commit per batch instead of per document: a commit writes
+        every index page the transaction changed, and the documents of a batch change many
+        of the same pages. A stop request ends the batch early; what it stored is committed.
+        """
+        if len(batch) <= 1:
+            for prepared in batch:
+                self.store_document(prepared, summary, on_event)
+            return
+        stored: list[tuple[PreparedDocument, str, IngestSummary]] = []
+        failed: list[PreparedDocument] = []
+        try:
+            with write_scope(self.engine) as session:
+                for prepared in batch:
+                    if stop is not None and stop.requested:
+                        break
+                    counts = IngestSummary(run_id=summary.run_id)  # kept only if the batch commits
+                    try:
+                        with session.begin_nested():
+                            outcome = self._store(session, prepared, counts)
+                    except KeyboardInterrupt:
+                        raise
+                    except Exception as error:
+                        if is_transient(error):
+                            raise
+                        failed.append(prepared)
+                        continue
+                    stored.append((prepared, outcome, counts))
+        except KeyboardInterrupt:
+            raise
+        except Exception:
+            for prepared in batch:
+                if stop is not None and stop.requested:
+                    break
+                self.store_document(prepared, summary, on_event)
+            return
+        for prepared, outcome, counts in stored:
+            summary.absorb(counts)
+            on_event("document", prepared.raw.path, outcome)
+        for prepared in failed:
+            self.store_document(prepared, summary, on_event)
 
     def store_document(self, prepared: PreparedDocument, summary: IngestSummary, on_event: EventHandler = lambda *a: None) -> str:
         """Store one prepared document in its own transaction; returns the outcome word.
@@ -634,6 +689,37 @@ def _process_alive(pid: int) -> bool:
             return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except (OSError, IndexError):
         return True
+
+
+#: A batch stored in one transaction (see :meth:`Ingestor.store_documents`) ends at this
+#: many documents, this much text, or this many seconds after its first document arrived,
+#: whichever comes first: enough to share index-page writes, short enough that the writer
+#: lock is held for a few seconds and a killed ingest loses little work.
+BATCH_DOCUMENTS = 32
+BATCH_CHARACTERS = 4_000_000
+BATCH_SECONDS = 2.0
+
+
+class _Batch:
+    """Prepared documents waiting to be stored together."""
+
+    def __init__(self) -> None:
+        self.documents: list[PreparedDocument] = []
+        self.characters = 0
+        self.started = 0.0
+
+    def add(self, prepared: PreparedDocument) -> bool:
+        """Add a document; True when the batch is full and should be stored now."""
+        if not self.documents:
+            self.started = time.monotonic()
+        self.documents.append(prepared)
+        self.characters += len(prepared.raw.text)
+        return (len(self.documents) >= BATCH_DOCUMENTS or self.characters >= BATCH_CHARACTERS
+                or time.monotonic() - self.started >= BATCH_SECONDS)
+
+    def take(self) -> list[PreparedDocument]:
+        documents, self.documents, self.characters = self.documents, [], 0
+        return documents
 
 
 class StopOnCtrlC:

@@ -55,13 +55,13 @@ def passage_words(text: str, settings: Settings) -> list[str]:
     return [phonetic_key(w) for w in words] if settings.transliterate else words
 
 
-def passage_signature(words: list[str], settings: Settings) -> Optional[np.ndarray]:
-    """Signature over the passage's content-word set, or None when it is too short to match."""
-    vocabulary = content_words(words)
-    if len(set(vocabulary)) < settings.passage_min_words:
+def passage_hashes(words: list[str], settings: Settings) -> Optional[np.ndarray]:
+    """The hashed content-word set a passage is signed over, or None when it is too short
+    to match."""
+    vocabulary = sorted(set(content_words(words)))
+    if len(vocabulary) < settings.passage_min_words:
         return None
-    hashes = sketch.shingle_hashes(sorted(set(vocabulary)), settings.passage.shingle_size)
-    return sketch.signature(hashes, settings.passage)
+    return sketch.shingle_hashes(vocabulary, settings.passage.shingle_size)
 
 
 def prepare(raw: RawDocument, settings: Settings) -> PreparedDocument:
@@ -85,9 +85,14 @@ def prepare(raw: RawDocument, settings: Settings) -> PreparedDocument:
                 key_hash=key,
                 words=words,
                 content_word_count=len(content_words(words)),
-                signature=passage_signature(words, settings),
+                signature=None,
             )
         )
+    # All passages signed in one batch: per-passage signing cost more than segmenting.
+    hashed = [(passage, passage_hashes(passage.words, settings)) for passage in passages]
+    hashed = [(passage, hashes) for passage, hashes in hashed if hashes is not None]
+    for (passage, _), signature in zip(hashed, sketch.signatures([h for _, h in hashed], settings.passage)):
+        passage.signature = signature
     return PreparedDocument(raw, content_hash(raw.text), total_words, passages)
 
 

@@ -1,7 +1,7 @@
 """Shingles, MinHash signatures and LSH band keys.
 
-Signatures are datasketch ``MinHash`` objects (affine32 scheme) fed with 32-bit xxhash
-values of word shingles; they are stored as little-endian uint32 BLOBs and banded into
+Signatures are datasketch ``MinHash`` values (affine32 scheme, its permutations) of 32-bit
+xxhash values of word shingles, computed in batched numpy operations; they are stored as little-endian uint32 BLOBs and banded into
 signed 64-bit keys that live in an indexed database table, so the LSH index is persisted
 and incremental instead of held in memory.
 """
@@ -59,24 +59,60 @@ def _minhash_class():
 
 @lru_cache(maxsize=16)
 def _permutations(num_perm: int, seed: int) -> np.ndarray:
-    return _minhash_class()(num_perm=num_perm, seed=seed, scheme="affine32").permutations
+    """datasketch's affine32 permutation parameters (a, b), each uint32[num_perm]."""
+    multipliers, offsets = _minhash_class()(num_perm=num_perm, seed=seed, scheme="affine32").permutations
+    return multipliers.astype(np.uint32), offsets.astype(np.uint32)
 
 
-def _identity(value):
-    return value
+#: MurmurHash3's 32-bit finalizer (shifts and multipliers), the pre-mix datasketch's
+#: affine32 scheme applies to each input hash before the affine permutations.
+_FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
+#: Input hashes permuted per numpy operation: bounds the (rows x num_perm) work array.
+_SIGN_ROWS = 4096
+
+
+def _fmix32(values: np.ndarray) -> np.ndarray:
+    s1, m1, s2, m2, s3 = _FMIX32
+    values = values ^ (values >> s1)
+    values = values * m1
+    values = values ^ (values >> s2)
+    values = values * m2
+    return values ^ (values >> s3)
 
 
 def signature(hashes: np.ndarray, sketch: SketchSettings) -> np.ndarray:
-    """MinHash hash values (uint32, ``num_perm`` long) of a set of shingle hashes."""
-    minhash = _minhash_class()(
-        num_perm=sketch.num_perm,
-        seed=sketch.seed,
-        hashfunc=_identity,
-        permutations=_permutations(sketch.num_perm, sketch.seed),
-        scheme="affine32",
-    )
-    minhash.update_batch(hashes)
-    return minhash.hashvalues.astype(np.uint32, copy=False)
+    """MinHash hash values (uint32, ``num_perm`` long) of a set of shingle hashes.
+
+    The values are datasketch's ``MinHash(scheme="affine32")`` fed the same hashes through
+    ``update_batch`` (a test checks it), computed here in whole-array numpy operations:
+    ``update_batch`` calls the hash function once per value in Python, which made signing
+    the largest cost of preparing a document.
+    """
+    return signatures([hashes], sketch)[0]
+
+
+def signatures(hash_sets: list[np.ndarray], sketch: SketchSettings) -> list[np.ndarray]:
+    """:func:`signature` of each set of hashes, permuted together in a few array operations
+    (a document's passages are signed in one call)."""
+    multipliers, offsets = _permutations(sketch.num_perm, sketch.seed)
+    empty = np.full(sketch.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
+    sizes = [len(h) for h in hash_sets]
+    if not any(sizes):
+        return [empty.copy() for _ in hash_sets]
+    mixed = _fmix32(np.concatenate([np.asarray(h, dtype=np.uint32) for h in hash_sets]))
+    ends = np.cumsum(sizes)
+    out = [empty.copy() for _ in hash_sets]
+    for low in range(0, len(mixed), _SIGN_ROWS):
+        block = mixed[low : low + _SIGN_ROWS, None] * multipliers + offsets  # wraps mod 2**32
+        high = low + len(block)
+        # The sets with values in this block: from the first ending after ``low`` on.
+        for index in range(int(np.searchsorted(ends, low, side="right")), len(sizes)):
+            first, last = max(int(ends[index]) - sizes[index], low), min(int(ends[index]), high)
+            if first >= high:
+                break
+            if first < last:
+                np.minimum(out[index], block[first - low : last - low].min(axis=0), out=out[index])
+    return out
 
 
 def to_blob(values: np.ndarray) -> bytes:

@@ -46,6 +46,7 @@ from provenance.cli import cli
 from provenance.db.migrate import upgrade_to_head
 from provenance.db.models import Derivation, Document, IngestRun
 from provenance.db.session import make_engine, session_scope, write_scope
+from provenance import ingest as ingest_module
 from provenance.ingest import IngestSummary, Ingestor
 from provenance.prepare import prepare
 from provenance.reader import RawDocument
@@ -350,6 +351,88 @@ def test_persistent_errors_fail_the_document_alone(db_url, monkeypatch):
     assert len(calls) == 5 and summary.failed == 1
     assert "database is locked" in summary.problems[0] and "after 5 attempts" in summary.problems[0]
     assert "\n" not in summary.problems[0]
+
+
+def _batch(ingestor: Ingestor, tmp_path: Path) -> list:
+    """Five prepared documents with known outcomes: seeds, an exact copy, two near-copies."""
+    belta, tass = BELTA_SEED.read_text(encoding="utf-8"), TASS_SEED.read_text(encoding="utf-8")
+    texts = {"belta.txt": belta, "bad.txt": near_copy(tass), "tass.txt": tass, "copy.txt": belta,
+             "near.txt": near_copy(belta)}
+    return [_prepared(text, str(tmp_path / name), ingestor) for name, text in texts.items()]
+
+
+def test_a_failing_document_in_a_batch_is_rolled_back_alone(db_url, tmp_path, monkeypatch):
+    """Documents are stored several per transaction, each under its own savepoint: one that
+    fails after writing part of itself leaves nothing behind, the others of its batch are
+    stored and counted, and it is tried once more on its own before being reported."""
+    ingestor = _ingestor(db_url)
+    real_store, tried = Ingestor._store, []
+
+    def fails_for_bad(self, session, prepared, summary):
+        outcome = real_store(self, session, prepared, summary)
+        if prepared.raw.path.endswith("bad.txt"):
+            tried.append(prepared.raw.path)
+            raise ValueError("broken after its rows were written")
+        return outcome
+
+    monkeypatch.setattr(Ingestor, "_store", fails_for_bad)
+    summary = IngestSummary(run_id=ingestor._start_run("test"))
+    events = []
+    ingestor.store_documents(_batch(ingestor, tmp_path), summary, lambda *event: events.append(event))
+    assert len(tried) == 2, "in the batch, then alone"
+    assert (summary.documents_added, summary.failed, summary.exact_duplicates) == (4, 1, 1)
+    assert "bad.txt" in summary.problems[0] and "ValueError" in summary.problems[0]
+    assert [Path(e[1]).name for e in events if e[0] == "document"] == ["belta.txt", "tass.txt", "copy.txt", "near.txt"]
+    got = stored(db_url)
+    assert sorted(Path(path).name for path, _ in got["documents"]) == ["belta.txt", "copy.txt", "near.txt", "tass.txt"]
+    engine = make_engine(db_url)
+    with session_scope(engine) as session:
+        from provenance.db.models import Passage
+        orphans = session.scalar(select(func.count()).select_from(Passage).where(
+            Passage.document_id.not_in(select(Document.id))))
+        assert orphans == 0
+    engine.dispose()
+    # Nothing links to the failed document (TASS, stored after it, would have been its source).
+    assert {(Path(a).name, Path(b).name) for a, b, _ in got["derivations"]} == {
+        ("copy.txt", "belta.txt"), ("near.txt", "belta.txt")}
+
+
+def test_a_batch_that_cannot_commit_is_stored_one_document_at_a_time(db_url, tmp_path, monkeypatch):
+    """A transient error (busy database, lost connection) inside a batch rolls the whole
+    batch back; each of its documents is then stored in its own transaction, counted once."""
+    ingestor = _ingestor(db_url)
+    real_store, calls = Ingestor._store, []
+
+    def busy_once(self, session, prepared, summary):
+        calls.append(Path(prepared.raw.path).name)
+        outcome = real_store(self, session, prepared, summary)
+        if len(calls) == 3:
+            raise OperationalError("INSERT ...", {}, sqlite3.OperationalError("database is locked"))
+        return outcome
+
+    monkeypatch.setattr(Ingestor, "_store", busy_once)
+    summary = IngestSummary(run_id=ingestor._start_run("test"))
+    batch = _batch(ingestor, tmp_path)
+    ingestor.store_documents(batch, summary)
+    names = [Path(p.raw.path).name for p in batch]
+    assert calls == names[:3] + names, "the batch up to the error, then every document alone"
+    assert (summary.documents_added, summary.failed, summary.problems) == (5, 0, [])
+    assert sorted(Path(path).name for path, _ in stored(db_url)["documents"]) == sorted(names)
+
+
+def test_batch_size_does_not_change_what_is_stored(tmp_path, db_url, new_database, monkeypatch):
+    """One document per transaction and the default batches give the same database."""
+    files = sorted(write_corpus(tmp_path / "corpus"))[:24]
+    results = {}
+    for size, url in ((1, new_database("one-by-one")), (ingest_module.BATCH_DOCUMENTS, db_url)):
+        monkeypatch.setattr(ingest_module, "BATCH_DOCUMENTS", size)
+        result = CliRunner().invoke(cli, ["--db", url, "ingest", *map(str, files), "--format", "json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["documents_added"] == len(files)
+        results[size] = stored(url)
+    one_by_one, batched = results.values()
+    assert batched == one_by_one
+    assert len(batched["derivations"]) >= 10 and len(batched["clusters"]) >= 3, "the corpus has links to lose"
 
 
 #: Every command, as a user would type it after ``provenance --db URL`` (DOC 1 is the BelTA seed).

@@ -522,3 +522,27 @@ def test_default_band_layouts_are_what_datasketch_chooses():
     for sketch in (Settings().document, Settings().passage):
         chosen = dataclasses.replace(sketch, bands=0, rows=0)  # 0 x 0: ask datasketch
         assert (chosen.bands, chosen.rows) == (sketch.bands, sketch.rows), sketch
+
+
+@pytest.mark.parametrize("sizes", [[0], [1, 5, 30], [4095, 4096, 4097], [0, 3, 9000, 0, 17]])
+def test_signatures_are_datasketch_minhash_values(sizes):
+    """Signatures are computed in numpy, not through MinHash.update_batch; stored signatures
+    must stay exactly what datasketch's affine32 MinHash gives for the same hashes, one set
+    at a time or a document's passages in one batch (sets straddling the work blocks)."""
+    import numpy as np
+    from datasketch import MinHash
+
+    from provenance.settings import Settings
+    from provenance.settings import SketchSettings
+    from provenance.sketch import signature, signatures
+
+    rng = np.random.default_rng(sum(sizes))
+    hash_sets = [np.unique(rng.integers(0, 2**32, size=n, dtype=np.uint64).astype(np.uint32)) for n in sizes]
+    for sketch in (Settings().document, Settings().passage, SketchSettings(shingle_size=5, num_perm=64, seed=7)):
+        expected = []
+        for hashes in hash_sets:
+            minhash = MinHash(num_perm=sketch.num_perm, seed=sketch.seed, hashfunc=lambda value: value, scheme="affine32")
+            minhash.update_batch(hashes)
+            expected.append(minhash.hashvalues.astype(np.uint32))
+        assert [s.tolist() for s in signatures(hash_sets, sketch)] == [e.tolist() for e in expected]
+        assert [signature(h, sketch).tolist() for h in hash_sets] == [e.tolist() for e in expected]
