@@ -157,7 +157,9 @@ def cli(ctx: click.Context, db: Optional[str], quiet: bool) -> None:
 @click.option("--boilerplate-min-documents", type=click.IntRange(2, 1000), default=None,
               help="A passage recurring in this many unrelated documents is boilerplate [default: 3].")
 @click.option("--max-file-size", type=click.IntRange(1, 4096), default=DEFAULT_MAX_BYTES // 1_000_000 + 3,
-              show_default=True, metavar="MB", help="Refuse files larger than this.")
+              show_default=True, metavar="MB",
+              help="Refuse files larger than this. A UTF-8 JSONL file is read a line at a time and may be "
+                   "of any size: the limit applies to each of its lines.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Run summary format on stdout.")
 @click.option("-w", "--workers", type=click.IntRange(1, 64), default=1, show_default=True,

@@ -158,13 +158,18 @@ def likely_sources(
             rows[row.id] = row
     likely = []
     for mine, found in sorted(candidates.items()):
-        for candidate in sorted(found):
-            row = rows.get(candidate)
-            if row is None or row.signature is None:
-                continue
-            estimate = estimate_jaccard(signatures[mine], from_blob(row.signature))
-            if estimate >= ESTIMATE_FLOOR:
-                likely.append((mine, row, estimate))
+        known = [rows[c] for c in sorted(found) if c in rows and rows[c].signature is not None]
+        if not known:
+            continue
+        # All of this passage's candidates estimated in one array comparison.
+        theirs = np.frombuffer(b"".join(row.signature for row in known), dtype="<u4").reshape(len(known), -1)
+        if theirs.shape[1] != len(signatures[mine]):
+            raise ValueError(f"signatures of different lengths ({len(signatures[mine])} and {theirs.shape[1]}) "
+                             "cannot be compared")
+        estimates = np.count_nonzero(theirs == signatures[mine], axis=1) / theirs.shape[1]
+        likely.extend(
+            (mine, row, float(estimate)) for row, estimate in zip(known, estimates) if estimate >= ESTIMATE_FLOOR
+        )
     load_texts(session, {row.document_id for _, row, _ in likely}, texts)
     return likely
 

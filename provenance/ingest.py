@@ -22,11 +22,10 @@ import signal
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from functools import partial
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Optional, Union
+from typing import Callable, Iterable, Iterator, Optional, Union
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -197,7 +196,6 @@ class Ingestor:
         batches (:meth:`store_documents`), always in input order so that results never
         depend on the number of workers."""
         summary = IngestSummary(run_id=self._start_run(arguments))
-        read_one = partial(prepare_file, source=source, max_bytes=max_bytes, settings=self.settings)
         files = []
         for item in items:
             if isinstance(item, InputError):
@@ -207,25 +205,23 @@ class Ingestor:
         if any(item.path == STDIN for item in files):
             workers = 1  # standard input can only be read here
         pool = (multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_ctrl_c)
-                if workers > 1 and len(files) > 1 else None)
+                if workers > 1 and (len(files) > 1 or any(item.format == "jsonl" for item in files)) else None)
         stop = StopOnCtrlC()
         finished = False
         batch = _Batch()
         try:
             with stop:
-                prepared_files = pool.imap(read_one, files, chunksize=4) if pool else map(read_one, files)
-                for item, outcomes in prepared_files:
-                    if stop.requested:
+                for item, outcome in prepared_stream(files, source=source, max_bytes=max_bytes,
+                                                     settings=self.settings, pool=pool, workers=workers):
+                    if stop.requested:  # between documents: each is committed or not at all
                         break
-                    summary.files_seen += 1
-                    on_event("file", item.path)
-                    for outcome in outcomes:
-                        if stop.requested:  # between documents: each is committed or not at all
-                            break
-                        if isinstance(outcome, InputError):
-                            self._problem(summary, outcome, on_event, hard=outcome.reason.startswith(PREPARE_FAILED))
-                        elif batch.add(outcome):
-                            self.store_documents(batch.take(), summary, on_event, stop)
+                    if outcome is None:  # the file's first outcome follows
+                        summary.files_seen += 1
+                        on_event("file", item.path)
+                    elif isinstance(outcome, InputError):
+                        self._problem(summary, outcome, on_event, hard=outcome.reason.startswith(PREPARE_FAILED))
+                    elif batch.add(outcome):
+                        self.store_documents(batch.take(), summary, on_event, stop)
                 if not stop.requested:
                     self.store_documents(batch.take(), summary, on_event, stop)
                 finished = True
@@ -781,16 +777,89 @@ def _prepare_or_error(raw: RawDocument, settings: Settings) -> Union[PreparedDoc
         return InputError(raw.path, f"{PREPARE_FAILED} ({type(error).__name__}: {error})")
 
 
-def prepare_file(item: InputFile, *, source: Optional[str], max_bytes: int, settings: Settings):
-    """Read, normalise, segment and sign one input file: the CPU-bound half of ingest,
-    safe to run in a worker process. Returns the item and its documents or errors."""
-    outcomes = []
+#: Documents (or characters) per unit of work sent to a worker process, and units in
+#: flight per worker: what bounds the memory of a parallel ingest, whatever the input size.
+UNIT_DOCUMENTS = 64
+UNIT_CHARACTERS = 2_000_000
+UNITS_PER_WORKER = 4
+
+
+def prepared_stream(
+    files: list[InputFile], *, source: Optional[str], max_bytes: int, settings: Settings,
+    pool=None, workers: int = 1,
+) -> Iterator[tuple[InputFile, Union[PreparedDocument, InputError, None]]]:
+    """``(file, None)`` when a file starts, then ``(file, outcome)`` for each of its prepared
+    documents or errors, in input order.
+
+    Nothing is read ahead more than a few units: a JSONL file is read a line at a time and
+    each document prepared just before it is stored (or, with a ``pool``, sent to the
+    workers in units of :data:`UNIT_DOCUMENTS` with at most :data:`UNITS_PER_WORKER` units
+    per worker in flight), so memory does not grow with the size of the input.
+    """
+    if pool is None:
+        for item in files:
+            yield item, None
+            for outcome in _prepared_documents(item, source=source, max_bytes=max_bytes, settings=settings):
+                yield item, outcome
+        return
+    in_flight: deque = deque()
+    for unit in _units(files, source=source, max_bytes=max_bytes):
+        in_flight.append(pool.apply_async(prepare_unit, (unit, source, max_bytes, settings)))
+        while len(in_flight) >= workers * UNITS_PER_WORKER:
+            yield from _unit_outcomes(in_flight.popleft().get())
+    while in_flight:
+        yield from _unit_outcomes(in_flight.popleft().get())
+
+
+def _prepared_documents(item: InputFile, *, source: Optional[str], max_bytes: int, settings: Settings):
+    """Read, normalise, segment and sign one input file, a document at a time."""
     try:
         for document in read(item, source=source, max_bytes=max_bytes):
-            outcomes.append(document if isinstance(document, InputError) else _prepare_or_error(document, settings))
+            yield document if isinstance(document, InputError) else _prepare_or_error(document, settings)
     except Exception as error:  # a reader bug costs this file (after its good JSONL lines), not the run
-        outcomes.append(InputError(item.path, f"{PREPARE_FAILED} ({type(error).__name__}: {_first_line(error)})"))
-    return item, outcomes
+        yield InputError(item.path, f"{PREPARE_FAILED} ({type(error).__name__}: {_first_line(error)})")
+
+
+def _units(files: list[InputFile], *, source: Optional[str], max_bytes: int):
+    """Units of work for the workers: ``(file, first, documents)``. A JSONL file is read
+    here and cut into units of decoded documents; any other file is read by the worker
+    (``documents`` None)."""
+    for item in files:
+        if item.format != "jsonl":
+            yield item, True, None
+            continue
+        unit: list = []
+        characters, first = 0, True
+        try:
+            for document in read(item, source=source, max_bytes=max_bytes):
+                unit.append(document)
+                characters += len(document.text) if isinstance(document, RawDocument) else 0
+                if len(unit) >= UNIT_DOCUMENTS or characters >= UNIT_CHARACTERS:
+                    yield item, first, unit
+                    unit, characters, first = [], 0, False
+        except Exception as error:  # as in _prepared_documents
+            unit.append(InputError(item.path, f"{PREPARE_FAILED} ({type(error).__name__}: {_first_line(error)})"))
+        if unit or first:
+            yield item, first, unit
+
+
+def prepare_unit(unit, source: Optional[str], max_bytes: int, settings: Settings):
+    """The CPU-bound half of ingest for one unit, in a worker process: returns the unit's
+    file, whether it starts the file, and its prepared documents or errors."""
+    item, first, documents = unit
+    if documents is None:
+        outcomes = list(_prepared_documents(item, source=source, max_bytes=max_bytes, settings=settings))
+    else:
+        outcomes = [d if isinstance(d, InputError) else _prepare_or_error(d, settings) for d in documents]
+    return item, first, outcomes
+
+
+def _unit_outcomes(done) -> Iterator[tuple[InputFile, Union[PreparedDocument, InputError, None]]]:
+    item, first, outcomes = done
+    if first:
+        yield item, None
+    for outcome in outcomes:
+        yield item, outcome
 
 
 def boilerplate_key(text: str) -> int:

@@ -84,7 +84,6 @@ def document(session: Session, reference: str) -> dict:
         select(Document.id, Document.version, Document.content_hash, Document.ingested_at, Document.run_id)
         .where(Document.path == found.path).order_by(Document.version)
     ).all()
-    first, second = aliased(Document), aliased(Document)
     pairs = session.execute(
         select(DocumentPair.first_id, DocumentPair.second_id, DocumentPair.similarity, DocumentPair.exact)
         .where(or_(DocumentPair.first_id == found.id, DocumentPair.second_id == found.id))

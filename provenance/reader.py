@@ -102,7 +102,19 @@ def _walk(folder: str) -> Iterator[Union[InputFile, InputError]]:
 
 
 def read(item: InputFile, *, source: Optional[str] = None, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[Union[RawDocument, InputError]]:
-    """Documents of one input file (several for JSONL), or the errors that stop them."""
+    """Documents of one input file (several for JSONL), or the errors that stop them.
+
+    A UTF-8 JSONL file is read a line at a time, so it may be of any size (``max_bytes``
+    then limits each line); any other file is read whole and limited to ``max_bytes``.
+    """
+    if item.format == "jsonl" and item.path != STDIN:
+        try:
+            streamable = _utf8_jsonl(item.path)
+        except OSError:
+            streamable = False  # reported below by _read_bytes, with the reason
+        if streamable:
+            yield from _stream_jsonl(item.path, source, max_bytes)
+            return
     try:
         data = _read_bytes(item.path, max_bytes)
     except InputError as error:
@@ -224,57 +236,117 @@ def decode(data: bytes, path: str) -> tuple[str, str]:
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
+#: Bytes read per step when checking or skipping through a JSONL file.
+_READ_CHUNK = 1 << 20
+
+
+def _utf8_jsonl(path: str) -> bool:
+    """True when the file is UTF-8 (with or without a BOM) and not binary: it can then be
+    read line by line. Checked in one pass of 1 MB reads, so memory stays flat."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with open(path, "rb") as handle:
+        head = handle.read(65536)
+        if any(head.startswith(bom) for bom, encoding in _BOMS if encoding != "utf-8-sig"):
+            return False
+        if head.count(b"\x00") > max(2, len(head) // 100) or head.startswith(_BINARY_MAGIC):
+            return False
+        chunk = head
+        try:
+            while chunk:
+                decoder.decode(chunk)
+                chunk = handle.read(_READ_CHUNK)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+def _stream_jsonl(path: str, source: Optional[str], max_line_bytes: int) -> Iterator[Union[RawDocument, InputError]]:
+    """The documents of a UTF-8 JSONL file, one line in memory at a time."""
+    base = path_text(os.path.abspath(path))
+    try:
+        handle = open(path, "rb")
+    except OSError as error:
+        yield InputError(path, f"cannot read ({error.strerror or error})")
+        return
+    with handle:
+        number = 0
+        while True:
+            raw = handle.readline(max_line_bytes + 1)
+            if not raw:
+                return
+            number += 1
+            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):  # skip the rest of the line unread
+                    raw = handle.readline(_READ_CHUNK)
+                yield InputError(f"{path}:{number}", f"line is over the {max_line_bytes / 1e6:.0f} MB limit; "
+                                                     "split the document or raise --max-file-size")
+                continue
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            line = raw.decode("utf-8").rstrip("\r\n").replace("\x00", "\ufffd")
+            yield from _jsonl_line(path, base, number, line, "utf-8", source)
+
+
 def _read_jsonl(path: str, data: bytes, source: Optional[str]) -> Iterator[Union[RawDocument, InputError]]:
+    """The documents of a JSONL file read whole (standard input, or a legacy encoding)."""
     try:
         text, encoding = decode(data, path)
     except InputError as error:
         yield error
         return
     base = path if path == STDIN else path_text(os.path.abspath(path))
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            yield InputError(where, f"malformed JSON ({error.msg} at column {error.colno}); fix the line")
-            continue
-        if not isinstance(record, dict):
-            yield InputError(where, "a JSONL line must be an object with a \"text\" field")
-            continue
-        # A NUL escaped in the JSON ("\u0000") becomes U+FFFD like a raw one (PostgreSQL text
-        # cannot hold NUL; offsets stay the same), and so does a lone surrogate ("\ud800"),
-        # which no database can store as text.
-        record = {key: _UNSTORABLE.sub("\ufffd", value) if isinstance(value, str) else value
-                  for key, value in record.items()}
-        body = record.get("text")
-        if not isinstance(body, str) or not body.strip():
-            yield InputError(where, "missing or empty \"text\" field; every line needs one")
-            continue
-        published = parse_datetime(record.get("published_at"))
-        if record.get("published_at") not in (None, "") and published is None:
-            yield InputError(where, f"published_at {record.get('published_at')!r} is not an ISO 8601 date")
-            continue
-        try:
-            metadata = {name: _metadata_text(record.get(name), name) for name in ("id", "url", "source", "title")}
-        except ValueError as error:
-            yield InputError(where, f"{error}; fix the line")
-            continue
-        external_id = metadata["id"]
-        key = external_id if external_id is not None else f"L{number}"
-        yield RawDocument(
-            path=f"{base}#{key}",
-            text=body,
-            format="jsonl",
-            encoding=encoding,
-            size_bytes=len(line.encode("utf-8")),
-            source=metadata["source"] if metadata["source"] is not None else (source if source is not None else _default_source(path)),
-            external_id=external_id,
-            url=metadata["url"],
-            title=metadata["title"],
-            published_at=published,
-        )
+    for number, line in enumerate(text.split("\n"), start=1):
+        yield from _jsonl_line(path, base, number, line.rstrip("\r"), encoding, source)
+
+
+def _jsonl_line(
+    path: str, base: str, number: int, line: str, encoding: str, source: Optional[str]
+) -> Iterator[Union[RawDocument, InputError]]:
+    """The document on one JSONL line, an error naming ``path:number``, or nothing (blank)."""
+    if not line.strip():
+        return
+    where = f"{path}:{number}"
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        yield InputError(where, f"malformed JSON ({error.msg} at column {error.colno}); fix the line")
+        return
+    if not isinstance(record, dict):
+        yield InputError(where, "a JSONL line must be an object with a \"text\" field")
+        return
+    # A NUL escaped in the JSON ("\u0000") becomes U+FFFD like a raw one (PostgreSQL text
+    # cannot hold NUL; offsets stay the same), and so does a lone surrogate ("\ud800"),
+    # which no database can store as text.
+    record = {key: _UNSTORABLE.sub("\ufffd", value) if isinstance(value, str) else value
+              for key, value in record.items()}
+    body = record.get("text")
+    if not isinstance(body, str) or not body.strip():
+        yield InputError(where, "missing or empty \"text\" field; every line needs one")
+        return
+    published = parse_datetime(record.get("published_at"))
+    if record.get("published_at") not in (None, "") and published is None:
+        yield InputError(where, f"published_at {record.get('published_at')!r} is not an ISO 8601 date")
+        return
+    try:
+        metadata = {name: _metadata_text(record.get(name), name) for name in ("id", "url", "source", "title")}
+    except ValueError as error:
+        yield InputError(where, f"{error}; fix the line")
+        return
+    external_id = metadata["id"]
+    key = external_id if external_id is not None else f"L{number}"
+    yield RawDocument(
+        path=f"{base}#{key}",
+        text=body,
+        format="jsonl",
+        encoding=encoding,
+        size_bytes=len(line.encode("utf-8")),
+        source=metadata["source"] if metadata["source"] is not None else (source if source is not None else _default_source(path)),
+        external_id=external_id,
+        url=metadata["url"],
+        title=metadata["title"],
+        published_at=published,
+    )
 
 
 def _metadata_text(value: object, name: str) -> Optional[str]:

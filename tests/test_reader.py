@@ -303,3 +303,40 @@ def test_discover_a_folder_of_100k_small_files(tmp_path):
     rest = list(found)
     assert isinstance(first, InputFile) and os.path.basename(first.path) == names[0]
     assert [os.path.basename(f.path) for f in rest] == names[1:]
+
+
+# -- read: JSONL of any size, a line at a time ----------------------------------------------
+def test_jsonl_over_the_size_limit_is_read_line_by_line(tmp_path):
+    """A UTF-8 JSONL file is streamed: the file size limit applies to each line, so a feed
+    bigger than --max-file-size is read, and an overlong line is reported with its number
+    while the lines after it are still read."""
+    path = tmp_path / "feed.jsonl"
+    lines = [json.dumps({"id": n, "text": f"Story number {n} about the harbour and its cranes."}) for n in range(40)]
+    lines[5] = json.dumps({"id": 5, "text": "word " * 400})
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert path.stat().st_size > 1000
+    results = read_all(path, max_bytes=1000)
+    errors = [r for r in results if isinstance(r, InputError)]
+    assert [e.path for e in errors] == [f"{path}:6"]
+    assert "over the" in errors[0].reason and "--max-file-size" in errors[0].reason
+    assert [d.external_id for d in results if isinstance(d, RawDocument)] == [str(n) for n in range(40) if n != 5]
+
+
+def test_jsonl_lines_split_on_newlines_only(tmp_path):
+    """JSON text may hold U+2028, U+0085 or a form feed unescaped; only "\\n" ends a record
+    (str.splitlines would cut such a record in two and report both halves as broken)."""
+    path = tmp_path / "feed.jsonl"
+    text = "First sentence\u2028second sentence\x85third\x0cfourth, in one record."
+    path.write_bytes((json.dumps({"id": "a", "text": text}, ensure_ascii=False) + "\r\n"
+                      + json.dumps({"id": "b", "text": "Another record."}) + "\n").encode("utf-8"))
+    documents = read_all(path)
+    assert [(d.external_id, d.text) for d in documents] == [("a", text), ("b", "Another record.")]
+
+
+def test_jsonl_in_a_legacy_encoding_is_still_read_whole(tmp_path):
+    path = tmp_path / "feed.jsonl"
+    path.write_bytes((json.dumps({"id": 1, "text": WESTERN}, ensure_ascii=False) + "\n").encode("cp1252"))
+    (document,) = read_all(path)
+    assert document.text == WESTERN and document.encoding == "cp1252"
+    error = only_error(read_all(path, max_bytes=100))
+    assert "limit" in error.reason, "read whole, the file limit still applies"

@@ -843,3 +843,81 @@ def test_jsonl_non_string_metadata_is_skipped_or_kept_as_text(tmp_path, field, v
     assert summary["failed"] == 0, summary["problems"]
     assert summary["documents_added"] >= 1
     assert not any("could not be stored" in p for p in summary["problems"])
+
+
+# -- memory: a big input is prepared a few documents ahead of storing -------------------------
+def _feed(path: Path, count: int, seed: int = 3) -> Path:
+    """A JSONL feed of ``count`` distinct short stories, with a near-copy every tenth line."""
+    rng = random.Random(seed)
+    vocabulary = _vocabulary(rng)
+    lines, previous = [], ""
+    for number in range(count):
+        if number % 10 == 9:
+            text = previous.replace(previous.split(" ")[3], "altered", 1)
+        else:
+            text = "\n\n".join(" ".join(rng.choice(vocabulary) for _ in range(18)).capitalize() + "." for _ in range(3))
+        lines.append(json.dumps({"id": f"s{number}", "text": text}))
+        previous = text
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class _InlinePool:
+    """Stands in for multiprocessing.Pool: runs each unit when submitted, counts units."""
+
+    def __init__(self) -> None:
+        self.submitted = 0
+
+    def apply_async(self, function, args):
+        self.submitted += 1
+        result = function(*args)
+        return type("Done", (), {"get": lambda self: result})()
+
+
+def test_a_big_feed_is_prepared_a_few_documents_ahead(tmp_path, monkeypatch):
+    """Memory must not grow with the input: one process prepares each document just before
+    storing it; with workers, at most UNITS_PER_WORKER units per worker are in flight."""
+    from provenance import ingest as ingest_module
+    from provenance.reader import InputFile
+
+    feed = [InputFile(str(_feed(tmp_path / "feed.jsonl", 300)), "jsonl")]
+    prepared: list[str] = []
+    real_prepare = ingest_module._prepare_or_error
+
+    def counting(raw, settings):
+        prepared.append(raw.path)
+        return real_prepare(raw, settings)
+
+    monkeypatch.setattr(ingest_module, "_prepare_or_error", counting)
+    options = {"source": None, "max_bytes": 10**6, "settings": Settings()}
+
+    stream = ingest_module.prepared_stream(feed, **options)
+    assert next(stream)[1] is None and next(stream)[1].raw.path.endswith("#s0")
+    assert len(prepared) == 1, "one process: prepared one at a time"
+
+    monkeypatch.setattr(ingest_module, "UNIT_DOCUMENTS", 10)
+    pool = _InlinePool()
+    stream = ingest_module.prepared_stream(feed, **options, pool=pool, workers=2)
+    first = [next(stream) for _ in range(3)]
+    assert pool.submitted == 2 * ingest_module.UNITS_PER_WORKER, "a bounded window of 10-document units"
+    outcomes = [outcome for _, outcome in first + list(stream) if outcome is not None]
+    assert [o.raw.path.rsplit("#", 1)[1] for o in outcomes] == [f"s{n}" for n in range(300)], "in input order"
+    assert pool.submitted == 30
+
+
+def test_a_feed_ingested_by_workers_equals_one_process(tmp_path, monkeypatch):
+    """A single JSONL file is cut into units for the workers; the result is the same."""
+    from provenance import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "UNIT_DOCUMENTS", 7)
+    feed = _feed(tmp_path / "feed.jsonl", 40)
+    results = []
+    for workers in ("1", "2"):
+        db = tmp_path / f"w{workers}.db"
+        result = invoke(db, "ingest", feed, "--workers", workers, "--format", "json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["documents_added"] == 40
+        results.append((query(db, "SELECT id, path, content_hash FROM document ORDER BY id"),
+                        query(db, "SELECT derived_id, source_id, relation FROM derivation ORDER BY 1, 2")))
+    assert results[0] == results[1]
+    assert len(results[0][1]) >= 4, "the feed's near-copies were found"
