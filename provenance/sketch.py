@@ -49,19 +49,17 @@ def shingle_hashes(words: list[str], size: int) -> np.ndarray:
     return np.unique(folded.astype(np.uint32))
 
 
-def _minhash_class():
-    """datasketch, imported on first use: its package imports scipy (about 2 s), which
-    commands that only read the database (report, inspect, lineage) never need."""
-    from datasketch import MinHash
-
-    return MinHash
-
-
 @lru_cache(maxsize=16)
-def _permutations(num_perm: int, seed: int) -> np.ndarray:
-    """datasketch's affine32 permutation parameters (a, b), each uint32[num_perm]."""
-    multipliers, offsets = _minhash_class()(num_perm=num_perm, seed=seed, scheme="affine32").permutations
-    return multipliers.astype(np.uint32), offsets.astype(np.uint32)
+def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The affine32 permutation parameters (odd multipliers a, offsets b; uint32[num_perm])
+    that datasketch's ``MinHash(num_perm, seed, scheme="affine32")`` draws from
+    ``numpy.random.RandomState(seed)``. Drawn here the same way (a test compares them with
+    datasketch's) so that ingest and its workers need not import datasketch and scipy,
+    about 0.7 s and 45 MB per process."""
+    generator = np.random.RandomState(seed)
+    multipliers = generator.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    offsets = generator.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return multipliers, offsets
 
 
 #: MurmurHash3's 32-bit finalizer (shifts and multipliers), the pre-mix datasketch's
