@@ -266,10 +266,13 @@ class _Progress:
 
     def __call__(self, event: str, *args) -> None:
         if event == "start" and self.enabled:
-            self.bar = click.progressbar(length=args[0], label="ingesting", file=sys.stderr, show_pos=True)
+            files, size = args
+            # Measured in bytes read, so that one big JSONL feed moves the bar line by line.
+            self.bar = click.progressbar(length=max(size, 1), label=f"ingesting {files} file(s), {size / 1e6:,.1f} MB",
+                                         file=sys.stderr, show_percent=True, show_eta=True)
             self.bar.__enter__()
-        elif event == "file" and self.bar is not None:
-            self.bar.update(1)
+        elif event == "read" and self.bar is not None:
+            self.bar.update(args[0])
         elif event == "problem":
             if self.bar is not None:
                 sys.stderr.write("\n")

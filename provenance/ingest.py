@@ -81,8 +81,9 @@ class IngestSummary:
                 setattr(self, name, getattr(self, name) + value)
 
 
-#: Events reported while ingesting: ("file", path) before each input, ("document", path,
-#: outcome) after each document, ("problem", message) for each skipped input.
+#: Events reported while ingesting: ("start", files, bytes) once, ("file", path) before each
+#: input, ("read", bytes) as input is consumed (a file, or a JSONL line), ("document", path,
+#: outcome) after each stored document, ("problem", message) for each skipped input.
 EventHandler = Callable[..., None]
 
 
@@ -179,7 +180,8 @@ class Ingestor:
         workers: int = 1,
     ) -> IngestSummary:
         items = list(discover(paths))
-        on_event("start", sum(isinstance(i, InputFile) for i in items))
+        files = [item for item in items if isinstance(item, InputFile)]
+        on_event("start", len(files), sum(_size(item) for item in files))
         return self.ingest_items(items, source=source, max_bytes=max_bytes, on_event=on_event, arguments=arguments, workers=workers)
 
     def ingest_items(
@@ -218,7 +220,12 @@ class Ingestor:
                     if outcome is None:  # the file's first outcome follows
                         summary.files_seen += 1
                         on_event("file", item.path)
-                    elif isinstance(outcome, InputError):
+                        if item.format != "jsonl":
+                            on_event("read", _size(item))
+                        continue
+                    if item.format == "jsonl" and not isinstance(outcome, InputError):
+                        on_event("read", outcome.raw.size_bytes + 1)
+                    if isinstance(outcome, InputError):
                         self._problem(summary, outcome, on_event, hard=outcome.reason.startswith(PREPARE_FAILED))
                     elif batch.add(outcome):
                         self.store_documents(batch.take(), summary, on_event, stop)
@@ -762,6 +769,14 @@ def _first_line(error: Exception) -> str:
 #: text (a 5-million-character line takes about 12 s and 240 MB to prepare and adds about 27,000
 #: passages); a longer "document" is a dump or a corpus in one file, to be split into articles.
 MAX_DOCUMENT_CHARS = 5_000_000
+
+
+def _size(item: InputFile) -> int:
+    """The file's size in bytes (0 for standard input or when it cannot be read)."""
+    try:
+        return 0 if item.path == STDIN else os.path.getsize(item.path)
+    except OSError:
+        return 0
 
 
 def _prepare_or_error(raw: RawDocument, settings: Settings) -> Union[PreparedDocument, InputError]:

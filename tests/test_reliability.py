@@ -921,3 +921,24 @@ def test_a_feed_ingested_by_workers_equals_one_process(tmp_path, monkeypatch):
                         query(db, "SELECT derived_id, source_id, relation FROM derivation ORDER BY 1, 2")))
     assert results[0] == results[1]
     assert len(results[0][1]) >= 4, "the feed's near-copies were found"
+
+
+def test_progress_is_counted_in_bytes_read(tmp_path):
+    """The progress bar is sized in bytes, so one big feed moves it line by line; the bytes
+    reported as read add up to the bytes announced at the start, whatever the formats."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    feed = _feed(folder / "feed.jsonl", 25)
+    story = folder / "story.txt"
+    story.write_bytes(TASS_SEED.read_bytes())
+    engine = make_engine(database_url(str(tmp_path / "progress.db")))
+    upgrade_to_head(engine)
+    events: list[tuple] = []
+    summary = Ingestor(engine).ingest_paths([str(folder)], on_event=lambda *event: events.append(event))
+    assert summary.documents_added == 26
+    start = [e for e in events if e[0] == "start"]
+    reads = [e[1] for e in events if e[0] == "read"]
+    total = feed.stat().st_size + story.stat().st_size
+    assert start == [("start", 2, total)]
+    assert len(reads) == 26, "one step per JSONL line and one per other file"
+    assert sum(reads) == total
