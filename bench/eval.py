@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from sqlalchemy import select
-from sqlalchemy.orm import aliased
 
 from provenance.db.migrate import upgrade_to_head
 from provenance.db.models import Derivation, Document, Passage, PassageMatch

@@ -96,7 +96,10 @@ def measure(feed: Path, megabytes: int, workers: int, seconds: float, scratch: P
     db = scratch / f"memory-{megabytes}-{workers}.db"
     command = [*CLI, "--db", str(db), "ingest", str(feed), "--quiet", "--workers", str(workers),
                "--max-file-size", str(max(70, megabytes * 2))]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # SIGINT restored to its default in the child: a shell that starts this script in the
+    # background (`nohup ... &`) ignores it, and the child would inherit that.
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     started = time.monotonic()
     worker_peaks: dict[int, int] = {}
     main_peak = 0

@@ -13,6 +13,11 @@ wall second of the command), and the database's size: ``pg_database_size`` on Po
 file plus its WAL on SQLite. "tables MB" is the project's tables with their indexes (and
 TOAST), without PostgreSQL's fixed catalog overhead of a few MB per database; "per 1,000
 docs" divides it by the documents stored. At the end it prints the biggest tables.
+With ``--read-commands`` it also times, after each batch, what a user runs on the database:
+``report --format json`` (written to /dev/null), ``inspect --format json`` and ``match`` of
+one document not stored, each as a CLI command (wall seconds, interpreter start included;
+the start alone is printed below the table), and the median of five calls of the library's
+``match_text`` for the same text in a warm process ("match_text ms").
 
 Nothing is extrapolated: the figures are for the sizes measured. PostgreSQL is the server in
 PROVENANCE_BENCH_PG_URL, else a throwaway local one (see bench/workers.py).
@@ -28,6 +33,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 from tabulate import tabulate
 
@@ -44,6 +51,45 @@ def ingest(url: str, files: list[Path], workers: int, extra: tuple[str, ...] = (
     if done.returncode != 0:
         raise SystemExit(f"ingest failed ({done.returncode}): {done.stderr[-2000:]}")
     return time.perf_counter() - started
+
+
+def command_seconds(url: str, *args: str) -> float:
+    """Wall seconds of one read-only CLI command, as a user runs it (interpreter start included)."""
+    started = time.perf_counter()
+    done = subprocess.run([*CLI, "--db", url, *args], capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"{args[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+def read_seconds(url: str, probe: Path) -> list[str]:
+    """How long `report`, `inspect` and `match` take on the database as it stands; ``probe``
+    is a document not stored (the lookup a user makes before publishing)."""
+    return [f"{command_seconds(url, *args):.2f}" for args in (
+        ("report", "--format", "json", "-o", os.devnull), ("inspect", "--format", "json"),
+        ("match", str(probe), "--format", "json"),
+    )] + [lookup_ms(url, probe)]
+
+
+def lookup_ms(url: str, probe: Path, repeats: int = 5) -> str:
+    """Median milliseconds of the library's ``match_text`` (the lookup behind `match`) for
+    one text not stored, in a warm process: the answer a service built on the library gives."""
+    from provenance.db.session import make_engine, session_scope
+    from provenance.lookup import match_text
+
+    text = probe.read_text(encoding="utf-8")
+    engine = make_engine(url, read_only=True)
+    try:
+        with session_scope(engine) as session:
+            match_text(session, text)  # warm: imports, settings, page cache
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                match_text(session, text)
+                times.append(time.perf_counter() - started)
+    finally:
+        engine.dispose()
+    return f"{1000 * sorted(times)[len(times) // 2]:.0f}"
 
 
 def database_size(url: str) -> tuple[int, int, list[tuple[str, int]]]:
@@ -94,8 +140,19 @@ def _has_dbstat(connection) -> bool:
         return False
 
 
+class KeptSQLite(SQLiteBackend):
+    """A SQLite database in a file of the user's choosing, left in place afterwards."""
+
+    def __init__(self, path: Path):
+        self.path = path.resolve()
+
+    @contextmanager
+    def database(self) -> Iterator[str]:
+        yield f"sqlite:///{self.path}"
+
+
 def grow(
-    backend, batches: list[list[Path]], workers: int, extra: tuple[str, ...] = ()
+    backend, batches: list[list[Path]], workers: int, extra: tuple[str, ...] = (), probe: Optional[Path] = None,
 ) -> tuple[list[list], list[tuple[str, int]]]:
     rows = []
     tables: list[tuple[str, int]] = []
@@ -105,7 +162,8 @@ def grow(
             documents, size, tables = database_size(url)
             data = sum(total for _, total in tables) or size
             rows.append([backend.name, number, documents, f"{len(batch) / seconds:.1f}",
-                         f"{size / 1e6:.1f}", f"{data / 1e6:.1f}", f"{data / documents * 1000 / 1e6:.1f}"])
+                         f"{size / 1e6:.1f}", f"{data / 1e6:.1f}", f"{data / documents * 1000 / 1e6:.1f}",
+                         *(read_seconds(url, probe) if probe else [])])
             print(f"  {backend.name:10} batch {number}: {documents:6d} documents, {len(batch) / seconds:5.1f} docs/s, "
                   f"{size / 1e6:7.1f} MB", file=sys.stderr, flush=True)
     return rows, tables
@@ -118,33 +176,46 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="--workers of each ingest [2]")
     parser.add_argument("--passage-threshold", type=float, default=None,
                         help="passed to `provenance ingest --passage-threshold` [the product's default]")
+    parser.add_argument("--read-commands", action="store_true",
+                        help="after each batch also time `report`, `inspect` and `match` (CLI wall seconds)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="grow the SQLite database in this file and keep it (for profiling or more timing)")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     arguments = parser.parse_args()
+    if arguments.keep and arguments.keep.exists():
+        parser.error(f"{arguments.keep} exists: --keep needs a new file (remove it or choose another name)")
     extra = () if arguments.passage_threshold is None else ("--passage-threshold", str(arguments.passage_threshold))
     with tempfile.TemporaryDirectory(prefix="provenance-scale-") as scratch:
         scratch_dir = Path(scratch)
         os.chmod(scratch_dir, 0o755)
-        files = write_corpus(scratch_dir / "corpus", arguments.batches * arguments.batch_docs)
+        files = write_corpus(scratch_dir / "corpus", arguments.batches * arguments.batch_docs + 1)
+        last = files.pop()  # never ingested: the text `match` looks up
+        probe = last if arguments.read_commands else None
         batches = [files[k : k + arguments.batch_docs] for k in range(0, len(files), arguments.batch_docs)]
         print(f"corpus: {len(files)} documents, {sum(f.stat().st_size for f in files) / 1e6:.1f} MB of text, "
               f"{len(batches)} batches, --workers {arguments.workers}; {os.cpu_count()} CPU(s), "
               f"Python {platform.python_version()}, {platform.platform()}", file=sys.stderr)
         results: list[tuple[list[list], list[tuple[str, int]]]] = []
         if not arguments.no_sqlite:
-            results.append(grow(SQLiteBackend(scratch_dir), batches, arguments.workers, extra))
+            backend = KeptSQLite(arguments.keep) if arguments.keep else SQLiteBackend(scratch_dir)
+            results.append(grow(backend, batches, arguments.workers, extra, probe))
         if not arguments.no_postgres:
             pg_dir = scratch_dir / "pg"
             pg_dir.mkdir()
             server_url = os.environ.get("PROVENANCE_BENCH_PG_URL")
             with (_given(server_url) if server_url else local_postgres(pg_dir)) as url:
                 if url:
-                    results.append(grow(PostgresBackend(url, "server"), batches, arguments.workers, extra))
+                    results.append(grow(PostgresBackend(url, "server"), batches, arguments.workers, extra, probe))
                 else:
                     print("PostgreSQL: skipped (no PROVENANCE_BENCH_PG_URL and no initdb found)", file=sys.stderr)
     rows = [row for backend_rows, _ in results for row in backend_rows]
     print(tabulate(rows, headers=["database", "batch", "documents", "batch docs/s", "database MB", "tables MB",
-                                  "tables MB per 1,000 docs"], tablefmt="github"))
+                                  "tables MB per 1,000 docs",
+                                  *(["report s", "inspect s", "match s", "match_text ms"] if arguments.read_commands else [])],
+                   tablefmt="github"))
+    if arguments.read_commands:
+        print(f"\n(`provenance --version`, the interpreter and imports alone: {command_seconds('sqlite://', '--version'):.2f} s)")
     for backend_rows, tables in results:
         if tables and backend_rows:
             total = sum(size for _, size in tables)
