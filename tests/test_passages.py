@@ -7,6 +7,7 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
@@ -282,3 +283,50 @@ def test_report_for_one_document_and_inspect_passages(db, tmp_path):
     assert "syndicated" in table and re.search(r"derived: " + re.escape(opening), table)
     evidence = [line for line in table.splitlines() if line.lstrip().startswith(("derived:", "source:"))]
     assert evidence and all(len(line) < 400 for line in evidence)  # long evidence is clipped to one line
+
+
+def test_estimated_overlap_is_shared_words_over_the_smaller_vocabulary():
+    from provenance.derive import estimated_overlap
+
+    # A = 10 words, B = 20 words, 5 shared: Jaccard 5/25, overlap 5/10.
+    assert estimated_overlap(np.array([0.2]), 10, np.array([20]))[0] == pytest.approx(0.5)
+    assert estimated_overlap(np.array([1.0]), 12, np.array([12]))[0] == pytest.approx(1.0)
+
+
+def test_candidates_sharing_only_a_few_words_are_not_scored(tmp_path):
+    """A stored passage that shares 9 of its 30 content words with a new one (Jaccard 0.18,
+    above the estimate floor; overlap 0.3, far from any grade) is dropped before the costly
+    exact scoring; a reworded passage sharing 26 of 30 is kept. Candidates are handed to
+    likely_sources directly, so the test does not depend on which LSH bands collide."""
+    from provenance import derive, manifest
+    from provenance.prepare import prepare
+    from provenance.reader import RawDocument
+    from provenance.text.normalize import content_words
+
+    def passage(words):
+        return " ".join(words).capitalize() + "."
+
+    # Letters first: words are stemmed to their first six characters.
+    stored_words = [f"{chr(97 + i // 26)}{chr(97 + i % 26)}stored" for i in range(30)]
+    chance = stored_words[:9] + [f"{chr(97 + i // 26)}{chr(97 + i % 26)}fresh" for i in range(21)]
+    reworded = stored_words[:26] + ["other", "different", "novel", "changed"][:4]
+    db = tmp_path / "filter.db"
+    source = tmp_path / "source.txt"
+    source.write_text(passage(stored_words) + "\n", encoding="utf-8")
+    run(db, "ingest", str(source), "--quiet")
+    engine = make_engine(f"sqlite:///{db}")
+    with session_scope(engine) as session:
+        settings = manifest.load(session)
+        stored = session.scalar(select(Passage.id).where(Passage.signature.is_not(None)))
+        mine = {}
+        for seq, words in enumerate([chance, reworded]):
+            text = passage(words)
+            prepared = prepare(RawDocument(path=f"new{seq}", text=text, format="text", encoding="utf-8",
+                                           size_bytes=len(text)), settings)
+            mine[seq] = prepared.passages[0]
+        likely = derive.likely_sources(
+            session, {seq: {stored} for seq in mine}, {seq: p.signature for seq, p in mine.items()},
+            {seq: len(set(content_words(p.words))) for seq, p in mine.items()}, {},
+        )
+    engine.dispose()
+    assert [seq for seq, _, _ in likely] == [1], "only the rewording is scored"
