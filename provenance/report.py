@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, defer
 
 from . import manifest
 from .cluster import components, star_clusters
@@ -62,8 +62,18 @@ def resolve_document(session: Session, reference: str) -> Document:
     return found
 
 
-def clusters(session: Session, threshold: float, documents: Optional[dict[int, Document]] = None) -> list[dict]:
-    """Exact and near-duplicate clusters of latest documents; members scored to the canonical."""
+#: Documents as clusters and reports need them: everything but the text, which is the
+#: bulk of a row and is never shown here (raises if touched, instead of one query per row).
+WITHOUT_TEXT = defer(Document.text, raiseload=True)
+
+
+def clusters(
+    session: Session, threshold: float, documents: Optional[dict[int, Document]] = None, focus: Optional[int] = None,
+) -> list[dict]:
+    """Exact and near-duplicate clusters of latest documents; members scored to the canonical.
+
+    ``focus``: only the clusters drawn from that document's group of duplicates, reading
+    only those documents (what `report --document` needs, at any corpus size)."""
     first, second = aliased(Document), aliased(Document)
     rows = session.execute(
         select(DocumentPair.first_id, DocumentPair.second_id)
@@ -78,11 +88,15 @@ def clusters(session: Session, threshold: float, documents: Optional[dict[int, D
     if not rows:
         return []
     groups = components((a, b) for a, b in rows)
+    if focus is not None:
+        groups = [group for group in groups if focus in group]
     ids = sorted({i for group in groups for i in group})
     by_id = documents if documents is not None else {}
     missing = [i for i in ids if i not in by_id]
     for start in range(0, len(missing), 900):
-        for document in session.scalars(select(Document).where(Document.id.in_(missing[start : start + 900]))):
+        for document in session.scalars(
+            select(Document).options(WITHOUT_TEXT).where(Document.id.in_(missing[start : start + 900]))
+        ):
             by_id[document.id] = document
     signatures = {i: from_blob(by_id[i].signature) if by_id[i].signature else None for i in ids}
     # Verified similarities (exact Jaccard, see provenance.index.index_document) where the
@@ -290,18 +304,17 @@ def build(
     if not 0.0 < threshold <= 1.0:
         raise ProvenanceError(f"--threshold must be in (0, 1], got {threshold}")
     focus = resolve_document(session, document) if document else None
-    query = select(Document).where(Document.is_latest.is_(True)).order_by(Document.id)
-    all_documents = {d.id: d for d in session.scalars(query)}
-    cluster_list = clusters(session, threshold, dict(all_documents))
-    derivation_list = derivations(session, focus.id if focus else None)
-    if focus is not None:
+    if focus is None:
+        query = select(Document).options(WITHOUT_TEXT).where(Document.is_latest.is_(True)).order_by(Document.id)
+        shown = list(session.scalars(query))
+        cluster_list = clusters(session, threshold, {d.id: d for d in shown})
+    else:
+        shown = [focus] if focus.is_latest else []
         cluster_list = [
-            c for c in cluster_list
+            c for c in clusters(session, threshold, focus=focus.id)
             if c["canonical"]["id"] == focus.id or any(m["id"] == focus.id for m in c["members"])
         ]
-        shown = {focus.id}
-    else:
-        shown = set(all_documents)
+    derivation_list = derivations(session, focus.id if focus else None)
     report = {
         "schema": SCHEMA,
         "threshold": threshold,
@@ -311,7 +324,7 @@ def build(
                 "published_at": _iso(d.published_at),
                 **({"ingested_at": _iso(d.ingested_at)} if timestamps else {}),
             }
-            for d in all_documents.values() if d.id in shown
+            for d in shown
         ],
         "clusters": cluster_list,
         "derivations": derivation_list,

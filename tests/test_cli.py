@@ -837,3 +837,21 @@ def test_a_document_over_the_length_limit_is_refused_with_the_limit_stated(invok
     assert result.exit_code == 1 and summary["documents_added"] == 1 and summary["skipped"] == 1
     [problem] = summary["problems"]
     assert "dump.txt" in problem and "99,999 characters, over the 50,000-character limit" in problem
+
+
+def test_a_one_document_report_shows_what_the_whole_report_says_about_it(report_json, db, populated):
+    """`report --document` reads only that document's group of duplicates; what it shows
+    must be exactly the whole report's clusters and derivations that involve the document,
+    including for a document superseded by a newer version (no clusters, not listed)."""
+    whole = report_json(db)
+    with db_session(db) as session:
+        documents = session.scalars(select(Document)).all()
+    assert any(not d.is_latest for d in documents) and any(c["size"] >= 3 for c in whole["clusters"])
+    for document in documents:
+        focused = report_json(db, "--document", document.id)
+        involved = [c for c in whole["clusters"]
+                    if c["canonical"]["id"] == document.id or any(m["id"] == document.id for m in c["members"])]
+        assert focused["clusters"] == involved
+        assert [d["id"] for d in focused["documents"]] == ([document.id] if document.is_latest else [])
+        assert focused["derivations"] == [d for d in whole["derivations"]
+                                          if document.id in (d["derived"]["id"], d["source"]["id"])]

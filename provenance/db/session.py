@@ -19,6 +19,7 @@ from urllib.parse import quote
 from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 DEFAULT_DB = "provenance.db"
 
@@ -73,6 +74,9 @@ def _sqlite_engine(url: str, read_only: bool) -> Engine:
             "sqlite://",
             # Quoted: a '?', '#' or '%' in the file name would otherwise end or escape the path.
             creator=lambda: sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=60),
+            # A pool of connections, as for a file URL: "sqlite://" alone would hand every
+            # connect() in a thread the same connection, so a nested one would BEGIN twice.
+            poolclass=QueuePool,
         )
     else:
         engine = create_engine(url, connect_args={"timeout": 60})
