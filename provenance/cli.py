@@ -211,6 +211,7 @@ def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, see
             f"{summary.versions_added} new version(s), {summary.unchanged} unchanged, {summary.skipped} skipped, "
             f"{summary.failed} failed; {summary.exact_duplicates} exact and {summary.near_duplicates} near-duplicate "
             f"pair(s), {summary.derivations} derivation(s), {summary.boilerplate_learned} boilerplate passage(s) learned"
+            f"; {_rate(summary)}"
         )
     if summary.interrupted:
         click.echo(f"interrupted: stored {summary.documents_added + summary.versions_added} document(s) before stopping; "
@@ -255,6 +256,13 @@ def _requested_settings(
         near_duplicate_threshold=threshold if threshold is not None else base.near_duplicate_threshold,
         boilerplate_min_documents=boilerplate_min_documents or base.boilerplate_min_documents,
     )
+
+
+def _rate(summary) -> str:
+    """How long the run took, and its pace when it stored anything."""
+    stored = summary.documents_added + summary.versions_added
+    pace = f", {stored / summary.seconds:,.1f} document(s)/s" if stored and summary.seconds > 0 else ""
+    return f"{summary.seconds:,.1f} s{pace}"
 
 
 class _Progress:

@@ -70,6 +70,8 @@ class IngestSummary:
     oversized_buckets: int = 0
     problems: list[str] = field(default_factory=list)
     interrupted: bool = False
+    #: Wall seconds of the whole run (reading, signing, storing, statistics).
+    seconds: float = 0.0
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
@@ -197,6 +199,7 @@ class Ingestor:
         """Read and sign files (in ``workers`` processes when > 1), then store them in
         batches (:meth:`store_documents`), always in input order so that results never
         depend on the number of workers."""
+        started = time.monotonic()
         summary = IngestSummary(run_id=self._start_run(arguments))
         files = []
         for item in items:
@@ -246,6 +249,7 @@ class Ingestor:
             self._finish_run(summary, "interrupted" if summary.interrupted else "completed" if finished else "failed")
         if summary.documents_added or summary.versions_added:
             refresh_statistics(self.engine)
+        summary.seconds = round(time.monotonic() - started, 3)
         return summary
 
     def ingest_document(self, raw: RawDocument, summary: IngestSummary, on_event: EventHandler = lambda *a: None) -> str:

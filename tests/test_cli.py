@@ -8,6 +8,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -855,3 +856,20 @@ def test_a_one_document_report_shows_what_the_whole_report_says_about_it(report_
         assert [d["id"] for d in focused["documents"]] == ([document.id] if document.is_latest else [])
         assert focused["derivations"] == [d for d in whole["derivations"]
                                           if document.id in (d["derived"]["id"], d["source"]["id"])]
+
+
+def test_the_run_summary_says_how_long_it_took(invoke, seeds_dir, tmp_path, tass_text):
+    """A user ingesting a big corpus wants the pace: JSON has the run's wall seconds, the
+    text summary the seconds and documents per second."""
+    result = invoke("ingest", seeds_dir, "--format", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert 0 < summary["seconds"] < 600
+    unchanged = invoke("ingest", seeds_dir)
+    assert unchanged.exit_code == 0, unchanged.output
+    assert re.search(r"; [\d,]+\.\d s$", unchanged.stdout.strip()), "nothing stored: the time, no pace"
+    edited = tmp_path / "edited.txt"
+    edited.write_text(tass_text + "\nA paragraph added by the desk.\n", encoding="utf-8")
+    stored = invoke("ingest", edited)
+    assert stored.exit_code == 0, stored.output
+    assert re.search(r"; [\d,]+\.\d s, [\d,]+\.\d document\(s\)/s$", stored.stdout.strip())
