@@ -153,7 +153,7 @@ def cli(ctx: click.Context, db: Optional[str], quiet: bool) -> None:
               help="Content-word similarity the passage LSH bands are designed for (first ingest "
                    "only) [default: 0.3]. Higher finds fewer reworded passages but gives far fewer "
                    "chance candidates, so ingest slows less as the database grows (0.4: ten times "
-                   "fewer; see README, Performance).")
+                   "fewer; see README, Speed).")
 @click.option("--boilerplate-min-documents", type=click.IntRange(2, 1000), default=None,
               help="A passage recurring in this many unrelated documents is boilerplate [default: 3].")
 @click.option("--max-file-size", type=click.IntRange(1, 4096), default=DEFAULT_MAX_BYTES // 1_000_000 + 3,
