@@ -32,8 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, Optional
 
 from tabulate import tabulate

@@ -31,9 +31,9 @@ ESTIMATE_FLOOR = 0.15
 #: passage's vocabulary, derived from the Jaccard estimate and the two vocabulary sizes)
 #: is below this. Every grade needs most of the smaller passage's words in the other (a
 #: rewording 0.6, see MatchPolicy); passages that merely share a field's common words
-#: (the chance candidates that grow with the corpus) overlap far less. Measured on
-#: 200 new documents against 10,000 stored: 75% of candidates fall below it, every
-#: labelled pair is above 0.67.
+#: (the chance candidates that grow with the corpus) overlap far less. Measured with
+#: bench/candidates.py (200 new documents against 10,000 stored): 75% of candidates fall
+#: below it, every labelled pair is above 0.67.
 OVERLAP_FLOOR = 0.4
 
 
@@ -73,8 +73,7 @@ def derive(
     candidates = index.passage_candidates(session, signed, document_id, settings, crowded=crowded)
     my_signatures = {pid: from_blob(blob) for pid, blob in signed}
     texts: dict[int, str] = {}
-    sizes = {pid: len(set(content_words(words_by_passage[pid]))) for pid in my_signatures}
-    likely = likely_sources(session, candidates, my_signatures, sizes, texts)
+    likely = likely_sources(session, candidates, my_signatures, words_by_passage, texts)
     words_cache: dict[int, list[str]] = {}
     best: dict[tuple[int, int], tuple] = {}
     for mine, row, estimate in likely:
@@ -157,14 +156,14 @@ _CANDIDATE_PASSAGES = (
 
 def likely_sources(
     session: Session, candidates: dict[int, set[int]], signatures: dict[int, np.ndarray],
-    vocabulary_sizes: dict[int, int], texts: dict[int, str],
+    words: dict[int, list[str]], texts: dict[int, str], overlap_floor: float = OVERLAP_FLOOR,
 ) -> list[tuple]:
     """(mine, row, estimate) for the LSH candidates worth scoring exactly: content passages of
     latest documents whose estimated Jaccard with ``mine`` reaches :data:`ESTIMATE_FLOOR` and
-    whose estimated overlap reaches :data:`OVERLAP_FLOOR`, in order of ``mine`` then
-    candidate. ``vocabulary_sizes``: distinct content words of each of mine (a stored
-    passage's content-word count stands in for its own). Their documents' texts are added
-    to ``texts``."""
+    whose estimated overlap reaches ``overlap_floor``, in order of ``mine`` then
+    candidate. ``words``: the words of each of mine, whose distinct content words are its
+    vocabulary (a stored passage's content-word count stands in for its own). Their
+    documents' texts are added to ``texts``."""
     rows = {}
     connection = session.connection()
     for batch in index.chunks(sorted({c for found in candidates.values() for c in found})):
@@ -181,11 +180,12 @@ def likely_sources(
             raise ValueError(f"signatures of different lengths ({len(signatures[mine])} and {theirs.shape[1]}) "
                              "cannot be compared")
         estimates = np.count_nonzero(theirs == signatures[mine], axis=1) / theirs.shape[1]
-        overlaps = estimated_overlap(estimates, vocabulary_sizes[mine], np.array([row.content_word_count for row in known]))
+        vocabulary = len(set(content_words(words[mine])))
+        overlaps = estimated_overlap(estimates, vocabulary, np.array([row.content_word_count for row in known]))
         likely.extend(
             (mine, row, float(estimate))
             for row, estimate, overlap in zip(known, estimates, overlaps)
-            if estimate >= ESTIMATE_FLOOR and overlap >= OVERLAP_FLOOR
+            if estimate >= ESTIMATE_FLOOR and overlap >= overlap_floor
         )
     load_texts(session, {row.document_id for _, row, _ in likely}, texts)
     return likely

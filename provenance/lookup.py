@@ -20,7 +20,6 @@ from .prepare import document_shingles, passage_words, prepare
 from .reader import RawDocument
 from .report import resolve_document
 from .sketch import band_keys, estimate_jaccard, from_blob, jaccard, to_blob
-from .text.normalize import content_words
 
 
 def _settings(session: Session):
@@ -88,10 +87,9 @@ def _passage_matches(session: Session, content: list, text: str, settings) -> li
     # Filtered and read as when ingesting (provenance.derive).
     texts: dict[int, str] = {}
     likely: dict[int, list] = {}
-    signed_passages = {seq: p for seq, p in by_seq.items() if p.signature is not None}
     for seq, row, _ in derive.likely_sources(
-        session, candidates, {seq: p.signature for seq, p in signed_passages.items()},
-        {seq: len(set(content_words(p.words))) for seq, p in signed_passages.items()}, texts,
+        session, candidates, {seq: p.signature for seq, p in by_seq.items() if p.signature is not None},
+        {seq: p.words for seq, p in by_seq.items()}, texts,
     ):
         likely.setdefault(seq, []).append(row)
     policy = settings.match_policy()

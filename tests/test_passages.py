@@ -301,7 +301,6 @@ def test_candidates_sharing_only_a_few_words_are_not_scored(tmp_path):
     from provenance import derive, manifest
     from provenance.prepare import prepare
     from provenance.reader import RawDocument
-    from provenance.text.normalize import content_words
 
     def passage(words):
         return " ".join(words).capitalize() + "."
@@ -326,7 +325,7 @@ def test_candidates_sharing_only_a_few_words_are_not_scored(tmp_path):
             mine[seq] = prepared.passages[0]
         likely = derive.likely_sources(
             session, {seq: {stored} for seq in mine}, {seq: p.signature for seq, p in mine.items()},
-            {seq: len(set(content_words(p.words))) for seq, p in mine.items()}, {},
+            {seq: p.words for seq, p in mine.items()}, {},
         )
     engine.dispose()
     assert [seq for seq, _, _ in likely] == [1], "only the rewording is scored"
