@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
-from sqlalchemy import bindparam, delete, insert, or_, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from . import index
+from .db.bulk import select_in
 from .db.models import Citation, Derivation, Document, DocumentPair, Passage, PassageMatch
 from .align import align, tokens_in
 from .match import score, shared_extent
@@ -143,14 +144,23 @@ def derive(
     return created
 
 
-#: Candidate passages that can be sources: content passages of latest documents. Built
-#: once (the ids are one expanding parameter), run on the connection.
+class CandidatePassage(NamedTuple):
+    """A stored passage that may be a source, as :func:`likely_sources` reads it."""
+
+    id: int
+    document_id: int
+    start_offset: int
+    end_offset: int
+    signature: Optional[bytes]
+    content_word_count: int
+    path: str
+
+
+#: Candidate passages that can be sources: content passages of latest documents.
 _CANDIDATE_PASSAGES = (
-    select(Passage.id, Passage.document_id, Passage.start_offset, Passage.end_offset, Passage.signature,
-           Passage.content_word_count, Document.path)
-    .join(Document, Document.id == Passage.document_id)
-    .where(Passage.id.in_(bindparam("ids", expanding=True)), Passage.boilerplate_id.is_(None),
-           Document.is_latest.is_(True))
+    f"SELECT p.{', p.'.join(CandidatePassage._fields[:-1])}, d.path"
+    f" FROM {Passage.__tablename__} AS p JOIN {Document.__tablename__} AS d ON d.id = p.document_id"
+    " WHERE p.id {in} AND p.boilerplate_id IS NULL AND d.is_latest"
 )
 
 
@@ -164,11 +174,10 @@ def likely_sources(
     candidate. ``words``: the words of each of mine, whose distinct content words are its
     vocabulary (a stored passage's content-word count stands in for its own). Their
     documents' texts are added to ``texts``."""
-    rows = {}
-    connection = session.connection()
-    for batch in index.chunks(sorted({c for found in candidates.values() for c in found})):
-        for row in connection.execute(_CANDIDATE_PASSAGES, {"ids": batch}).all():
-            rows[row.id] = row
+    rows = {
+        row[0]: CandidatePassage._make(row)
+        for row in select_in(session, _CANDIDATE_PASSAGES, sorted({c for found in candidates.values() for c in found}))
+    }
     likely = []
     for mine, found in sorted(candidates.items()):
         known = [rows[c] for c in sorted(found) if c in rows and rows[c].signature is not None]
@@ -198,12 +207,12 @@ def estimated_overlap(jaccard: np.ndarray, mine: int, theirs: np.ndarray) -> np.
     return shared / np.maximum(np.minimum(mine, theirs), 1)
 
 
+_TEXTS = f"SELECT id, text FROM {Document.__tablename__} WHERE id {{in}}"
+
+
 def load_texts(session: Session, document_ids: set[int], texts: dict[int, str]) -> None:
     """Add the texts of ``document_ids`` to ``texts``, a batch of documents per query."""
-    for batch in index.chunks(sorted(document_ids - set(texts))):
-        texts.update((row.id, row.text) for row in session.execute(
-            select(Document.id, Document.text).where(Document.id.in_(batch))
-        ))
+    texts.update(select_in(session, _TEXTS, sorted(document_ids - set(texts))))
 
 
 @dataclass(frozen=True)

@@ -11,17 +11,14 @@ from functools import lru_cache
 from typing import Optional
 
 import numpy as np
-from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_
+from sqlalchemy import delete, func, insert, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from .db.bulk import insert_rows
+from .db.bulk import IN_CHUNK, insert_rows, select_in
 from .db.models import Document, DocumentBand, DocumentPair, Passage, PassageBand
 from .prepare import document_shingles, passage_words
 from .settings import Settings, SketchSettings
 from .sketch import band_keys, estimate_jaccard, from_blob, jaccard
-
-#: SQLite allows 32k bound parameters (PostgreSQL 65k); stay well below for IN lists.
-_CHUNK = 900
 
 
 @dataclass
@@ -43,7 +40,7 @@ def _crowded(session: Session, column, keys: list[int], cap: int) -> set[int]:
     return crowded
 
 
-def chunks(values: list, size: int = _CHUNK):
+def chunks(values: list, size: int = IN_CHUNK):
     """``values`` in slices short enough for one IN list of bound parameters."""
     for start in range(0, len(values), size):
         yield values[start : start + size]
@@ -180,15 +177,12 @@ def remove_passages(session: Session, passage_ids: list[int], settings: Settings
             )
             for key in set(passage_band_keys(row.signature, settings.passage))
         ]
-        for keys in chunks(pairs, _CHUNK // 2):
+        for keys in chunks(pairs, IN_CHUNK // 2):
             session.execute(delete(PassageBand).where(tuple_(PassageBand.band_key, PassageBand.passage_id).in_(keys)))
 
 
-#: Members of a batch of passage buckets: a range scan of the (band_key, passage_id) key
-#: alone. Built once (the keys are one expanding parameter), run on the connection.
-_BUCKET_MEMBERS = select(PassageBand.band_key, PassageBand.passage_id).where(
-    PassageBand.band_key.in_(bindparam("keys", expanding=True))
-)
+#: Members of a batch of passage buckets: a range scan of the (band_key, passage_id) key alone.
+_BUCKET_MEMBERS = f"SELECT band_key, passage_id FROM {PassageBand.__tablename__} WHERE band_key {{in}}"
 
 
 def passage_candidates(
@@ -212,12 +206,10 @@ def passage_candidates(
     # The document's own passages are dropped here rather than by joining every bucket
     # member to its passage row (one random read per candidate).
     own = set(session.scalars(select(Passage.id).where(Passage.document_id == document_id)))
-    connection = session.connection()
     members: dict[int, list[int]] = {}
-    for batch in chunks(sorted(set(by_key) - skipped)):
-        for key, candidate in connection.execute(_BUCKET_MEMBERS, {"keys": batch}).all():
-            if candidate not in own:
-                members.setdefault(key, []).append(candidate)
+    for key, candidate in select_in(session, _BUCKET_MEMBERS, sorted(set(by_key) - skipped)):
+        if candidate not in own:
+            members.setdefault(key, []).append(candidate)
     found: dict[int, set[int]] = {}
     for key, candidates in members.items():
         if len(candidates) > settings.bucket_cap:

@@ -1,4 +1,4 @@
-"""Bulk inserts for the big tables (the LSH band indexes), on either backend.
+"""Bulk reads and inserts for the big tables (the LSH band indexes), on either backend.
 
 A document adds several hundred band rows (one per passage and band). Sent as an
 executemany, psycopg 3 runs one INSERT per row (pipelined, but parsed, bound and
@@ -16,8 +16,13 @@ plain executemany handed straight to its in-process driver.
 
 from __future__ import annotations
 
-from sqlalchemy import Table, insert, text
+from typing import Sequence
+
+from sqlalchemy import Table, bindparam, insert, text
 from sqlalchemy.orm import Session
+
+#: Values per IN list: SQLite allows 32k bound parameters (PostgreSQL 65k); stay well below.
+IN_CHUNK = 900
 
 #: Rows per statement on PostgreSQL: large enough that a document's bands are one
 #: statement, small enough to keep each array parameter a few hundred kB.
@@ -58,3 +63,37 @@ def insert_rows(session: Session, table: Table, rows: list[dict], *, ignore_dupl
     for start in range(0, len(rows), BATCH_ROWS):
         batch = rows[start : start + BATCH_ROWS]
         session.execute(statement, {name: [row[name] for row in batch] for name in names})
+
+
+def select_in(session: Session, sql: str, values: Sequence) -> list[tuple]:
+    """The rows (plain tuples) of ``sql``, a SELECT holding one ``{in}`` marker, where a
+    test of membership in ``values`` goes (``WHERE band_key {in}``).
+
+    Sent straight to the driver, in slices of :data:`IN_CHUNK` values: the reads an ingest
+    makes for every document (bucket members, candidate passages, their texts) return
+    thousands of rows, and an expanding IN compiled by SQLAlchemy with its result rows
+    took twice as long (3.6 vs 1.7 ms for the members of 666 band keys). Text of the
+    statement is fixed by the caller; values are always bound.
+    """
+    out: list[tuple] = []
+    if not values:
+        return out
+    connection = session.connection()
+    dialect = connection.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        statement = text(sql.replace("{in}", "IN :values")).bindparams(bindparam("values", expanding=True))
+        for start in range(0, len(values), IN_CHUNK):
+            out.extend(tuple(row) for row in connection.execute(statement, {"values": list(values[start : start + IN_CHUNK])}))
+        return out
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        for start in range(0, len(values), IN_CHUNK):
+            batch = list(values[start : start + IN_CHUNK])
+            if dialect == "sqlite":
+                cursor.execute(sql.replace("{in}", f"IN ({', '.join('?' * len(batch))})"), batch)
+            else:
+                cursor.execute(sql.replace("{in}", "= ANY(%s)"), (batch,))
+            out.extend(cursor.fetchall())
+    finally:
+        cursor.close()
+    return out
