@@ -93,6 +93,34 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+#: Statements every new document runs, built once: building a statement through the
+#: session cost five times what SQLite takes to run it (see provenance.index).
+_LATEST_VERSION = select(Document.id, Document.content_hash, Document.version).where(
+    Document.path == bindparam("path"), Document.is_latest.is_(True)
+)
+_INSERT_DOCUMENT = insert(Document.__table__).returning(Document.__table__.c.id)
+_PASSAGE_IDS = select(Passage.seq, Passage.id).where(Passage.document_id == bindparam("document"))
+_CONTENT_PASSAGES = (
+    select(Passage.id, Passage.signature)
+    .where(Passage.document_id == bindparam("document"), Passage.boilerplate_id.is_(None))
+    .order_by(Passage.seq)
+)
+_SIGN_DOCUMENT = (
+    update(Document.__table__)
+    .where(Document.__table__.c.id == bindparam("document"))
+    .values(signature=bindparam("signature"), content_word_count=bindparam("content_word_count"))
+)
+_LIBRARY_ENTRIES = select(Boilerplate.id, Boilerplate.key_hash, Boilerplate.status).where(
+    Boilerplate.key_hash.in_(bindparam("keys", expanding=True))
+)
+#: How many distinct contents (latest versions) hold each passage key.
+_CONTENTS_HOLDING = (
+    select(Passage.key_hash, func.count(func.distinct(Document.content_hash)))
+    .join(Document, Document.id == Passage.document_id)
+    .where(Passage.key_hash.in_(bindparam("keys", expanding=True)), Document.is_latest.is_(True))
+    .group_by(Passage.key_hash)
+)
+
 #: Statements that tag a new document's passages with boilerplate already in the library,
 #: built once and sent as executemany: most documents carry a site's chrome, and one
 #: statement per line and table was a tenth of the ingest time.
@@ -436,43 +464,39 @@ class Ingestor:
     # -- one document -----------------------------------------------------------------
     def _store(self, session: Session, prepared: PreparedDocument, summary: IngestSummary) -> str:
         raw = prepared.raw
-        latest = session.execute(
-            select(Document.id, Document.content_hash, Document.version)
-            .where(Document.path == raw.path, Document.is_latest.is_(True))
-        ).first()
+        connection = session.connection()
+        latest = connection.execute(_LATEST_VERSION, {"path": raw.path}).first()
         if latest is not None and latest.content_hash == prepared.content_hash:
             summary.unchanged += 1
             return "unchanged"
-        document = Document(
-            path=raw.path,
-            version=latest.version + 1 if latest else 1,
-            previous_version_id=latest.id if latest else None,
-            is_latest=True,
-            source=raw.source,
-            external_id=raw.external_id,
-            url=raw.url,
-            title=raw.title,
-            format=raw.format,
-            size_bytes=raw.size_bytes,
-            encoding=raw.encoding,
-            content_hash=prepared.content_hash,
-            published_at=raw.published_at,
-            ingested_at=utcnow(),
-            run_id=summary.run_id,
-            text=raw.text,
-            word_count=prepared.word_count,
-        )
         if latest is not None:
             session.execute(update(Document).where(Document.id == latest.id).values(is_latest=False))
             index.remove_document(session, latest.id, self.settings)
-        session.add(document)
-        session.flush()
-        passage_ids = self._insert_passages(session, document.id, prepared)
-        affected = self._tag_boilerplate(session, document.id, prepared, passage_ids, summary)
+        document_id = connection.execute(_INSERT_DOCUMENT, {
+            "path": raw.path,
+            "version": latest.version + 1 if latest else 1,
+            "previous_version_id": latest.id if latest else None,
+            "is_latest": True,
+            "source": raw.source,
+            "external_id": raw.external_id,
+            "url": raw.url,
+            "title": raw.title,
+            "format": raw.format,
+            "size_bytes": raw.size_bytes,
+            "encoding": raw.encoding,
+            "content_hash": prepared.content_hash,
+            "published_at": raw.published_at,
+            "ingested_at": utcnow(),
+            "run_id": summary.run_id,
+            "text": raw.text,
+            "word_count": prepared.word_count,
+        }).scalar_one()
+        passage_ids = self._insert_passages(session, document_id, prepared)
+        affected = self._tag_boilerplate(session, document_id, prepared, passage_ids, summary)
         for citation in citations(raw.text):
             session.execute(
                 insert(Citation).values(
-                    document_id=document.id,
+                    document_id=document_id,
                     agency=citation.agency,
                     text=citation.text,
                     start_offset=citation.start,
@@ -480,8 +504,8 @@ class Ingestor:
                 )
             )
         words_by_passage = {passage_ids[p.seq]: p.words for p in prepared.passages}
-        self._index_document(session, document.id, words_by_passage, summary, rematch=True)
-        for other_id in sorted(affected - {document.id}):
+        self._index_document(session, document_id, words_by_passage, summary, rematch=True)
+        for other_id in sorted(affected - {document_id}):
             self._refresh(session, other_id, summary)
         if prepared.word_count < self.settings.document.shingle_size:
             summary.short_documents += 1
@@ -510,9 +534,9 @@ class Ingestor:
         ]
         # One executemany, then the ids by (document, seq): RETURNING in parameter order
         # would make SQLAlchemy send the rows one statement at a time.
-        session.execute(insert(Passage.__table__), rows)
-        stored = session.execute(select(Passage.seq, Passage.id).where(Passage.document_id == document_id))
-        return {seq: passage_id for seq, passage_id in stored}
+        connection = session.connection()
+        connection.execute(insert(Passage.__table__), rows)
+        return dict(connection.execute(_PASSAGE_IDS, {"document": document_id}).all())
 
     # -- boilerplate ------------------------------------------------------------------
     def _tag_boilerplate(
@@ -533,22 +557,13 @@ class Ingestor:
         if not eligible:
             return set()
         keys = sorted({p.key_hash for p in eligible})
-        library = {
-            row.key_hash: row
-            for row in session.execute(
-                select(Boilerplate.id, Boilerplate.key_hash, Boilerplate.status).where(Boilerplate.key_hash.in_(keys))
-            )
-        }
+        connection = session.connection()
+        library = {row.key_hash: row for row in connection.execute(_LIBRARY_ENTRIES, {"keys": keys})}
         repeats = Counter(p.key_hash for p in eligible)
         unknown = [k for k in keys if k not in library]
         recurring: set[int] = set()
         if unknown:
-            counts = session.execute(
-                select(Passage.key_hash, func.count(func.distinct(Document.content_hash)))
-                .join(Document, Document.id == Passage.document_id)
-                .where(Passage.key_hash.in_(unknown), Document.is_latest.is_(True))
-                .group_by(Passage.key_hash)
-            ).all()
+            counts = connection.execute(_CONTENTS_HOLDING, {"keys": unknown}).all()
             crowded = [key for key, count in counts if count >= settings.boilerplate_min_documents]
             if crowded:
                 known = {k for k, row in library.items() if row.status == "boilerplate"}
@@ -652,20 +667,16 @@ class Ingestor:
         rematch: bool = False,
     ) -> None:
         """(Re)sign a document from its content passages, find its duplicates and sources."""
-        content = session.execute(
-            select(Passage.id, Passage.signature)
-            .where(Passage.document_id == document_id, Passage.boilerplate_id.is_(None))
-            .order_by(Passage.seq)
-        ).all()
+        connection = session.connection()
+        content = connection.execute(_CONTENT_PASSAGES, {"document": document_id}).all()
         content_words_lists = [words_by_passage[row.id] for row in content]
         shingles = document_shingles(content_words_lists, self.settings)
         signature = sketch.signature(shingles, self.settings.document) if len(shingles) else None
-        session.execute(
-            update(Document).where(Document.id == document_id).values(
-                signature=to_blob(signature) if signature is not None else None,
-                content_word_count=sum(len(w) for w in content_words_lists),
-            )
-        )
+        connection.execute(_SIGN_DOCUMENT, {
+            "document": document_id,
+            "signature": to_blob(signature) if signature is not None else None,
+            "content_word_count": sum(len(w) for w in content_words_lists),
+        })
         found = index.index_document(session, document_id, signature, self.settings, shingles=shingles)
         summary.exact_duplicates += found.exact
         summary.near_duplicates += found.near
