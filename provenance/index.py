@@ -11,10 +11,10 @@ from functools import lru_cache
 from typing import Optional
 
 import numpy as np
-from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_
+from sqlalchemy import bindparam, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from .db.bulk import IN_CHUNK, insert_rows, select_in
+from .db.bulk import IN_CHUNK, delete_rows, insert_rows, select_in
 from .db.models import Document, DocumentBand, DocumentPair, Passage, PassageBand
 from .prepare import document_shingles, passage_words
 from .settings import Settings, SketchSettings
@@ -92,7 +92,7 @@ def index_document(
         pairs[other] = (1.0, True)
     if signature is not None:
         keys = band_keys(signature, settings.document)
-        insert_rows(session, DocumentBand.__table__, [{"document_id": document_id, "band_key": k} for k in keys])
+        insert_rows(session, DocumentBand.__table__, ("document_id", "band_key"), [(document_id, k) for k in keys])
         crowded = _crowded_document_buckets(connection, keys, settings.bucket_cap)
         found.oversized_buckets += len(crowded)
         lookup = [k for k in keys if k not in crowded]
@@ -156,13 +156,9 @@ def remove_document(session: Session, document_id: int, settings: Settings) -> N
 
 
 def add_passages(session: Session, signed: list[tuple[int, bytes]], settings: Settings) -> None:
-    rows = [
-        {"passage_id": passage_id, "band_key": key}
-        for passage_id, blob in signed
-        for key in set(passage_band_keys(blob, settings.passage))
-    ]
+    rows = [(passage_id, key) for passage_id, blob in signed for key in set(passage_band_keys(blob, settings.passage))]
     if rows:
-        insert_rows(session, PassageBand.__table__, rows, ignore_duplicates=True)
+        insert_rows(session, PassageBand.__table__, ("passage_id", "band_key"), rows, ignore_duplicates=True)
 
 
 @lru_cache(maxsize=4096)
@@ -186,8 +182,7 @@ def remove_passages(session: Session, passage_ids: list[int], settings: Settings
             )
             for key in set(passage_band_keys(row.signature, settings.passage))
         ]
-        for keys in chunks(pairs, IN_CHUNK // 2):
-            session.execute(delete(PassageBand).where(tuple_(PassageBand.band_key, PassageBand.passage_id).in_(keys)))
+        delete_rows(session, PassageBand.__table__, ("band_key", "passage_id"), pairs)
 
 
 #: Members of a batch of passage buckets: a range scan of the (band_key, passage_id) key alone.

@@ -178,6 +178,7 @@ class Ingestor:
         self.policy = self.settings.match_policy()
         #: Passage LSH buckets found over the cap, remembered so each is read only once.
         self.crowded_buckets: set[int] = set()
+        self.sketches = derive.SketchCache()
 
     # -- the boilerplate library, by hand ----------------------------------------------
     def mark(self, text: str, status: str) -> dict:
@@ -346,6 +347,7 @@ class Ingestor:
         failed: list[PreparedDocument] = []
         try:
             with write_scope(self.engine) as session:
+                self.sketches.begin(session)
                 for prepared in batch:
                     if stop is not None and stop.requested:
                         break
@@ -354,16 +356,20 @@ class Ingestor:
                         with session.begin_nested():
                             outcome = self._store(session, prepared, counts)
                     except KeyboardInterrupt:
+                        self.sketches.clear()
                         raise
                     except Exception as error:
+                        self.sketches.clear()
                         if is_transient(error):
                             raise
                         failed.append(prepared)
                         continue
                     stored.append((prepared, outcome, counts))
         except KeyboardInterrupt:
+            self.sketches.clear()
             raise
         except Exception:
+            self.sketches.clear()
             for prepared in batch:
                 if stop is not None and stop.requested:
                     break
@@ -387,10 +393,13 @@ class Ingestor:
             counts = IngestSummary(run_id=summary.run_id)  # kept only if the attempt commits
             try:
                 with write_scope(self.engine) as session:
+                    self.sketches.begin(session)
                     outcome = self._store(session, prepared, counts)
             except KeyboardInterrupt:
+                self.sketches.clear()
                 raise
             except Exception as error:  # one document's failure must not stop the run
+                self.sketches.clear()
                 if is_unique_violation(error) and self._stored_by_another(prepared):
                     summary.unchanged += 1
                     outcome = "unchanged"
@@ -685,7 +694,8 @@ class Ingestor:
         index.add_passages(session, signed, self.settings)
         if rematch:
             summary.derivations += derive.derive(
-                session, document_id, signed, words_by_passage, self.settings, crowded=self.crowded_buckets
+                session, document_id, signed, words_by_passage, self.settings, crowded=self.crowded_buckets,
+                sketches=self.sketches,
             )
 
     def _refresh(self, session: Session, document_id: int, summary: IngestSummary) -> None:

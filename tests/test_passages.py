@@ -329,3 +329,63 @@ def test_candidates_sharing_only_a_few_words_are_not_scored(tmp_path):
         )
     engine.dispose()
     assert [seq for seq, _, _ in likely] == [1], "only the rewording is scored"
+
+
+def test_cached_sketches_are_read_once_and_checked_when_used(tmp_path, monkeypatch):
+    """An ingest run keeps stored passages' sketches (derive.SketchCache): the second time a
+    passage is a candidate its sketch is not read again, but a passage whose document has
+    since been superseded is still not offered as a source; a commit by another
+    connection empties the cache (SQLite gives a deleted passage's id to the next one)."""
+    from sqlalchemy import update
+
+    from provenance import derive, manifest
+    from provenance.db.models import Document
+    from provenance.prepare import prepare
+    from provenance.reader import RawDocument
+
+    text = " ".join(f"{chr(97 + i // 26)}{chr(97 + i % 26)}stored" for i in range(30)).capitalize() + "."
+    db = tmp_path / "cache.db"
+    source = tmp_path / "source.txt"
+    source.write_text(text + "\n", encoding="utf-8")
+    run(db, "ingest", str(source), "--quiet")
+    sketch_reads = []
+    real_select_in = derive.select_in
+
+    def counting_select_in(session, sql, values):
+        if sql == derive._PASSAGE_SKETCHES:
+            sketch_reads.append(list(values))
+        return real_select_in(session, sql, values)
+
+    monkeypatch.setattr(derive, "select_in", counting_select_in)
+    engine = make_engine(f"sqlite:///{db}")
+    cache = derive.SketchCache()
+    try:
+        with session_scope(engine) as session:
+            cache.begin(session)
+            settings = manifest.load(session)
+            stored = session.scalar(select(Passage.id).where(Passage.signature.is_not(None)))
+            mine = prepare(RawDocument(path="copy", text=text, format="text", encoding="utf-8", size_bytes=len(text)),
+                           settings).passages[0]
+
+            def sources():
+                likely = derive.likely_sources(session, {0: {stored}}, {0: mine.signature}, {0: mine.words}, {},
+                                               cache=cache)
+                return [row.id for _, row, _ in likely]
+
+            assert sources() == [stored]
+            assert sources() == [stored]
+            assert sketch_reads == [[stored], []], "the second lookup reads no sketch"
+            session.execute(update(Document).values(is_latest=False))
+            assert sources() == [], "a superseded document's passage is not a source, cached or not"
+        with session_scope(engine) as session:
+            cache.begin(session)
+            assert len(cache) == 1, "this connection's own commit keeps the cache"
+        other = make_engine(f"sqlite:///{db}")
+        with session_scope(other) as session:
+            session.execute(update(Document).values(is_latest=True))
+        other.dispose()
+        with session_scope(engine) as session:
+            cache.begin(session)
+            assert len(cache) == 0, "another connection's commit empties it"
+    finally:
+        engine.dispose()

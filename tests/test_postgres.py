@@ -473,11 +473,12 @@ def test_every_command_works_on_this_backend(tmp_path, db_url, seed_copies):
     assert stored(db_url)["derivations"] == Counter({(str(seed_copies["near"]), str(BELTA_SEED), "near-duplicate"): 1})
 
 
-def test_bulk_insert_skips_keys_already_stored(db_url, monkeypatch):
+def test_bulk_insert_skips_keys_already_stored_and_delete_takes_exact_rows(db_url, monkeypatch):
     """The band tables' bulk insert (arrays through unnest on PostgreSQL, executemany on
-    SQLite) stores every row once, in batches, and skips rows already there when asked."""
+    SQLite) stores every row once, in batches, and skips rows already there when asked;
+    the bulk delete removes exactly the rows named, whole keys matched."""
     from provenance.db import bulk
-    from provenance.db.models import DocumentBand
+    from provenance.db.models import DocumentBand, PassageBand
 
     monkeypatch.setattr(bulk, "BATCH_ROWS", 7)  # several batches per call
     engine = make_engine(db_url)
@@ -492,15 +493,25 @@ def test_bulk_insert_skips_keys_already_stored(db_url, monkeypatch):
             session.add(document)
             session.flush()
             keys = [-(2**63), -1, 0, 1, 2**63 - 1, *range(100, 150)]
-            rows = [{"document_id": document.id, "band_key": key} for key in keys]
-            bulk.insert_rows(session, DocumentBand.__table__, rows)
-            bulk.insert_rows(session, DocumentBand.__table__, rows[:3] + [{"document_id": document.id, "band_key": 7}],
-                             ignore_duplicates=True)
+            names = ("document_id", "band_key")
+            rows = [(document.id, key) for key in keys]
+            bulk.insert_rows(session, DocumentBand.__table__, names, rows)
+            bulk.insert_rows(session, DocumentBand.__table__, names, rows[:3] + [(document.id, 7)], ignore_duplicates=True)
             with pytest.raises(IntegrityError):
                 with session.begin_nested():
-                    bulk.insert_rows(session, DocumentBand.__table__, rows[:1])
+                    bulk.insert_rows(session, DocumentBand.__table__, names, rows[:1])
         with session_scope(engine) as session:
             got = sorted(session.scalars(select(DocumentBand.band_key)))
+            passages = [(key, document.id) for key in range(1000, 1020)]
+            bulk.insert_rows(session, PassageBand.__table__, ("band_key", "passage_id"), passages)
+            # Some stored keys, one key with another passage and one key never stored.
+            bulk.delete_rows(session, PassageBand.__table__, ("band_key", "passage_id"),
+                             passages[:10] + [(1015, document.id + 1), (-5, document.id)])
+            left = sorted(tuple(row) for row in session.execute(select(PassageBand.band_key, PassageBand.passage_id)))
+            bulk.delete_rows(session, DocumentBand.__table__, ("document_id", "band_key"), [(document.id, 7), (document.id, -1)])
+            documents_left = sorted(session.scalars(select(DocumentBand.band_key)))
     finally:
         engine.dispose()
     assert got == sorted([*keys, 7])
+    assert left == passages[10:]
+    assert documents_left == sorted(keys[:1] + keys[2:])
