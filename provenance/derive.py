@@ -140,8 +140,19 @@ def derive(
     return created
 
 
+class PassageSketch(NamedTuple):
+    """What matching needs of a stored passage; fixed once the passage is stored."""
+
+    id: int
+    document_id: int
+    start_offset: int
+    end_offset: int
+    signature: Optional[bytes]
+    content_word_count: int
+
+
 class CandidatePassage(NamedTuple):
-    """A stored passage that may be a source, as :func:`likely_sources` reads it."""
+    """A stored passage that may be a source, as :func:`likely_sources` returns it."""
 
     id: int
     document_id: int
@@ -164,14 +175,10 @@ _DROP_DERIVATION = delete(Derivation).where(
 )
 _NEW_DERIVATION = insert(Derivation.__table__).returning(Derivation.__table__.c.id)
 
-#: What a stored passage's sketch is (all of CandidatePassage but the path): fixed when the
-#: passage is stored.
-_PASSAGE_SKETCHES = (
-    f"SELECT {', '.join(CandidatePassage._fields[:-1])} FROM {Passage.__tablename__} WHERE id {{in}}"
-)
+_PASSAGE_SKETCHES = f"SELECT {', '.join(PassageSketch._fields)} FROM {Passage.__tablename__} WHERE id {{in}}"
 #: Which of these passages may still be sources: content passages of latest documents.
 _STILL_SOURCES = (
-    f"SELECT p.{', p.'.join(CandidatePassage._fields[:-1])}, d.path"
+    f"SELECT p.{', p.'.join(PassageSketch._fields)}, d.path"
     f" FROM {Passage.__tablename__} AS p JOIN {Document.__tablename__} AS d ON d.id = p.document_id"
     " WHERE p.id {in} AND p.boilerplate_id IS NULL AND d.is_latest"
 )
@@ -186,14 +193,13 @@ class SketchCache:
     A sketch (document, span, signature, content-word count) never changes once stored;
     whether the passage may be a source does (it can turn out to be boilerplate, its
     document can be superseded). So the candidates a run meets again and again (passages
-    of common words: 72% of the candidate reads when 200 documents joined 10,000) are
-    read once, and only those that pass the estimate floors are checked against the
+    of common words) are read once, and only those that pass the estimate floors are checked against the
     database, at the time they are used.
     """
 
     def __init__(self, capacity: int = SKETCH_CACHE_SIZE):
         self.capacity = capacity
-        self._sketches: OrderedDict[int, tuple] = OrderedDict()
+        self._sketches: OrderedDict[int, PassageSketch] = OrderedDict()
         self._data_version: Optional[int] = None
 
     def __len__(self) -> int:
@@ -215,9 +221,9 @@ class SketchCache:
             self.clear()
         self._data_version = version
 
-    def sketches(self, session: Session, ids: list[int]) -> dict[int, tuple]:
+    def sketches(self, session: Session, ids: list[int]) -> dict[int, PassageSketch]:
         """The sketches of the stored passages among ``ids``."""
-        found: dict[int, tuple] = {}
+        found: dict[int, PassageSketch] = {}
         missing = []
         for passage_id in ids:
             sketch = self._sketches.get(passage_id)
@@ -226,8 +232,9 @@ class SketchCache:
             else:
                 self._sketches.move_to_end(passage_id)
                 found[passage_id] = sketch
-        for sketch in select_in(session, _PASSAGE_SKETCHES, missing):
-            found[sketch[0]] = self._sketches[sketch[0]] = sketch
+        for row in select_in(session, _PASSAGE_SKETCHES, missing):
+            sketch = PassageSketch._make(row)
+            found[sketch.id] = self._sketches[sketch.id] = sketch
         while len(self._sketches) > self.capacity:
             self._sketches.popitem(last=False)
         return found
@@ -248,17 +255,17 @@ def likely_sources(
     rows = cache.sketches(session, sorted({c for found in candidates.values() for c in found}))
     likely = []
     for mine, found in sorted(candidates.items()):
-        known = [rows[c] for c in sorted(found) if c in rows and rows[c][4] is not None]
+        known = [rows[c] for c in sorted(found) if c in rows and rows[c].signature is not None]
         if not known:
             continue
         # All of this passage's candidates estimated in one array comparison.
-        theirs = np.frombuffer(b"".join(row[4] for row in known), dtype="<u4").reshape(len(known), -1)
+        theirs = np.frombuffer(b"".join(row.signature for row in known), dtype="<u4").reshape(len(known), -1)
         if theirs.shape[1] != len(signatures[mine]):
             raise ValueError(f"signatures of different lengths ({len(signatures[mine])} and {theirs.shape[1]}) "
                              "cannot be compared")
         estimates = np.count_nonzero(theirs == signatures[mine], axis=1) / theirs.shape[1]
         vocabulary = len(set(content_words(words[mine])))
-        overlaps = estimated_overlap(estimates, vocabulary, np.array([row[5] for row in known]))
+        overlaps = estimated_overlap(estimates, vocabulary, np.array([row.content_word_count for row in known]))
         likely.extend(
             (mine, row, float(estimate))
             for row, estimate, overlap in zip(known, estimates, overlaps)
@@ -268,10 +275,10 @@ def likely_sources(
     # must still be content of a latest document.
     current = {
         row[0]: CandidatePassage._make(row)
-        for row in select_in(session, _STILL_SOURCES, sorted({row[0] for _, row, _ in likely}))
+        for row in select_in(session, _STILL_SOURCES, sorted({sketch.id for _, sketch, _ in likely}))
         if row[:-1] == rows[row[0]]
     }
-    likely = [(mine, current[row[0]], estimate) for mine, row, estimate in likely if row[0] in current]
+    likely = [(mine, current[sketch.id], estimate) for mine, sketch, estimate in likely if sketch.id in current]
     load_texts(session, {row.document_id for _, row, _ in likely}, texts)
     return likely
 

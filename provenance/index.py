@@ -28,9 +28,9 @@ class Found:
     oversized_buckets: int = 0
 
 
-#: The statements every new document runs, built once: building a statement costs more
-#: than SQLite takes to run it (0.31 ms through the session against 0.06 ms prebuilt on
-#: the connection, for one passage lookup).
+#: The statements every new document runs, built once and run on the connection: building
+#: a statement and running it through the session cost several times what SQLite takes to
+#: run it.
 _CROWDED_DOCUMENT_BUCKETS = (
     select(DocumentBand.band_key)
     .where(DocumentBand.band_key.in_(bindparam("keys", expanding=True)))

@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from collections import Counter, deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator, Optional, Union
@@ -93,8 +94,8 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-#: Statements every new document runs, built once: building a statement through the
-#: session cost five times what SQLite takes to run it (see provenance.index).
+#: Statements every new document runs, built once and run on the connection (see
+#: provenance.index).
 _LATEST_VERSION = select(Document.id, Document.content_hash, Document.version).where(
     Document.path == bindparam("path"), Document.is_latest.is_(True)
 )
@@ -346,8 +347,7 @@ class Ingestor:
         stored: list[tuple[PreparedDocument, str, IngestSummary]] = []
         failed: list[PreparedDocument] = []
         try:
-            with write_scope(self.engine) as session:
-                self.sketches.begin(session)
+            with self._writing() as session:
                 for prepared in batch:
                     if stop is not None and stop.requested:
                         break
@@ -356,20 +356,17 @@ class Ingestor:
                         with session.begin_nested():
                             outcome = self._store(session, prepared, counts)
                     except KeyboardInterrupt:
-                        self.sketches.clear()
                         raise
                     except Exception as error:
-                        self.sketches.clear()
+                        self.sketches.clear()  # the savepoint's passage ids will be given again
                         if is_transient(error):
                             raise
                         failed.append(prepared)
                         continue
                     stored.append((prepared, outcome, counts))
         except KeyboardInterrupt:
-            self.sketches.clear()
             raise
         except Exception:
-            self.sketches.clear()
             for prepared in batch:
                 if stop is not None and stop.requested:
                     break
@@ -380,6 +377,18 @@ class Ingestor:
             on_event("document", prepared.raw.path, outcome)
         for prepared in failed:
             self.store_document(prepared, summary, on_event)
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        """A writer's transaction (:func:`write_scope`) for storing documents: the passage
+        sketches read in it are forgotten when it does not commit (see derive.SketchCache)."""
+        try:
+            with write_scope(self.engine) as session:
+                self.sketches.begin(session)
+                yield session
+        except BaseException:
+            self.sketches.clear()
+            raise
 
     def store_document(self, prepared: PreparedDocument, summary: IngestSummary, on_event: EventHandler = lambda *a: None) -> str:
         """Store one prepared document in its own transaction; returns the outcome word.
@@ -392,14 +401,11 @@ class Ingestor:
         for attempt in range(1, STORE_ATTEMPTS + 1):
             counts = IngestSummary(run_id=summary.run_id)  # kept only if the attempt commits
             try:
-                with write_scope(self.engine) as session:
-                    self.sketches.begin(session)
+                with self._writing() as session:
                     outcome = self._store(session, prepared, counts)
             except KeyboardInterrupt:
-                self.sketches.clear()
                 raise
             except Exception as error:  # one document's failure must not stop the run
-                self.sketches.clear()
                 if is_unique_violation(error) and self._stored_by_another(prepared):
                     summary.unchanged += 1
                     outcome = "unchanged"

@@ -53,17 +53,11 @@ def insert_rows(
             raise NotImplementedError(f"insert_rows(ignore_duplicates=True) on {dialect.name}")
         session.execute(insert(table), [dict(zip(names, row)) for row in rows])
         return
-    arrays = ", ".join(
-        f"CAST(:{name} AS {table.c[name].type.compile(dialect=dialect)}[])" for name in names
-    )
     quoted = ", ".join(dialect.identifier_preparer.quote(name) for name in names)
-    sql = f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({quoted}) SELECT * FROM unnest({arrays})"
+    sql = f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({quoted}) SELECT * FROM {_unnest(table, names, dialect)}"
     if ignore_duplicates:
         sql += " ON CONFLICT DO NOTHING"
-    statement = text(sql)
-    for start in range(0, len(rows), BATCH_ROWS):
-        batch = rows[start : start + BATCH_ROWS]
-        session.execute(statement, {name: list(column) for name, column in zip(names, zip(*batch))})
+    _execute_as_arrays(session, text(sql), names, rows)
 
 
 def delete_rows(session: Session, table: Table, names: Sequence[str], rows: list[tuple]) -> None:
@@ -83,11 +77,19 @@ def delete_rows(session: Session, table: Table, names: Sequence[str], rows: list
         where = " AND ".join(f"{quote(name)} = :{name}" for name in names)
         session.execute(text(f"DELETE FROM {table_name} WHERE {where}"), [dict(zip(names, row)) for row in rows])
         return
-    arrays = ", ".join(f"CAST(:{name} AS {table.c[name].type.compile(dialect=dialect)}[])" for name in names)
     where = " AND ".join(f"{table_name}.{quote(name)} = gone.{quote(name)}" for name in names)
-    statement = text(
-        f"DELETE FROM {table_name} USING unnest({arrays}) AS gone({', '.join(quote(name) for name in names)}) WHERE {where}"
-    )
+    gone = f"{_unnest(table, names, dialect)} AS gone({', '.join(quote(name) for name in names)})"
+    _execute_as_arrays(session, text(f"DELETE FROM {table_name} USING {gone} WHERE {where}"), names, rows)
+
+
+def _unnest(table: Table, names: Sequence[str], dialect) -> str:
+    """PostgreSQL rows from one array parameter per column, each cast to its column's type."""
+    arrays = ", ".join(f"CAST(:{name} AS {table.c[name].type.compile(dialect=dialect)}[])" for name in names)
+    return f"unnest({arrays})"
+
+
+def _execute_as_arrays(session: Session, statement, names: Sequence[str], rows: list[tuple]) -> None:
+    """Run ``statement`` (built on :func:`_unnest`) once per :data:`BATCH_ROWS` rows."""
     for start in range(0, len(rows), BATCH_ROWS):
         batch = rows[start : start + BATCH_ROWS]
         session.execute(statement, {name: list(column) for name, column in zip(names, zip(*batch))})
@@ -100,8 +102,8 @@ def select_in(session: Session, sql: str, values: Sequence) -> list[tuple]:
     Sent straight to the driver, in slices of :data:`IN_CHUNK` values: the reads an ingest
     makes for every document (bucket members, candidate passages, their texts) return
     thousands of rows, and an expanding IN compiled by SQLAlchemy with its result rows
-    took twice as long (3.6 vs 1.7 ms for the members of 666 band keys). Text of the
-    statement is fixed by the caller; values are always bound.
+    took about twice as long. Text of the statement is fixed by the caller; values are
+    always bound.
     """
     out: list[tuple] = []
     if not values:
