@@ -362,9 +362,10 @@ def _batch(ingestor: Ingestor, tmp_path: Path) -> list:
 
 
 def test_a_failing_document_in_a_batch_is_rolled_back_alone(db_url, tmp_path, monkeypatch):
-    """Documents are stored several per transaction, each under its own savepoint: one that
-    fails after writing part of itself leaves nothing behind, the others of its batch are
-    stored and counted, and it is tried once more on its own before being reported."""
+    """Documents are stored several per transaction: one that fails after writing part of
+    itself rolls its batch back and leaves nothing behind, the others of its batch are then
+    stored and counted one per transaction, and it is tried once more on its own before
+    being reported."""
     ingestor = _ingestor(db_url)
     real_store, tried = Ingestor._store, []
 
