@@ -14,7 +14,8 @@ file plus its WAL on SQLite. "tables MB" is the project's tables with their inde
 TOAST), without PostgreSQL's fixed catalog overhead of a few MB per database; "per 1,000
 docs" divides it by the documents stored. At the end it prints the biggest tables.
 With ``--read-commands`` it also times, after each batch, what a user runs on the database:
-``report --format json`` (written to /dev/null), ``inspect --format json`` and ``match`` of
+``report`` (the terminal report, first 20 of each list), ``report --format json`` (all of it,
+written to /dev/null), ``inspect --format json`` and ``match`` of
 one document not stored, each as a CLI command (wall seconds, interpreter start included;
 the start alone is printed below the table), and the median of five calls of the library's
 ``match_text`` for the same text in a warm process ("match_text ms").
@@ -63,10 +64,10 @@ def command_seconds(url: str, *args: str) -> float:
 
 
 def read_seconds(url: str, probe: Path) -> list[str]:
-    """How long `report`, `inspect` and `match` take on the database as it stands; ``probe``
-    is a document not stored (the lookup a user makes before publishing)."""
+    """How long `report` (table and JSON), `inspect` and `match` take on the database as it
+    stands; ``probe`` is a document not stored (the lookup a user makes before publishing)."""
     return [f"{command_seconds(url, *args):.2f}" for args in (
-        ("report", "--format", "json", "-o", os.devnull), ("inspect", "--format", "json"),
+        ("report", "-o", os.devnull), ("report", "--format", "json", "-o", os.devnull), ("inspect", "--format", "json"),
         ("match", str(probe), "--format", "json"),
     )] + [lookup_ms(url, probe)]
 
@@ -212,7 +213,7 @@ def main() -> None:
     rows = [row for backend_rows, _ in results for row in backend_rows]
     print(tabulate(rows, headers=["database", "batch", "documents", "batch docs/s", "database MB", "tables MB",
                                   "tables MB per 1,000 docs",
-                                  *(["report s", "inspect s", "match s", "match_text ms"] if arguments.read_commands else [])],
+                                  *(["report s", "report json s", "inspect s", "match s", "match_text ms"] if arguments.read_commands else [])],
                    tablefmt="github"))
     if arguments.read_commands:
         print(f"\n(`provenance --version`, the interpreter and imports alone: {command_seconds('sqlite://', '--version'):.2f} s)")

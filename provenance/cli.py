@@ -293,6 +293,10 @@ class _Progress:
 
 
 # -- report ---------------------------------------------------------------------------
+#: What the terminal report lists of each section by default: a corpus of 10,000 documents
+#: has thousands of derivations, more than anyone reads in a terminal (--limit 0 lists all).
+TERMINAL_REPORT_LIMIT = 20
+
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "html", "paths", "jsonl"]), default="table",
               show_default=True, help="paths: files to drop to deduplicate (see --keep); jsonl: one record per document.")
@@ -301,10 +305,13 @@ class _Progress:
 @click.option("--document", metavar="ID|PATH", help="Only what concerns this document.")
 @click.option("--keep", type=click.Choice(["canonical", "earliest", "none"]), default="canonical", show_default=True,
               help="For paths/jsonl: which member of each cluster a deduplicated dataset keeps.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N",
+              help=f"List at most N clusters, derivations, boilerplate lines and credits; the summary still counts "
+                   f"all. 0: no limit [default: {TERMINAL_REPORT_LIMIT} for table, none for the other formats].")
 @click.option("--no-timestamps", is_flag=True, help="Leave ingestion times out (byte-identical reruns).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to this file instead of stdout.")
 @click.pass_obj
-def report(state: Context, fmt, threshold, document, keep, no_timestamps, output) -> None:
+def report(state: Context, fmt, threshold, document, keep, limit, no_timestamps, output) -> None:
     """Duplicate clusters, derivations with their passages, boilerplate and credits.
 
     \b
@@ -314,10 +321,16 @@ def report(state: Context, fmt, threshold, document, keep, no_timestamps, output
       provenance report --format html -o report.html
       provenance report --document seeds/000_21d20b42f286ae20.txt
       provenance report --format paths --keep canonical > drop.txt   # dry run: deletes nothing
+      provenance report --limit 0        # every cluster and derivation in the terminal
     """
+    if fmt in ("paths", "jsonl") and limit:
+        fail(ProvenanceError(f"--limit does not apply to --format {fmt}: the dataset plan covers every document"))
+    if limit is None:
+        limit = TERMINAL_REPORT_LIMIT if fmt == "table" else 0
     try:
         with session_scope(state.engine()) as session:
-            data = reporting.build(session, threshold=threshold, document=document, timestamps=not no_timestamps)
+            data = reporting.build(session, threshold=threshold, document=document, timestamps=not no_timestamps,
+                                   limit=limit or None)
     except ProvenanceError as error:
         fail(error)
     if fmt in ("paths", "jsonl"):

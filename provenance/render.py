@@ -117,6 +117,17 @@ def highlight_shared(text: str, other: str, style) -> str:
     return re.sub(r"\w+", lambda m: style(m.group()) if m.group().casefold() in shared else m.group(), safe(clip(text)))
 
 
+def not_shown(report: dict, section: str, noun: str) -> list[str]:
+    """The line saying how many entries of a section a limited report leaves out, if any."""
+    summary = report["summary"]
+    if "shown" not in summary:
+        return []
+    hidden = summary["totals"][section] - summary["shown"][section]
+    if hidden <= 0:
+        return []
+    return [f"... {hidden} more {noun} not shown (--limit {summary['limit']}); --limit 0 lists all"]
+
+
 def report_text(report: dict, style=lambda s: s, passages: bool = True) -> str:
     """The terminal report: clusters, then derivations with passages side by side."""
     out = [safe(report["summary"]["message"]), ""]  # it can name paths, which are data
@@ -128,6 +139,7 @@ def report_text(report: dict, style=lambda s: s, passages: bool = True) -> str:
             for m in cluster["members"]:
                 rows.append(["", m["id"], m["path"], m["relation"], f"{m['similarity']:.2f}"])
         out.append(table(["cluster", "doc", "path", "relation", "similarity"], rows))
+        out.extend(not_shown(report, "clusters", "cluster(s)"))
         out.append("")
     if report["derivations"]:
         out.append("Derivations (derived <- source)")
@@ -137,6 +149,7 @@ def report_text(report: dict, style=lambda s: s, passages: bool = True) -> str:
             for d in report["derivations"]
         ]
         out.append(table(["derived", "path", "source", "source path", "relation", "score", "coverage", "credited"], rows))
+        out.extend(not_shown(report, "derivations", "derivation(s)"))
         out.append("")
         if passages:
             for d in report["derivations"]:
@@ -152,11 +165,13 @@ def report_text(report: dict, style=lambda s: s, passages: bool = True) -> str:
         out.append("Boilerplate library (excluded from matching)")
         out.append(table(["text", "documents", "occurrences", "origin"],
                          [[b["text"][:70], b["documents"], b["occurrences"], b["origin"]] for b in report["boilerplate"]]))
+        out.extend(not_shown(report, "boilerplate", "boilerplate line(s)"))
         out.append("")
     if report["citations"]:
         out.append("Credited sources")
         out.append(table(["doc", "path", "agency", "text"],
                          [[c["document"]["id"], c["document"]["path"], c["agency"], c["text"]] for c in report["citations"]]))
+        out.extend(not_shown(report, "citations", "credit(s)"))
     return "\n".join(out).rstrip() + "\n"
 
 

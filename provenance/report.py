@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Optional
 
 import numpy as np
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased, defer
 
 from . import manifest
@@ -154,19 +154,33 @@ def clusters(
     return out
 
 
-def derivations(session: Session, document_id: Optional[int] = None, with_text: bool = True) -> list[dict]:
-    """Directed derivations with their passage evidence, between latest documents."""
+def _derivations_between_latest(columns, document_id: Optional[int]):
     derived, source = aliased(Document), aliased(Document)
     query = (
-        select(Derivation, derived.path, source.path)
+        select(*columns(derived, source))
+        .select_from(Derivation)
         .join(derived, derived.id == Derivation.derived_id)
         .join(source, source.id == Derivation.source_id)
         .where(derived.is_latest.is_(True), source.is_latest.is_(True))
-        .order_by(Derivation.derived_id, Derivation.source_id)
     )
     if document_id is not None:
         query = query.where(or_(Derivation.derived_id == document_id, Derivation.source_id == document_id))
-    items = session.execute(query).all()
+    return query
+
+
+def count_derivations(session: Session, document_id: Optional[int] = None) -> int:
+    return session.scalar(_derivations_between_latest(lambda d, s: [func.count()], document_id)) or 0
+
+
+def derivations(
+    session: Session, document_id: Optional[int] = None, with_text: bool = True, limit: Optional[int] = None,
+) -> list[dict]:
+    """Directed derivations with their passage evidence, between latest documents; the
+    first ``limit`` of them (by derived, then source document) when given."""
+    query = _derivations_between_latest(lambda d, s: [Derivation, d.path, s.path], document_id).order_by(
+        Derivation.derived_id, Derivation.source_id
+    )
+    items = session.execute(query.limit(limit) if limit is not None else query).all()
     # Evidence and texts in a few queries for all derivations, not a query per derivation.
     matches_of: dict[int, list[PassageMatch]] = {}
     for batch in chunks([derivation.id for derivation, _, _ in items]):
@@ -235,15 +249,21 @@ def boilerplate(session: Session) -> list[dict]:
     ]
 
 
-def citations(session: Session, document_id: Optional[int] = None) -> list[dict]:
-    query = (
-        select(Citation, Document.path)
-        .join(Document, Document.id == Citation.document_id)
-        .where(Document.is_latest.is_(True))
-        .order_by(Citation.document_id, Citation.start_offset)
+def _citations_of_latest(columns, document_id: Optional[int]):
+    query = select(*columns).select_from(Citation).join(Document, Document.id == Citation.document_id).where(Document.is_latest.is_(True))
+    return query.where(Citation.document_id == document_id) if document_id is not None else query
+
+
+def count_citations(session: Session, document_id: Optional[int] = None) -> int:
+    return session.scalar(_citations_of_latest([func.count()], document_id)) or 0
+
+
+def citations(session: Session, document_id: Optional[int] = None, limit: Optional[int] = None) -> list[dict]:
+    query = _citations_of_latest([Citation, Document.path], document_id).order_by(
+        Citation.document_id, Citation.start_offset
     )
-    if document_id is not None:
-        query = query.where(Citation.document_id == document_id)
+    if limit is not None:
+        query = query.limit(limit)
     return [
         {"document": {"id": c.document_id, "path": path}, "agency": c.agency, "text": c.text,
          "span": [c.start_offset, c.end_offset]}
@@ -290,12 +310,17 @@ def highest_by_signature(session: Session, limit: int = ALL_PAIRS_LIMIT) -> Opti
 
 
 def build(
-    session: Session, threshold: Optional[float] = None, document: Optional[str] = None, timestamps: bool = True
+    session: Session, threshold: Optional[float] = None, document: Optional[str] = None, timestamps: bool = True,
+    limit: Optional[int] = None,
 ) -> dict:
     """The whole report; ``document`` (id or path) narrows it to one document.
 
     With ``timestamps=False`` the ingestion times are left out, so the same input gives a
-    byte-identical report whenever it was ingested.
+    byte-identical report whenever it was ingested. With ``limit``, each list (documents,
+    clusters, derivations, boilerplate, credits) holds at most that many entries, the
+    first in the report's order, and only their texts are read; the summary still counts
+    everything and says what is shown (``summary["shown"]``). A terminal report of a large
+    corpus then costs what the duplicate clusters cost, not what every passage does.
     """
     settings = manifest.load(session)
     if settings is None:
@@ -303,18 +328,31 @@ def build(
     threshold = settings.near_duplicate_threshold if threshold is None else threshold
     if not 0.0 < threshold <= 1.0:
         raise ProvenanceError(f"--threshold must be in (0, 1], got {threshold}")
+    if limit is not None and limit < 0:
+        raise ProvenanceError(f"--limit must be 0 or more, got {limit}")
     focus = resolve_document(session, document) if document else None
+    focus_id = focus.id if focus else None
     if focus is None:
         query = select(Document).options(WITHOUT_TEXT).where(Document.is_latest.is_(True)).order_by(Document.id)
-        shown = list(session.scalars(query))
+        shown = list(session.scalars(query.limit(limit) if limit is not None else query))
+        document_count = len(shown) if limit is None else session.scalar(
+            select(func.count()).select_from(Document).where(Document.is_latest.is_(True)))
         cluster_list = clusters(session, threshold, {d.id: d for d in shown})
     else:
         shown = [focus] if focus.is_latest else []
+        document_count = len(shown)
         cluster_list = [
             c for c in clusters(session, threshold, focus=focus.id)
             if c["canonical"]["id"] == focus.id or any(m["id"] == focus.id for m in c["members"])
         ]
-    derivation_list = derivations(session, focus.id if focus else None)
+    totals = {
+        "documents": document_count,
+        "clusters": len(cluster_list),
+        "exact_duplicates": sum(1 for c in cluster_list for m in c["members"] if m["relation"] == "exact"),
+        "near_duplicates": sum(1 for c in cluster_list for m in c["members"] if m["relation"] == "near-duplicate"),
+        "derivations": None,
+    }
+    boilerplate_list = boilerplate(session)
     report = {
         "schema": SCHEMA,
         "threshold": threshold,
@@ -326,24 +364,24 @@ def build(
             }
             for d in shown
         ],
-        "clusters": cluster_list,
-        "derivations": derivation_list,
-        "boilerplate": boilerplate(session),
-        "citations": citations(session, focus.id if focus else None),
+        "clusters": cluster_list[:limit],
+        "derivations": derivations(session, focus_id, limit=limit),
+        "boilerplate": boilerplate_list[:limit],
+        "citations": citations(session, focus_id, limit=limit),
     }
-    report["summary"] = _summary(session, report, threshold)
+    if limit is None:
+        totals["derivations"] = len(report["derivations"])
+    else:
+        totals["derivations"] = count_derivations(session, focus_id)
+        totals["boilerplate"] = len(boilerplate_list)
+        totals["citations"] = count_citations(session, focus_id)
+    report["summary"] = _summary(session, report, totals, threshold, limit)
     return report
 
 
-def _summary(session: Session, report: dict, threshold: float) -> dict:
-    counts = {
-        "documents": len(report["documents"]),
-        "clusters": len(report["clusters"]),
-        "exact_duplicates": sum(1 for c in report["clusters"] for m in c["members"] if m["relation"] == "exact"),
-        "near_duplicates": sum(1 for c in report["clusters"] for m in c["members"] if m["relation"] == "near-duplicate"),
-        "derivations": len(report["derivations"]),
-    }
-    if report["clusters"] or report["derivations"]:
+def _summary(session: Session, report: dict, totals: dict, threshold: float, limit: Optional[int]) -> dict:
+    counts = {key: totals[key] for key in ("documents", "clusters", "exact_duplicates", "near_duplicates", "derivations")}
+    if counts["clusters"] or counts["derivations"]:
         message = (
             f"{counts['clusters']} cluster(s) of duplicates and {counts['derivations']} derivation(s) "
             f"among {counts['documents']} document(s) at threshold {threshold}"
@@ -362,6 +400,11 @@ def _summary(session: Session, report: dict, threshold: float) -> dict:
                 ", and no passages were reused"
             )
             counts["highest"] = {"similarity": round(best["similarity"], 4), "paths": best["paths"]}
+    if limit is not None:
+        sections = ("documents", "clusters", "derivations", "boilerplate", "citations")
+        counts["limit"] = limit
+        counts["shown"] = {key: len(report[key]) for key in sections}
+        counts["totals"] = {key: totals[key] for key in sections}
     return {**counts, "message": message}
 
 

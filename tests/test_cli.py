@@ -298,6 +298,34 @@ def test_report_csv_and_table(ingest, report_json, invoke, db, seeds_dir, seed_c
     assert report["summary"]["message"] in table.stdout
 
 
+def test_report_limit_lists_the_first_entries_and_counts_all(ingest, report_json, invoke, db, seeds_dir, seed_copies,
+                                                             monkeypatch):
+    ingest(seeds_dir, seed_copies["exact"], seed_copies["near"])
+    full = report_json(db)
+    assert len(full["derivations"]) >= 2 and len(full["documents"]) >= 2
+    assert "shown" not in full["summary"], "the JSON report is whole unless --limit is given"
+    limited = report_json(db, "--limit", 1)
+    summary = limited["summary"]
+    for key in ("documents", "clusters", "exact_duplicates", "near_duplicates", "derivations", "message"):
+        assert summary[key] == full["summary"][key], key
+    assert summary["limit"] == 1
+    for section in ("documents", "clusters", "derivations", "boilerplate", "citations"):
+        assert limited[section] == full[section][:1], section
+        assert summary["shown"][section] == len(limited[section])
+        assert summary["totals"][section] == len(full[section])
+
+    hidden = f"... {len(full['derivations']) - 1} more derivation(s) not shown (--limit 1)"
+    assert hidden in invoke("report", "--limit", 1).stdout
+    monkeypatch.setattr("provenance.cli.TERMINAL_REPORT_LIMIT", 1)
+    assert hidden in invoke("report").stdout, "the terminal report is limited by default"
+    everything = invoke("report", "--limit", 0)
+    assert "not shown" not in everything.stdout
+    assert all(d["source"]["path"] in everything.stdout for d in full["derivations"])
+
+    refused = invoke("report", "--format", "paths", "--limit", 1)
+    assert refused.exit_code != 0 and "--limit does not apply to --format paths" in refused.output
+
+
 def test_report_before_any_ingest_is_refused(invoke, db):
     result = invoke("report")
     assert result.exit_code != 0

@@ -50,7 +50,7 @@ def test_exactly_one_head_and_linear_history(head_revision_independent):
     script = ScriptDirectory.from_config(alembic_config())
     heads = script.get_heads()
     assert len(heads) == 1, f"multiple Alembic heads: {heads}"
-    assert heads[0] == head_revision() == head_revision_independent
+    assert heads[0] == head_revision() == head_revision_independent, "set migrate.HEAD_REVISION to the new head"
     revisions = list(script.walk_revisions())
     assert revisions, "no migrations"
     bases = [r for r in revisions if r.down_revision is None]
