@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from .db.bulk import IN_CHUNK, delete_rows, insert_rows, select_in
-from .db.models import Document, DocumentBand, DocumentPair, Passage, PassageBand
+from .db.models import Document, DocumentBand, DocumentPair, Passage, PassageBand, RecentPassageBand
 from .prepare import document_shingles, passage_words
 from .settings import Settings, SketchSettings
 from .sketch import band_keys, estimate_jaccard, from_blob, jaccard
@@ -155,10 +155,50 @@ def remove_document(session: Session, document_id: int, settings: Settings) -> N
     remove_passages(session, passage_ids, settings)
 
 
-def add_passages(session: Session, signed: list[tuple[int, bytes]], settings: Settings) -> None:
-    rows = [(passage_id, key) for passage_id, blob in signed for key in set(passage_band_keys(blob, settings.passage))]
+def add_passages(
+    session: Session, signed: list[tuple[int, bytes]], settings: Settings, *, replace: bool = False,
+) -> None:
+    """Put passages into the passage index: into its small table of recent rows (see
+    :class:`RecentPassageBand` and :func:`merge_recent_bands`).
+
+    ``replace``: some may be indexed already (a document indexed again after its
+    boilerplate changed); their rows are taken out first, so that no row is in both tables.
+    """
+    rows = [(key, passage_id) for passage_id, blob in signed for key in set(passage_band_keys(blob, settings.passage))]
+    if replace:
+        _delete_bands(session, rows)
     if rows:
-        insert_rows(session, PassageBand.__table__, ("passage_id", "band_key"), rows, ignore_duplicates=True)
+        insert_rows(session, RecentPassageBand.__table__, ("band_key", "passage_id"), rows, ignore_duplicates=True)
+
+
+#: Recent passage band rows (about 700 per document) that make a merge worth it: small
+#: enough that the table stays in the page cache (some 20 MB on SQLite), large enough that
+#: a merge, which rewrites most of the big table's pages, comes every thousand documents
+#: or so rather than with every commit.
+RECENT_BANDS_MAX = 500_000
+
+_MOVE_RECENT = (
+    f"INSERT INTO {PassageBand.__tablename__} (band_key, passage_id) SELECT band_key, passage_id "
+    f"FROM {RecentPassageBand.__tablename__} ORDER BY band_key, passage_id"
+)
+
+
+def merge_recent_bands(session: Session, at_least: Optional[int] = None) -> int:
+    """Move the recent passage band rows into the big table, in key order, when there are
+    ``at_least`` of them (default :data:`RECENT_BANDS_MAX`); returns how many were moved
+    (0: not yet). Call it in a writer's transaction; readers see the rows in one table or
+    the other, never in neither."""
+    at_least = RECENT_BANDS_MAX if at_least is None else at_least
+    connection = session.connection()
+    waiting = connection.scalar(select(func.count()).select_from(RecentPassageBand))
+    if not waiting or waiting < at_least:
+        return 0
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql(_MOVE_RECENT.replace("INSERT", "INSERT OR IGNORE", 1))
+    else:
+        connection.exec_driver_sql(_MOVE_RECENT + " ON CONFLICT DO NOTHING")
+    connection.execute(delete(RecentPassageBand))
+    return waiting
 
 
 @lru_cache(maxsize=4096)
@@ -182,11 +222,21 @@ def remove_passages(session: Session, passage_ids: list[int], settings: Settings
             )
             for key in set(passage_band_keys(row.signature, settings.passage))
         ]
-        delete_rows(session, PassageBand.__table__, ("band_key", "passage_id"), pairs)
+        _delete_bands(session, pairs)
 
 
-#: Members of a batch of passage buckets: a range scan of the (band_key, passage_id) key alone.
-_BUCKET_MEMBERS = f"SELECT band_key, passage_id FROM {PassageBand.__tablename__} WHERE band_key {{in}}"
+def _delete_bands(session: Session, pairs: list[tuple[int, int]]) -> None:
+    """Delete (band_key, passage_id) rows from both tables of the passage index."""
+    for table in (RecentPassageBand.__table__, PassageBand.__table__):
+        delete_rows(session, table, ("band_key", "passage_id"), pairs)
+
+
+#: Members of a batch of passage buckets, from both tables of the index in one statement
+#: (one snapshot, whatever a merge commits meanwhile): range scans of the key alone.
+_BUCKET_MEMBERS = " UNION ALL ".join(
+    f"SELECT band_key, passage_id FROM {table} WHERE band_key {{in}}"
+    for table in (PassageBand.__tablename__, RecentPassageBand.__tablename__)
+)
 
 
 def passage_candidates(

@@ -340,8 +340,17 @@ class Ingestor:
         document is still all or nothing. No savepoint per document: SQLite copies every
         page a savepoint first changes to a sub-journal, which at 10,000 documents doubled
         the cost of inserting a document's passage bands. A stop request ends the batch
-        early; what it stored is committed.
+        early; what it stored is committed. After a batch the passage index's recent rows
+        are merged into its big table if there are enough (:meth:`_merge_recent_bands`).
         """
+        self._store_batch(batch, summary, on_event, stop)
+        if stop is None or not stop.requested:
+            self._merge_recent_bands()
+
+    def _store_batch(
+        self, batch: list[PreparedDocument], summary: IngestSummary, on_event: EventHandler,
+        stop: Optional["StopOnCtrlC"],
+    ) -> None:
         if len(batch) <= 1:
             for prepared in batch:
                 self.store_document(prepared, summary, on_event)
@@ -365,6 +374,17 @@ class Ingestor:
         for prepared, outcome, counts in stored:
             summary.absorb(counts)
             on_event("document", prepared.raw.path, outcome)
+
+    def _merge_recent_bands(self) -> None:
+        """Between batches, in a transaction of its own: move the passage index's recent
+        rows into its big table once there are enough (see index.merge_recent_bands). A busy
+        database only postpones it to the next batch."""
+        try:
+            with write_scope(self.engine) as session:
+                index.merge_recent_bands(session)
+        except Exception as error:
+            if not is_transient(error):
+                raise
 
     @contextmanager
     def _writing(self) -> Iterator[Session]:
@@ -509,7 +529,7 @@ class Ingestor:
                 )
             )
         words_by_passage = {passage_ids[p.seq]: p.words for p in prepared.passages}
-        self._index_document(session, document_id, words_by_passage, summary, rematch=True)
+        self._index_document(session, document_id, words_by_passage, summary, rematch=True, new=True)
         for other_id in sorted(affected - {document_id}):
             self._refresh(session, other_id, summary)
         if prepared.word_count < self.settings.document.shingle_size:
@@ -670,8 +690,11 @@ class Ingestor:
         words_by_passage: dict[int, list[str]],
         summary: IngestSummary,
         rematch: bool = False,
+        new: bool = False,
     ) -> None:
-        """(Re)sign a document from its content passages, find its duplicates and sources."""
+        """(Re)sign a document from its content passages, find its duplicates and sources.
+
+        ``new``: the document was just stored, so none of its passages is indexed yet."""
         connection = session.connection()
         content = connection.execute(_CONTENT_PASSAGES, {"document": document_id}).all()
         content_words_lists = [words_by_passage[row.id] for row in content]
@@ -687,7 +710,7 @@ class Ingestor:
         summary.near_duplicates += found.near
         summary.oversized_buckets += found.oversized_buckets
         signed = [(row.id, row.signature) for row in content if row.signature is not None]
-        index.add_passages(session, signed, self.settings)
+        index.add_passages(session, signed, self.settings, replace=not new)
         if rematch:
             summary.derivations += derive.derive(
                 session, document_id, signed, words_by_passage, self.settings, crowded=self.crowded_buckets,

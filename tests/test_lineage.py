@@ -14,7 +14,9 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from provenance.cli import cli
-from provenance.db.models import Citation, Derivation, Document, DocumentBand, DocumentPair, Passage, PassageBand, PassageMatch
+from provenance.db.models import (
+    Citation, Derivation, Document, DocumentBand, DocumentPair, Passage, PassageBand, PassageMatch, RecentPassageBand,
+)
 from provenance.db.session import database_url, make_engine, session_scope
 
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
@@ -163,7 +165,8 @@ def _counts(db: Path) -> dict[str, int]:
     with session_scope(_engine(db)) as session:
         return {
             model.__tablename__: session.scalar(select(func.count()).select_from(model))
-            for model in (Document, Passage, PassageBand, DocumentBand, DocumentPair, Derivation, PassageMatch, Citation)
+            for model in (Document, Passage, PassageBand, RecentPassageBand, DocumentBand, DocumentPair, Derivation,
+                          PassageMatch, Citation)
         }
 
 
@@ -187,10 +190,11 @@ def test_forget_removes_a_document_and_what_depended_on_it(corpus):
     data = json.loads(run(db, "report", "--format", "json").stdout)
     assert [(d["derived"]["path"], d["relation"]) for d in data["derivations"]] == [(str(files["copy"].resolve()), "near-duplicate")]
     with session_scope(_engine(db)) as session:
-        orphans = session.scalar(
-            select(func.count()).select_from(PassageBand).outerjoin(Passage, Passage.id == PassageBand.passage_id).where(Passage.id.is_(None))
-        )
-        assert orphans == 0
+        for bands in (PassageBand, RecentPassageBand):
+            orphans = session.scalar(
+                select(func.count()).select_from(bands).outerjoin(Passage, Passage.id == bands.passage_id).where(Passage.id.is_(None))
+            )
+            assert orphans == 0, bands.__tablename__
 
 
 def test_forget_a_run(corpus):

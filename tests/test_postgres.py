@@ -436,6 +436,40 @@ def test_batch_size_does_not_change_what_is_stored(tmp_path, db_url, new_databas
     assert len(batched["derivations"]) >= 10 and len(batched["clusters"]) >= 3, "the corpus has links to lose"
 
 
+def _passage_bands(url: str) -> dict[str, set[tuple[int, int]]]:
+    from provenance.db.models import PassageBand, RecentPassageBand
+
+    engine = make_engine(url)
+    try:
+        with session_scope(engine) as session:
+            return {model.__tablename__: {tuple(row) for row in session.execute(select(model.band_key, model.passage_id))}
+                    for model in (PassageBand, RecentPassageBand)}
+    finally:
+        engine.dispose()
+
+
+def test_merging_recent_passage_bands_does_not_change_what_is_found(tmp_path, db_url, new_database, monkeypatch):
+    """New passage bands wait in a small table and are moved into the big one in key order
+    (index.merge_recent_bands). Merged after every batch of four documents, so later ones
+    find earlier ones in the big table, or never merged: the same links either way, and
+    every band row is in exactly one of the two tables."""
+    from provenance import index as index_module
+
+    files = sorted(write_corpus(tmp_path / "corpus"))[:24]
+    monkeypatch.setattr(ingest_module, "BATCH_DOCUMENTS", 4)
+    results, bands = {}, {}
+    for at_least, url in ((1, new_database("merged")), (10**9, db_url)):
+        monkeypatch.setattr(index_module, "RECENT_BANDS_MAX", at_least)
+        result = CliRunner().invoke(cli, ["--db", url, "ingest", *map(str, files), "--format", "json"])
+        assert result.exit_code == 0, result.output
+        results[at_least], bands[at_least] = stored(url), _passage_bands(url)
+    assert results[1] == results[10**9]
+    assert len(results[1]["derivations"]) >= 10, "the corpus has links to lose"
+    merged, waiting = bands[1], bands[10**9]
+    assert merged["passage_band_recent"] == set() and waiting["passage_band"] == set()
+    assert merged["passage_band"] == waiting["passage_band_recent"] and len(merged["passage_band"]) > 1000
+
+
 #: Every command, as a user would type it after ``provenance --db URL`` (DOC 1 is the BelTA seed).
 EVERY_COMMAND = [
     ["db", "upgrade"],

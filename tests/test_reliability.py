@@ -95,18 +95,21 @@ def query(db: Path, sql: str, *params) -> list[tuple]:
         connection.close()
 
 
+#: The passage index: its big table and its recent rows (see RecentPassageBand).
+PASSAGE_BANDS = "(SELECT band_key, passage_id FROM passage_band UNION ALL SELECT band_key, passage_id FROM passage_band_recent)"
+
 #: Rows that point at something that is gone, or index entries that must not exist.
 INCONSISTENCIES = {
     "passage without its document":
         "SELECT p.id FROM passage p LEFT JOIN document d ON d.id = p.document_id WHERE d.id IS NULL",
     "passage band without its passage":
-        "SELECT b.passage_id FROM passage_band b LEFT JOIN passage p ON p.id = b.passage_id WHERE p.id IS NULL",
+        f"SELECT b.passage_id FROM {PASSAGE_BANDS} b LEFT JOIN passage p ON p.id = b.passage_id WHERE p.id IS NULL",
     "document band without its document":
         "SELECT b.document_id FROM document_band b LEFT JOIN document d ON d.id = b.document_id WHERE d.id IS NULL",
     "document band of a superseded version":
         "SELECT b.document_id FROM document_band b JOIN document d ON d.id = b.document_id WHERE NOT d.is_latest",
     "passage band of a boilerplate passage or superseded version":
-        "SELECT b.passage_id FROM passage_band b JOIN passage p ON p.id = b.passage_id "
+        f"SELECT b.passage_id FROM {PASSAGE_BANDS} b JOIN passage p ON p.id = b.passage_id "
         "JOIN document d ON d.id = p.document_id WHERE p.boilerplate_id IS NOT NULL OR NOT d.is_latest",
     "document pair with a missing document":
         "SELECT x.first_id FROM document_pair x LEFT JOIN document a ON a.id = x.first_id "
@@ -132,7 +135,7 @@ INCONSISTENCIES = {
     "signed content passage missing from the passage index":
         "SELECT p.id FROM passage p JOIN document d ON d.id = p.document_id WHERE d.is_latest "
         "AND p.boilerplate_id IS NULL AND p.signature IS NOT NULL "
-        "AND NOT EXISTS (SELECT 1 FROM passage_band b WHERE b.passage_id = p.id)",
+        f"AND NOT EXISTS (SELECT 1 FROM {PASSAGE_BANDS} b WHERE b.passage_id = p.id)",
     "path stored more than once":
         "SELECT path FROM document GROUP BY path HAVING count(*) > 1",
     "document text without passages":
@@ -206,8 +209,8 @@ def test_kill_9_mid_ingest_then_rerun_finishes_cleanly(tmp_path):
     assert_consistent(db)
     assert stored_paths(db) == sorted(str(p) for p in corpus)
     # The checks above were not vacuous: the corpus produced pairs, derivations and bands.
-    for table in ("document_pair", "derivation", "passage_match", "document_band", "passage_band"):
-        assert query(db, f"SELECT count(*) FROM {table}")[0][0] > 0, table
+    for table in ("document_pair", "derivation", "passage_match", "document_band", PASSAGE_BANDS):
+        assert query(db, f"SELECT count(*) FROM {table} AS counted")[0][0] > 0, table
     # The killed run's process is gone: the rerun marked it interrupted, with what it stored.
     assert query(db, "SELECT status, documents_added FROM ingest_run ORDER BY id") == [
         ("interrupted", before), ("completed", len(corpus) - before)]

@@ -96,8 +96,9 @@ def _execute_as_arrays(session: Session, statement, names: Sequence[str], rows: 
 
 
 def select_in(session: Session, sql: str, values: Sequence) -> list[tuple]:
-    """The rows (plain tuples) of ``sql``, a SELECT holding one ``{in}`` marker, where a
-    test of membership in ``values`` goes (``WHERE band_key {in}``).
+    """The rows (plain tuples) of ``sql``, a SELECT holding ``{in}`` markers where a test
+    of membership in ``values`` goes (``WHERE band_key {in}``; each marker of a UNION gets
+    the same values).
 
     Sent straight to the driver, in slices of :data:`IN_CHUNK` values: the reads an ingest
     makes for every document (bucket members, candidate passages, their texts) return
@@ -115,14 +116,15 @@ def select_in(session: Session, sql: str, values: Sequence) -> list[tuple]:
         for start in range(0, len(values), IN_CHUNK):
             out.extend(tuple(row) for row in connection.execute(statement, {"values": list(values[start : start + IN_CHUNK])}))
         return out
+    markers = sql.count("{in}")
     cursor = connection.connection.driver_connection.cursor()
     try:
         for start in range(0, len(values), IN_CHUNK):
             batch = list(values[start : start + IN_CHUNK])
             if dialect == "sqlite":
-                cursor.execute(sql.replace("{in}", f"IN ({', '.join('?' * len(batch))})"), batch)
+                cursor.execute(sql.replace("{in}", f"IN ({', '.join('?' * len(batch))})"), batch * markers)
             else:
-                cursor.execute(sql.replace("{in}", "= ANY(%s)"), (batch,))
+                cursor.execute(sql.replace("{in}", "= ANY(%s)"), (batch,) * markers)
             out.extend(cursor.fetchall())
     finally:
         cursor.close()

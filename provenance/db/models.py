@@ -134,8 +134,14 @@ class Passage(Base):
     signature: Mapped[Optional[bytes]] = mapped_column(LargeBinary)
 
 
-class PassageBand(Base):
-    """Persisted LSH index of passage signatures: one row per band of every content passage.
+class _PassageBandRows:
+    band_key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    passage_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class PassageBand(_PassageBandRows, Base):
+    """Persisted LSH index of passage signatures: one row per band of every content passage
+    (with :class:`RecentPassageBand`, where new rows wait).
 
     By far the biggest table (37 rows per passage), so it is a single B-tree ordered for
     the lookup (``band_key`` first; WITHOUT ROWID on SQLite), with no second index and no
@@ -146,8 +152,20 @@ class PassageBand(Base):
 
     __tablename__ = "passage_band"
     __table_args__ = {"sqlite_with_rowid": False}
-    band_key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    passage_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class RecentPassageBand(_PassageBandRows, Base):
+    """New passage band rows, moved into :class:`PassageBand` in key order when there are
+    enough of them (:func:`provenance.index.merge_recent_bands`).
+
+    Band keys are random, so each row inserted straight into the big table dirties a
+    different page, and every commit rewrote thousands of them. This table stays small
+    enough for the page cache; a merge then writes each page of the big one once. A
+    lookup reads both tables in one statement.
+    """
+
+    __tablename__ = "passage_band_recent"
+    __table_args__ = {"sqlite_with_rowid": False}
 
 
 class Boilerplate(Base):
