@@ -3,6 +3,8 @@
     python bench/scale.py                                  # 4 batches of 250 documents, SQLite and PostgreSQL
     python bench/scale.py --batches 5 --batch-docs 1000    # a bigger run (5,000 documents)
     PROVENANCE_BENCH_PG_URL=postgresql+psycopg://user@host/postgres python bench/scale.py --no-sqlite
+    python bench/scale.py --no-postgres --batches 10 --batch-docs 1000 --keep big.db
+    python bench/scale.py --grow big.db --batches 10 --batch-docs 1000   # then 10,000 more into it
 
 One seeded synthetic corpus (the one bench/workers.py writes: news-length pseudo-word
 articles, 10% near-copies, 5% exact copies, 10% excerpts of earlier documents) is ingested
@@ -154,11 +156,12 @@ class KeptSQLite(SQLiteBackend):
 
 def grow(
     backend, batches: list[list[Path]], workers: int, extra: tuple[str, ...] = (), probe: Optional[Path] = None,
+    first_batch: int = 1,
 ) -> tuple[list[list], list[tuple[str, int]]]:
     rows = []
     tables: list[tuple[str, int]] = []
     with backend.database() as url:
-        for number, batch in enumerate(batches, 1):
+        for number, batch in enumerate(batches, first_batch):
             seconds = ingest(url, batch, workers, extra)
             documents, size, tables = database_size(url)
             data = sum(total for _, total in tables) or size
@@ -181,17 +184,33 @@ def main() -> None:
                         help="after each batch also time `report`, `inspect` and `match` (CLI wall seconds)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="grow the SQLite database in this file and keep it (for profiling or more timing)")
+    parser.add_argument("--grow", type=Path, default=None, metavar="DB",
+                        help="SQLite only: ingest the next documents of the same corpus into DB, a database this "
+                             "script kept (--keep) or grew before")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     arguments = parser.parse_args()
     if arguments.keep and arguments.keep.exists():
         parser.error(f"{arguments.keep} exists: --keep needs a new file (remove it or choose another name)")
+    stored = 0
+    if arguments.grow:
+        if arguments.keep or not arguments.grow.is_file():
+            parser.error("--grow needs an existing database kept by this script, and no --keep")
+        arguments.keep, arguments.no_postgres = arguments.grow, True
+        stored, _, _ = database_size(f"sqlite:///{arguments.grow.resolve()}")
     extra = () if arguments.passage_threshold is None else ("--passage-threshold", str(arguments.passage_threshold))
     with tempfile.TemporaryDirectory(prefix="provenance-scale-") as scratch:
         scratch_dir = Path(scratch)
         os.chmod(scratch_dir, 0o755)
-        files = write_corpus(scratch_dir / "corpus", arguments.batches * arguments.batch_docs + 1)
-        last = files.pop()  # never ingested: the text `match` looks up
+        wanted = arguments.batches * arguments.batch_docs
+        if stored:
+            # The corpus is seeded, so it always starts the same: a database this script kept
+            # holds its first `stored` documents; the next one was the text `match` looked up.
+            files = write_corpus(scratch_dir / "corpus", stored + 1 + wanted)
+            last, files = files[stored], files[stored + 1 :]
+        else:
+            files = write_corpus(scratch_dir / "corpus", wanted + 1)
+            last = files.pop()  # never ingested: the text `match` looks up
         probe = last if arguments.read_commands else None
         batches = [files[k : k + arguments.batch_docs] for k in range(0, len(files), arguments.batch_docs)]
         print(f"corpus: {len(files)} documents, {sum(f.stat().st_size for f in files) / 1e6:.1f} MB of text, "
@@ -200,7 +219,8 @@ def main() -> None:
         results: list[tuple[list[list], list[tuple[str, int]]]] = []
         if not arguments.no_sqlite:
             backend = KeptSQLite(arguments.keep) if arguments.keep else SQLiteBackend(scratch_dir)
-            results.append(grow(backend, batches, arguments.workers, extra, probe))
+            results.append(grow(backend, batches, arguments.workers, extra, probe,
+                                first_batch=stored // arguments.batch_docs + 1))
         if not arguments.no_postgres:
             pg_dir = scratch_dir / "pg"
             pg_dir.mkdir()
