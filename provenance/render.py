@@ -194,6 +194,9 @@ def report_html(report: dict) -> str:
         marked = re.sub(r"\w+", lambda m: mark(m.group()) if m.group().casefold() in shared else m.group(), text.replace("\x00", "").replace("\x01", ""))
         return e(marked).replace("\x00", "<mark>").replace("\x01", "</mark>")
 
+    def more(section: str, noun: str) -> list[str]:
+        return [f"<p><em>{e(line)}</em></p>" for line in not_shown(report, section, noun)]
+
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>provenance report</title>",
         f"<style>{_HTML_STYLE}</style></head><body>",
@@ -208,6 +211,7 @@ def report_html(report: dict) -> str:
             for m in cluster["members"]:
                 parts.append(f"<tr><td></td><td>{e(m['id'])}</td><td>{e(m['path'])}</td><td>{e(m['relation'])}</td><td>{m['similarity']:.2f}</td></tr>")
         parts.append("</table>")
+        parts.extend(more("clusters", "cluster(s)"))
     if report["derivations"]:
         parts.append("<h2>Derivations</h2>")
         for d in report["derivations"]:
@@ -222,16 +226,19 @@ def report_html(report: dict) -> str:
                     f"<div class='pair'><div>{highlighted(p.get('derived_text', ''), p.get('source_text', ''))}</div>"
                     f"<div>{highlighted(p.get('source_text', ''), p.get('derived_text', ''))}</div></div>"
                 )
+        parts.extend(more("derivations", "derivation(s)"))
     if report["boilerplate"]:
         parts.append("<h2>Boilerplate library</h2><table><tr><th>text</th><th>documents</th><th>occurrences</th><th>origin</th></tr>")
         for b in report["boilerplate"]:
             parts.append(f"<tr><td>{e(b['text'])}</td><td>{b['documents']}</td><td>{b['occurrences']}</td><td>{e(b['origin'])}</td></tr>")
         parts.append("</table>")
+        parts.extend(more("boilerplate", "boilerplate line(s)"))
     if report["citations"]:
         parts.append("<h2>Credited sources</h2><table><tr><th>document</th><th>agency</th><th>text</th></tr>")
         for c in report["citations"]:
             parts.append(f"<tr><td>{e(c['document']['path'])}</td><td>{e(c['agency'])}</td><td>{e(c['text'])}</td></tr>")
         parts.append("</table>")
+        parts.extend(more("citations", "credit(s)"))
     parts.append("</body></html>\n")
     return "".join(parts)
 

@@ -316,6 +316,8 @@ def test_report_limit_lists_the_first_entries_and_counts_all(ingest, report_json
 
     hidden = f"... {len(full['derivations']) - 1} more derivation(s) not shown (--limit 1)"
     assert hidden in invoke("report", "--limit", 1).stdout
+    assert hidden in invoke("report", "--format", "html", "--limit", 1).stdout
+    assert "not shown" not in invoke("report", "--format", "html").stdout, "HTML is whole by default"
     monkeypatch.setattr("provenance.cli.TERMINAL_REPORT_LIMIT", 1)
     assert hidden in invoke("report").stdout, "the terminal report is limited by default"
     everything = invoke("report", "--limit", 0)
