@@ -177,12 +177,6 @@ def add_passages(
 #: or so rather than with every commit.
 RECENT_BANDS_MAX = 500_000
 
-_MOVE_RECENT = (
-    f"INSERT INTO {PassageBand.__tablename__} (band_key, passage_id) SELECT band_key, passage_id "
-    f"FROM {RecentPassageBand.__tablename__} ORDER BY band_key, passage_id"
-)
-
-
 def merge_recent_bands(session: Session, at_least: Optional[int] = None) -> int:
     """Move the recent passage band rows into the big table, in key order, when there are
     ``at_least`` of them (default :data:`RECENT_BANDS_MAX`); returns how many were moved
@@ -193,10 +187,12 @@ def merge_recent_bands(session: Session, at_least: Optional[int] = None) -> int:
     waiting = connection.scalar(select(func.count()).select_from(RecentPassageBand))
     if not waiting or waiting < at_least:
         return 0
-    if connection.dialect.name == "sqlite":
-        connection.exec_driver_sql(_MOVE_RECENT.replace("INSERT", "INSERT OR IGNORE", 1))
-    else:
-        connection.exec_driver_sql(_MOVE_RECENT + " ON CONFLICT DO NOTHING")
+    sqlite = connection.dialect.name == "sqlite"
+    connection.exec_driver_sql(
+        f"INSERT {'OR IGNORE ' if sqlite else ''}INTO {PassageBand.__tablename__} (band_key, passage_id) "
+        f"SELECT band_key, passage_id FROM {RecentPassageBand.__tablename__} ORDER BY band_key, passage_id"
+        + ("" if sqlite else " ON CONFLICT DO NOTHING")
+    )
     connection.execute(delete(RecentPassageBand))
     return waiting
 

@@ -250,7 +250,10 @@ def boilerplate(session: Session) -> list[dict]:
 
 
 def _citations_of_latest(columns, document_id: Optional[int]):
-    query = select(*columns).select_from(Citation).join(Document, Document.id == Citation.document_id).where(Document.is_latest.is_(True))
+    query = (
+        select(*columns).select_from(Citation)
+        .join(Document, Document.id == Citation.document_id).where(Document.is_latest.is_(True))
+    )
     return query.where(Citation.document_id == document_id) if document_id is not None else query
 
 
@@ -345,13 +348,6 @@ def build(
             c for c in clusters(session, threshold, focus=focus.id)
             if c["canonical"]["id"] == focus.id or any(m["id"] == focus.id for m in c["members"])
         ]
-    totals = {
-        "documents": document_count,
-        "clusters": len(cluster_list),
-        "exact_duplicates": sum(1 for c in cluster_list for m in c["members"] if m["relation"] == "exact"),
-        "near_duplicates": sum(1 for c in cluster_list for m in c["members"] if m["relation"] == "near-duplicate"),
-        "derivations": None,
-    }
     boilerplate_list = boilerplate(session)
     report = {
         "schema": SCHEMA,
@@ -369,18 +365,28 @@ def build(
         "boilerplate": boilerplate_list[:limit],
         "citations": citations(session, focus_id, limit=limit),
     }
-    if limit is None:
-        totals["derivations"] = len(report["derivations"])
-    else:
-        totals["derivations"] = count_derivations(session, focus_id)
-        totals["boilerplate"] = len(boilerplate_list)
-        totals["citations"] = count_citations(session, focus_id)
-    report["summary"] = _summary(session, report, totals, threshold, limit)
+    # Unlimited, each list is whole and counts itself; limited, what it left out is counted.
+    totals = {
+        "documents": document_count,
+        "clusters": len(cluster_list),
+        "derivations": len(report["derivations"]) if limit is None else count_derivations(session, focus_id),
+        "boilerplate": len(boilerplate_list),
+        "citations": len(report["citations"]) if limit is None else count_citations(session, focus_id),
+    }
+    report["summary"] = _summary(session, report, cluster_list, totals, threshold, limit)
     return report
 
 
-def _summary(session: Session, report: dict, totals: dict, threshold: float, limit: Optional[int]) -> dict:
-    counts = {key: totals[key] for key in ("documents", "clusters", "exact_duplicates", "near_duplicates", "derivations")}
+def _summary(
+    session: Session, report: dict, cluster_list: list[dict], totals: dict, threshold: float, limit: Optional[int],
+) -> dict:
+    counts = {
+        "documents": totals["documents"],
+        "clusters": totals["clusters"],
+        "exact_duplicates": sum(1 for c in cluster_list for m in c["members"] if m["relation"] == "exact"),
+        "near_duplicates": sum(1 for c in cluster_list for m in c["members"] if m["relation"] == "near-duplicate"),
+        "derivations": totals["derivations"],
+    }
     if counts["clusters"] or counts["derivations"]:
         message = (
             f"{counts['clusters']} cluster(s) of duplicates and {counts['derivations']} derivation(s) "
@@ -401,10 +407,9 @@ def _summary(session: Session, report: dict, totals: dict, threshold: float, lim
             )
             counts["highest"] = {"similarity": round(best["similarity"], 4), "paths": best["paths"]}
     if limit is not None:
-        sections = ("documents", "clusters", "derivations", "boilerplate", "citations")
         counts["limit"] = limit
-        counts["shown"] = {key: len(report[key]) for key in sections}
-        counts["totals"] = {key: totals[key] for key in sections}
+        counts["shown"] = {key: len(report[key]) for key in totals}
+        counts["totals"] = totals
     return {**counts, "message": message}
 
 
