@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections import OrderedDict
+from itertools import islice
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
@@ -183,6 +183,10 @@ _STILL_SOURCES = (
     " WHERE p.id {in} AND p.boilerplate_id IS NULL AND d.is_latest"
 )
 
+#: (mine, candidate) signature pairs compared per array operation: bounds the work array
+#: (some 10 MB with 128-value signatures) whatever the number of candidates.
+_PAIRS_PER_STEP = 8_192
+
 #: Sketches an ingest run keeps in memory (about 0.8 kB each with a 128-value signature).
 SKETCH_CACHE_SIZE = 50_000
 
@@ -199,7 +203,7 @@ class SketchCache:
 
     def __init__(self, capacity: int = SKETCH_CACHE_SIZE):
         self.capacity = capacity
-        self._sketches: OrderedDict[int, PassageSketch] = OrderedDict()
+        self._sketches: dict[int, PassageSketch] = {}  # in order of last use
         self._data_version: Optional[int] = None
 
     def __len__(self) -> int:
@@ -223,20 +227,23 @@ class SketchCache:
 
     def sketches(self, session: Session, ids: list[int]) -> dict[int, PassageSketch]:
         """The sketches of the stored passages among ``ids``."""
+        kept = self._sketches
         found: dict[int, PassageSketch] = {}
         missing = []
         for passage_id in ids:
-            sketch = self._sketches.get(passage_id)
+            sketch = kept.pop(passage_id, None)  # put back below, as the most recently used
             if sketch is None:
                 missing.append(passage_id)
             else:
-                self._sketches.move_to_end(passage_id)
                 found[passage_id] = sketch
-        for row in select_in(session, _PASSAGE_SKETCHES, missing):
-            sketch = PassageSketch._make(row)
-            found[sketch.id] = self._sketches[sketch.id] = sketch
-        while len(self._sketches) > self.capacity:
-            self._sketches.popitem(last=False)
+        kept.update(found)
+        read = {row[0]: PassageSketch._make(row) for row in select_in(session, _PASSAGE_SKETCHES, missing)}
+        kept.update(read)
+        found.update(read)
+        excess = len(kept) - self.capacity
+        if excess > 0:  # the least recently used come first
+            for passage_id in list(islice(kept, excess)):
+                del kept[passage_id]
         return found
 
 
@@ -253,24 +260,37 @@ def likely_sources(
     documents' texts are added to ``texts``. ``cache``: sketches kept across calls."""
     cache = cache if cache is not None else SketchCache()
     rows = cache.sketches(session, sorted({c for found in candidates.values() for c in found}))
-    likely = []
-    for mine, found in sorted(candidates.items()):
-        known = [rows[c] for c in sorted(found) if c in rows and rows[c].signature is not None]
-        if not known:
-            continue
-        # All of this passage's candidates estimated in one array comparison.
-        theirs = np.frombuffer(b"".join(row.signature for row in known), dtype="<u4").reshape(len(known), -1)
-        if theirs.shape[1] != len(signatures[mine]):
-            raise ValueError(f"signatures of different lengths ({len(signatures[mine])} and {theirs.shape[1]}) "
-                             "cannot be compared")
-        estimates = np.count_nonzero(theirs == signatures[mine], axis=1) / theirs.shape[1]
-        vocabulary = len(set(content_words(words[mine])))
-        overlaps = estimated_overlap(estimates, vocabulary, np.array([row.content_word_count for row in known]))
-        likely.extend(
-            (mine, row, float(estimate))
-            for row, estimate, overlap in zip(known, estimates, overlaps)
-            if estimate >= ESTIMATE_FLOOR and overlap >= overlap_floor
-        )
+    known = sorted((row for row in rows.values() if row.signature is not None), key=lambda row: row.id)
+    mine_order = sorted(mine for mine, found in candidates.items() if found)
+    if not known or not mine_order:
+        return []
+    at = {row.id: k for k, row in enumerate(known)}
+    # Every (mine, candidate) pair estimated in a few array operations, in order of mine
+    # then candidate.
+    pair_mine: list[int] = []
+    pair_theirs: list[int] = []
+    for k, mine in enumerate(mine_order):
+        positions = sorted(at[c] for c in candidates[mine] if c in at)
+        pair_mine.extend([k] * len(positions))
+        pair_theirs.extend(positions)
+    theirs = np.frombuffer(b"".join(row.signature for row in known), dtype="<u4").reshape(len(known), -1)
+    ours = np.stack([signatures[mine] for mine in mine_order])
+    if theirs.shape[1] != ours.shape[1]:
+        raise ValueError(f"signatures of different lengths ({ours.shape[1]} and {theirs.shape[1]}) cannot be compared")
+    mine_index, their_index = np.array(pair_mine, dtype=np.intp), np.array(pair_theirs, dtype=np.intp)
+    estimates = np.empty(len(mine_index))
+    for low in range(0, len(mine_index), _PAIRS_PER_STEP):
+        high = low + _PAIRS_PER_STEP
+        estimates[low:high] = np.count_nonzero(
+            theirs[their_index[low:high]] == ours[mine_index[low:high]], axis=1
+        ) / theirs.shape[1]
+    vocabularies = np.array([len(set(content_words(words[mine]))) for mine in mine_order])
+    their_words = np.array([row.content_word_count for row in known])
+    overlaps = estimated_overlap(estimates, vocabularies[mine_index], their_words[their_index])
+    likely = [
+        (mine_order[mine_index[k]], known[their_index[k]], float(estimates[k]))
+        for k in np.flatnonzero((estimates >= ESTIMATE_FLOOR) & (overlaps >= overlap_floor))
+    ]
     # Checked now, not when the sketch was read: the same passage (same id, same document)
     # must still be content of a latest document.
     current = {

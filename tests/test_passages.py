@@ -293,12 +293,17 @@ def test_estimated_overlap_is_shared_words_over_the_smaller_vocabulary():
     assert estimated_overlap(np.array([1.0]), 12, np.array([12]))[0] == pytest.approx(1.0)
 
 
-def test_candidates_sharing_only_a_few_words_are_not_scored(tmp_path):
+@pytest.mark.parametrize("pairs_per_step", [None, 1])
+def test_candidates_sharing_only_a_few_words_are_not_scored(tmp_path, monkeypatch, pairs_per_step):
     """A stored passage that shares 9 of its 30 content words with a new one (Jaccard 0.18,
     above the estimate floor; overlap 0.3, far from any grade) is dropped before the costly
     exact scoring; a reworded passage sharing 26 of 30 is kept. Candidates are handed to
-    likely_sources directly, so the test does not depend on which LSH bands collide."""
+    likely_sources directly, so the test does not depend on which LSH bands collide; with
+    ``pairs_per_step`` 1 each pair is estimated in an array operation of its own."""
     from provenance import derive, manifest
+
+    if pairs_per_step:
+        monkeypatch.setattr(derive, "_PAIRS_PER_STEP", pairs_per_step)
     from provenance.prepare import prepare
     from provenance.reader import RawDocument
 

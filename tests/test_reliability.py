@@ -945,3 +945,33 @@ def test_progress_is_counted_in_bytes_read(tmp_path):
     assert start == [("start", 2, total)]
     assert len(reads) == 26, "one step per JSONL line and one per other file"
     assert sum(reads) == total
+
+
+def test_ingest_collects_garbage_less_often_and_puts_the_setting_back(tmp_path):
+    """While storing documents the young-generation threshold is raised (see
+    ingest.INGEST_GC_THRESHOLD); afterwards the process has its own setting again, even
+    when the ingest fails."""
+    import gc
+
+    from provenance import ingest
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _feed(folder / "feed.jsonl", 5)
+    engine = make_engine(database_url(str(tmp_path / "gc.db")))
+    upgrade_to_head(engine)
+    before = gc.get_threshold()
+    during: list[int] = []
+
+    def on_event(kind, *rest):
+        if kind == "document":
+            during.append(gc.get_threshold()[0])
+            if len(during) == 5:
+                raise RuntimeError("stop here")
+
+    summary = Ingestor(engine).ingest_paths([str(folder)], on_event=lambda *event: None)
+    assert summary.documents_added == 5
+    with pytest.raises(RuntimeError):
+        Ingestor(engine).ingest_paths([str(folder / "feed.jsonl")], on_event=on_event)
+    assert gc.get_threshold() == before
+    assert during and set(during) == {max(before[0], ingest.INGEST_GC_THRESHOLD)}
