@@ -19,13 +19,13 @@ from sqlalchemy.orm import Session
 
 from . import index
 from .db.bulk import select_in
-from .db.models import Citation, Derivation, Document, DocumentPair, Passage, PassageMatch
+from .db.models import Citation, Derivation, Document, DocumentPair, Passage, PassageMatch, PassagePrefilter
 from .align import align, tokens_in
 from .match import score, shared_extent
 from .prepare import passage_words
 from .settings import Settings
 from .text.normalize import content_words, normalize, tokens
-from .sketch import estimate_jaccard, from_blob
+from .sketch import estimate_jaccard, from_blob, low_bytes
 
 #: Candidates below this estimated content-word Jaccard are not scored exactly.
 ESTIMATE_FLOOR = 0.15
@@ -140,17 +140,6 @@ def derive(
     return created
 
 
-class PassageSketch(NamedTuple):
-    """What matching needs of a stored passage; fixed once the passage is stored."""
-
-    id: int
-    document_id: int
-    start_offset: int
-    end_offset: int
-    signature: Optional[bytes]
-    content_word_count: int
-
-
 class CandidatePassage(NamedTuple):
     """A stored passage that may be a source, as :func:`likely_sources` returns it."""
 
@@ -175,10 +164,15 @@ _DROP_DERIVATION = delete(Derivation).where(
 )
 _NEW_DERIVATION = insert(Derivation.__table__).returning(Derivation.__table__.c.id)
 
-_PASSAGE_SKETCHES = f"SELECT {', '.join(PassageSketch._fields)} FROM {Passage.__tablename__} WHERE id {{in}}"
-#: Which of these passages may still be sources: content passages of latest documents.
+#: A candidate's compact sketch (see :class:`PassagePrefilter`): content-word count and the
+#: low byte of each signature value.
+_PREFILTERS = (
+    f"SELECT passage_id, content_word_count, low_bytes FROM {PassagePrefilter.__tablename__} WHERE passage_id {{in}}"
+)
+#: Which of these passages may still be sources (content passages of latest documents),
+#: with what scoring needs of them.
 _STILL_SOURCES = (
-    f"SELECT p.{', p.'.join(PassageSketch._fields)}, d.path"
+    f"SELECT p.{', p.'.join(CandidatePassage._fields[:-1])}, d.path"
     f" FROM {Passage.__tablename__} AS p JOIN {Document.__tablename__} AS d ON d.id = p.document_id"
     " WHERE p.id {in} AND p.boilerplate_id IS NULL AND d.is_latest"
 )
@@ -187,23 +181,23 @@ _STILL_SOURCES = (
 #: (some 10 MB with 128-value signatures) whatever the number of candidates.
 _PAIRS_PER_STEP = 8_192
 
-#: Sketches an ingest run keeps in memory (about 0.8 kB each with a 128-value signature).
+#: Compact sketches an ingest run keeps in memory (about 0.25 kB each with 128 values).
 SKETCH_CACHE_SIZE = 50_000
 
 
 class SketchCache:
-    """Stored passages' sketches by id, the least recently used dropped first.
+    """Stored passages' compact sketches (content-word count, low bytes; see
+    :class:`PassagePrefilter`) by id, the least recently used dropped first.
 
-    A sketch (document, span, signature, content-word count) never changes once stored;
-    whether the passage may be a source does (it can turn out to be boilerplate, its
-    document can be superseded). So the candidates a run meets again and again (passages
-    of common words) are read once, and only those that pass the estimate floors are checked against the
-    database, at the time they are used.
+    They never change once stored; whether the passage may be a source does (it can turn
+    out to be boilerplate, its document can be superseded). So the candidates a run meets
+    again and again (passages of common words) are read once, and only those that pass the
+    estimate floors on them are read in full, at the time they are used.
     """
 
     def __init__(self, capacity: int = SKETCH_CACHE_SIZE):
         self.capacity = capacity
-        self._sketches: dict[int, PassageSketch] = {}  # in order of last use
+        self._sketches: dict[int, tuple[int, bytes]] = {}  # in order of last use
         self._data_version: Optional[int] = None
 
     def __len__(self) -> int:
@@ -225,19 +219,19 @@ class SketchCache:
             self.clear()
         self._data_version = version
 
-    def sketches(self, session: Session, ids: list[int]) -> dict[int, PassageSketch]:
-        """The sketches of the stored passages among ``ids``."""
+    def sketches(self, session: Session, ids: list[int]) -> dict[int, tuple[int, bytes]]:
+        """(content-word count, low bytes) of the signed passages among ``ids``."""
         kept = self._sketches
-        found: dict[int, PassageSketch] = {}
+        found: dict[int, tuple[int, bytes]] = {}
         missing = []
         for passage_id in ids:
-            sketch = kept.pop(passage_id, None)  # put back below, as the most recently used
-            if sketch is None:
+            entry = kept.pop(passage_id, None)  # put back below, as the most recently used
+            if entry is None:
                 missing.append(passage_id)
             else:
-                found[passage_id] = sketch
+                found[passage_id] = entry
         kept.update(found)
-        read = {row[0]: PassageSketch._make(row) for row in select_in(session, _PASSAGE_SKETCHES, missing)}
+        read = {row[0]: (row[1], row[2]) for row in select_in(session, _PREFILTERS, missing)}
         kept.update(read)
         found.update(read)
         excess = len(kept) - self.capacity
@@ -257,50 +251,72 @@ def likely_sources(
     whose estimated overlap reaches ``overlap_floor``, in order of ``mine`` then
     candidate. ``words``: the words of each of mine, whose distinct content words are its
     vocabulary (a stored passage's content-word count stands in for its own). Their
-    documents' texts are added to ``texts``. ``cache``: sketches kept across calls."""
+    documents' texts are added to ``texts``. ``cache``: compact sketches kept across calls.
+
+    Two passes with the same floors: on the low bytes of the signatures (an upper bound of
+    the estimate, see :class:`PassagePrefilter`) for every candidate, then on the full
+    signatures of the few that pass, read with what scoring needs. The result is what the
+    full signatures alone give.
+    """
     cache = cache if cache is not None else SketchCache()
-    rows = cache.sketches(session, sorted({c for found in candidates.values() for c in found}))
-    known = sorted((row for row in rows.values() if row.signature is not None), key=lambda row: row.id)
+    compact = cache.sketches(session, sorted({c for found in candidates.values() for c in found}))
     mine_order = sorted(mine for mine, found in candidates.items() if found)
+    known = sorted(compact)
     if not known or not mine_order:
         return []
-    at = {row.id: k for k, row in enumerate(known)}
-    # Every (mine, candidate) pair estimated in a few array operations, in order of mine
-    # then candidate.
+    at = {passage_id: k for k, passage_id in enumerate(known)}
+    # Every (mine, candidate) pair, in order of mine then candidate.
     pair_mine: list[int] = []
     pair_theirs: list[int] = []
     for k, mine in enumerate(mine_order):
         positions = sorted(at[c] for c in candidates[mine] if c in at)
         pair_mine.extend([k] * len(positions))
         pair_theirs.extend(positions)
-    theirs = np.frombuffer(b"".join(row.signature for row in known), dtype="<u4").reshape(len(known), -1)
-    ours = np.stack([signatures[mine] for mine in mine_order])
-    if theirs.shape[1] != ours.shape[1]:
-        raise ValueError(f"signatures of different lengths ({ours.shape[1]} and {theirs.shape[1]}) cannot be compared")
     mine_index, their_index = np.array(pair_mine, dtype=np.intp), np.array(pair_theirs, dtype=np.intp)
-    estimates = np.empty(len(mine_index))
-    for low in range(0, len(mine_index), _PAIRS_PER_STEP):
-        high = low + _PAIRS_PER_STEP
-        estimates[low:high] = np.count_nonzero(
-            theirs[their_index[low:high]] == ours[mine_index[low:high]], axis=1
-        ) / theirs.shape[1]
+    ours = np.stack([signatures[mine] for mine in mine_order])
+    theirs_low = np.frombuffer(b"".join(compact[c][1] for c in known), dtype=np.uint8).reshape(len(known), -1)
+    if theirs_low.shape[1] != ours.shape[1]:
+        raise ValueError(f"signatures of different lengths ({ours.shape[1]} and {theirs_low.shape[1]}) "
+                         "cannot be compared")
     vocabularies = np.array([len(set(content_words(words[mine]))) for mine in mine_order])
-    their_words = np.array([row.content_word_count for row in known])
-    overlaps = estimated_overlap(estimates, vocabularies[mine_index], their_words[their_index])
-    likely = [
-        (mine_order[mine_index[k]], known[their_index[k]], float(estimates[k]))
-        for k in np.flatnonzero((estimates >= ESTIMATE_FLOOR) & (overlaps >= overlap_floor))
-    ]
-    # Checked now, not when the sketch was read: the same passage (same id, same document)
-    # must still be content of a latest document.
+    their_words = np.array([compact[c][0] for c in known])
+
+    def floors_met(estimates: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+        overlaps = estimated_overlap(estimates, vocabularies[mine_index[pairs]], their_words[their_index[pairs]])
+        return (estimates >= ESTIMATE_FLOOR) & (overlaps >= overlap_floor)
+
+    bounds = _estimates(theirs_low, low_bytes(ours), their_index, mine_index)
+    maybe = np.flatnonzero(floors_met(bounds, np.arange(len(mine_index))))
+    # Read in full now, not when the compact sketch was: the passage must still be content
+    # of a latest document.
     current = {
-        row[0]: CandidatePassage._make(row)
-        for row in select_in(session, _STILL_SOURCES, sorted({sketch.id for _, sketch, _ in likely}))
-        if row[:-1] == rows[row[0]]
+        row.id: row
+        for row in map(CandidatePassage._make,
+                       select_in(session, _STILL_SOURCES, sorted({known[their_index[k]] for k in maybe})))
+        if row.signature is not None
     }
-    likely = [(mine, current[sketch.id], estimate) for mine, sketch, estimate in likely if sketch.id in current]
+    maybe = np.array([k for k in maybe if known[their_index[k]] in current], dtype=np.intp)
+    if not len(maybe):
+        return []
+    rows = [current[known[their_index[k]]] for k in maybe]
+    theirs = np.frombuffer(b"".join(row.signature for row in rows), dtype="<u4").reshape(len(rows), -1)
+    estimates = _estimates(theirs, ours, np.arange(len(rows)), mine_index[maybe])
+    likely = [
+        (mine_order[mine_index[k]], row, float(estimate))
+        for k, row, estimate, met in zip(maybe, rows, estimates, floors_met(estimates, maybe)) if met
+    ]
     load_texts(session, {row.document_id for _, row, _ in likely}, texts)
     return likely
+
+
+def _estimates(theirs: np.ndarray, ours: np.ndarray, their_index: np.ndarray, our_index: np.ndarray) -> np.ndarray:
+    """Share of equal values of each (theirs[their_index[k]], ours[our_index[k]]) pair,
+    :data:`_PAIRS_PER_STEP` pairs per array operation."""
+    out = np.empty(len(their_index))
+    for low in range(0, len(their_index), _PAIRS_PER_STEP):
+        high = low + _PAIRS_PER_STEP
+        out[low:high] = np.count_nonzero(theirs[their_index[low:high]] == ours[our_index[low:high]], axis=1)
+    return out / ours.shape[1]
 
 
 def estimated_overlap(jaccard: np.ndarray, mine: int, theirs: np.ndarray) -> np.ndarray:

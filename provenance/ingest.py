@@ -39,6 +39,7 @@ from .db.models import (
     Document,
     IngestRun,
     Passage,
+    PassagePrefilter,
 )
 from .db.session import is_transient, is_unique_violation, refresh_statistics, session_scope, write_scope
 from .errors import InputError, ProvenanceError
@@ -561,7 +562,15 @@ class Ingestor:
         # would make SQLAlchemy send the rows one statement at a time.
         connection = session.connection()
         connection.execute(insert(Passage.__table__), rows)
-        return dict(connection.execute(_PASSAGE_IDS, {"document": document_id}).all())
+        ids = dict(connection.execute(_PASSAGE_IDS, {"document": document_id}).all())
+        prefilters = [
+            {"passage_id": ids[p.seq], "content_word_count": p.content_word_count,
+             "low_bytes": sketch.low_bytes(p.signature).tobytes()}
+            for p in prepared.passages if p.signature is not None
+        ]
+        if prefilters:
+            connection.execute(insert(PassagePrefilter.__table__), prefilters)
+        return ids
 
     # -- boilerplate ------------------------------------------------------------------
     def _tag_boilerplate(

@@ -117,6 +117,11 @@ def to_blob(values: np.ndarray) -> bytes:
     return values.astype("<u4", copy=False).tobytes()
 
 
+def low_bytes(values: np.ndarray) -> np.ndarray:
+    """The low byte of each signature value (see :class:`provenance.db.models.PassagePrefilter`)."""
+    return np.asarray(values, dtype=np.uint32).astype(np.uint8)
+
+
 def from_blob(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<u4")
 

@@ -5,6 +5,7 @@ The schema tests run on SQLite and, when PROVENANCE_TEST_DB_URL is set, on Postg
 
 from __future__ import annotations
 
+import numpy as np
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -12,11 +13,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
-from conftest import MIGRATIONS, BELTA_SEED, db_session
+from conftest import MIGRATIONS, BELTA_SEED, TASS_SEED, db_session
 from provenance.db import models  # noqa: F401  (registers every table)
 from provenance.db.base import Base
 from provenance.db.migrate import alembic_config, current_revision, head_revision, migrations_dir
-from provenance.db.models import Document
+from provenance.db.models import Document, Passage, PassagePrefilter
 from provenance.db.session import database_url, make_engine
 
 
@@ -99,3 +100,38 @@ def test_database_usable_after_downgrade_cycle(db_url, runner, ingest):
     assert summary["documents_added"] == 1
     with db_session(db) as session:
         assert session.scalar(select(Document.path)) == str(BELTA_SEED)
+
+
+def test_upgrade_fills_the_passage_prefilter_of_passages_stored_before_it(db_url, ingest):
+    """Migration 0007 writes the compact sketch of every signed passage already stored, the
+    same rows an ingest writes: the low byte of each signature value and the content-word
+    count."""
+    ingest(BELTA_SEED, db_path=db_url)
+    ingest(TASS_SEED, db_path=db_url)
+
+    def prefilters() -> list[tuple]:
+        with db_session(db_url) as session:
+            return [tuple(row) for row in session.execute(
+                select(PassagePrefilter.passage_id, PassagePrefilter.content_word_count, PassagePrefilter.low_bytes)
+                .order_by(PassagePrefilter.passage_id)
+            )]
+
+    written = prefilters()
+    with db_session(db_url) as session:
+        signed = session.execute(
+            select(Passage.id, Passage.content_word_count, Passage.signature)
+            .where(Passage.signature.is_not(None)).order_by(Passage.id)
+        ).all()
+    assert len(signed) >= 10
+    assert written == [
+        (row.id, row.content_word_count, np.frombuffer(row.signature, dtype="<u4").astype(np.uint8).tobytes())
+        for row in signed
+    ]
+    engine = _engine(db_url)
+    try:
+        _run(engine, "downgrade", "0006")
+        assert "passage_prefilter" not in _tables(engine)
+        _run(engine, "upgrade", "head")
+    finally:
+        engine.dispose()
+    assert prefilters() == written

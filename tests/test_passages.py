@@ -336,9 +336,40 @@ def test_candidates_sharing_only_a_few_words_are_not_scored(tmp_path, monkeypatc
     assert [seq for seq, _, _ in likely] == [1], "only the rewording is scored"
 
 
+def test_a_candidate_is_judged_on_its_full_signature_not_its_low_bytes(tmp_path):
+    """Candidates are first tested on the low byte of each signature value (an upper bound
+    of the estimate), then on the full signature: a passage whose every value differs from
+    the stored one only above the low byte passes the first test and is still dropped,
+    and those that pass carry the estimate of the full signatures."""
+    from provenance import derive, manifest
+    from provenance.prepare import passage_words
+    from provenance.sketch import from_blob
+
+    text = " ".join(f"{chr(97 + i // 26)}{chr(97 + i % 26)}stored" for i in range(30)).capitalize() + "."
+    db = tmp_path / "prefilter.db"
+    source = tmp_path / "source.txt"
+    source.write_text(text + "\n", encoding="utf-8")
+    run(db, "ingest", str(source), "--quiet")
+    engine = make_engine(f"sqlite:///{db}")
+    with session_scope(engine) as session:
+        settings = manifest.load(session)
+        stored, blob = session.execute(select(Passage.id, Passage.signature).where(Passage.signature.is_not(None))).one()
+        words = passage_words(text, settings)
+        same = from_blob(blob)
+        high_bits_differ = same ^ np.uint32(0x100)
+        half = same.copy()
+        half[::2] ^= np.uint32(0x100)
+        likely = derive.likely_sources(
+            session, {0: {stored}, 1: {stored}, 2: {stored}}, {0: high_bits_differ, 1: same, 2: half},
+            {0: words, 1: words, 2: words}, {},
+        )
+    engine.dispose()
+    assert [(mine, row.id, estimate) for mine, row, estimate in likely] == [(1, stored, 1.0), (2, stored, 0.5)]
+
+
 def test_cached_sketches_are_read_once_and_checked_when_used(tmp_path, monkeypatch):
-    """An ingest run keeps stored passages' sketches (derive.SketchCache): the second time a
-    passage is a candidate its sketch is not read again, but a passage whose document has
+    """An ingest run keeps stored passages' compact sketches (derive.SketchCache): the second
+    time a passage is a candidate its sketch is not read again, but a passage whose document has
     since been superseded is still not offered as a source; a commit by another
     connection empties the cache (SQLite gives a deleted passage's id to the next one)."""
     from sqlalchemy import update
@@ -357,7 +388,7 @@ def test_cached_sketches_are_read_once_and_checked_when_used(tmp_path, monkeypat
     real_select_in = derive.select_in
 
     def counting_select_in(session, sql, values):
-        if sql == derive._PASSAGE_SKETCHES:
+        if sql == derive._PREFILTERS:
             sketch_reads.append(list(values))
         return real_select_in(session, sql, values)
 

