@@ -178,6 +178,7 @@ def add_passages(
 #: cost grows with the corpus: here it comes every 1,400 documents or so.
 RECENT_BANDS_MAX = 1_000_000
 
+
 def merge_recent_bands(session: Session, at_least: Optional[int] = None) -> int:
     """Move the recent passage band rows into the big table, in key order, when there are
     ``at_least`` of them (default :data:`RECENT_BANDS_MAX`); returns how many were moved
