@@ -21,7 +21,7 @@ from . import index
 from .db.bulk import select_in
 from .db.models import Citation, Derivation, Document, DocumentPair, Passage, PassageMatch, PassagePrefilter
 from .align import align, tokens_in
-from .match import score, shared_extent
+from .match import WordProfile, profile, score, shared_extent
 from .prepare import passage_words
 from .settings import Settings
 from .text.normalize import content_words, normalize, tokens
@@ -78,12 +78,14 @@ def derive(
     my_signatures = {pid: from_blob(blob) for pid, blob in signed}
     texts: dict[int, str] = {}
     likely = likely_sources(session, candidates, my_signatures, words_by_passage, texts, cache=sketches)
-    words_cache: dict[int, list[str]] = {}
+    profiles: dict[int, WordProfile] = {}  # mine and theirs: passage ids never collide
     best: dict[tuple[int, int], tuple] = {}
     for mine, row, estimate in likely:
-        if row.id not in words_cache:
-            words_cache[row.id] = passage_words(texts[row.document_id][row.start_offset : row.end_offset], settings)
-        result = score(words_by_passage[mine], words_cache[row.id], policy)
+        if mine not in profiles:
+            profiles[mine] = profile(words_by_passage[mine])
+        if row.id not in profiles:
+            profiles[row.id] = profile(passage_words(texts[row.document_id][row.start_offset : row.end_offset], settings))
+        result = score(profiles[mine], profiles[row.id], policy)
         if result.label is None:
             continue
         key = (mine, row.document_id)
@@ -506,13 +508,13 @@ def _extend(
     if other_id not in texts:
         texts[other_id] = session.scalar(select(Document.text).where(Document.id == other_id))
     other_text = texts[other_id]
-    other_words: dict[int, list[str]] = {}
+    other_profiles: dict[int, WordProfile] = {}
 
-    def words_of(index_in_other: int) -> list[str]:
+    def profile_of(index_in_other: int) -> WordProfile:
         row = other_rows[index_in_other]
-        if row.id not in other_words:
-            other_words[row.id] = passage_words(other_text[row.start_offset : row.end_offset], settings)
-        return other_words[row.id]
+        if row.id not in other_profiles:
+            other_profiles[row.id] = profile(passage_words(other_text[row.start_offset : row.end_offset], settings))
+        return other_profiles[row.id]
 
     mine_index = {pid: i for i, pid in enumerate(mine_rows)}
     other_index = {row.id: i for i, row in enumerate(other_rows)}
@@ -529,9 +531,10 @@ def _extend(
             words = words_by_passage.get(mine_rows[ii])
             if not words:
                 continue
+            mine_profile = profile(words)
             best = None
             for jj in range(max(0, j + step - window), min(len(other_rows), j + step + window + 1)):
-                result = score(words, words_of(jj), policy)
+                result = score(mine_profile, profile_of(jj), policy)
                 if result.label and (best is None or result.similarity > best[0].similarity):
                     best = (result, jj)
             if best is None:

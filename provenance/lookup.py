@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from . import derive, index, manifest, sketch
 from .db.models import Boilerplate, Document, DocumentBand, Passage
 from .errors import ProvenanceError
-from .match import score
+from .match import WordProfile, profile, score
 from .prepare import document_shingles, passage_words, prepare
 from .reader import RawDocument
 from .report import resolve_document
@@ -93,15 +93,16 @@ def _passage_matches(session: Session, content: list, text: str, settings) -> li
     ):
         likely.setdefault(seq, []).append(row)
     policy = settings.match_policy()
-    words: dict[int, list[str]] = {}
+    profiles: dict[int, WordProfile] = {}
     out = []
     for seq, found in sorted(likely.items()):
         best = None
+        mine_profile = profile(by_seq[seq].words)
         for row in found:
             source_text = texts[row.document_id][row.start_offset : row.end_offset]
-            if row.id not in words:
-                words[row.id] = passage_words(source_text, settings)
-            result = score(by_seq[seq].words, words[row.id], policy)
+            if row.id not in profiles:
+                profiles[row.id] = profile(passage_words(source_text, settings))
+            result = score(mine_profile, profiles[row.id], policy)
             if result.label and (best is None or _strength(result) > _strength(best[0])):
                 best = (result, row, source_text)
         if best is not None:

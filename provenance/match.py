@@ -7,7 +7,7 @@ Pure functions over normalised words. Word 3-grams catch copying (light edits le
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional, Union
 
 from .text.normalize import content_words
 
@@ -43,22 +43,41 @@ def trigrams(words: list[str]) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
 
 
-def score(words_a: list[str], words_b: list[str], policy: MatchPolicy = MatchPolicy()) -> PassageScore:
-    """Measures and label for passage ``a`` (the derived side) against ``b`` (the source)."""
-    grams_a, grams_b = trigrams(words_a), trigrams(words_b)
+class WordProfile(NamedTuple):
+    """What scoring compares of a passage, built once however many candidates it is scored
+    against (a new passage meets a dozen, a stored one several in a window)."""
+
+    words: list[str]
+    grams: set[tuple[str, ...]]
+    content: set[str]
+    #: The words joined with spaces and padded with one, for the excerpt test.
+    padded: str
+
+
+def profile(words: list[str]) -> WordProfile:
+    return WordProfile(words, trigrams(words), set(content_words(words)), " " + " ".join(words) + " ")
+
+
+def score(
+    words_a: Union[list[str], WordProfile], words_b: Union[list[str], WordProfile], policy: MatchPolicy = MatchPolicy()
+) -> PassageScore:
+    """Measures and label for passage ``a`` (the derived side) against ``b`` (the source),
+    given as words or as their :func:`profile`."""
+    a = words_a if isinstance(words_a, WordProfile) else profile(words_a)
+    b = words_b if isinstance(words_b, WordProfile) else profile(words_b)
+    grams_a, grams_b = a.grams, b.grams
     shared = len(grams_a & grams_b)
     union = len(grams_a | grams_b)
     jaccard = shared / union if union else 0.0
     containment_a = shared / len(grams_a) if grams_a else 0.0
     containment_b = shared / len(grams_b) if grams_b else 0.0
-    content_a, content_b = set(content_words(words_a)), set(content_words(words_b))
-    shared_content = len(content_a & content_b)
-    smaller = min(len(content_a), len(content_b))
+    shared_content = len(a.content & b.content)
+    smaller = min(len(a.content), len(b.content))
     overlap = shared_content / smaller if smaller else 0.0
     best_containment = max(containment_a, containment_b)
     label: Optional[str] = None
     similarity = 0.0
-    if words_a and (words_a == words_b or _contains(words_b, words_a) or _contains(words_a, words_b)):
+    if a.words and (a.words == b.words or _contains(b, a) or _contains(a, b)):
         label, similarity = "verbatim", 1.0
     elif best_containment >= policy.syndicated_min_containment:
         label, similarity = "syndicated", best_containment
@@ -71,12 +90,11 @@ def score(words_a: list[str], words_b: list[str], policy: MatchPolicy = MatchPol
                         round(containment_b, 4), round(overlap, 4), shared_content)
 
 
-def _contains(haystack: list[str], needle: list[str]) -> bool:
+def _contains(haystack: WordProfile, needle: WordProfile) -> bool:
     """True when ``needle`` occurs as a contiguous run of words in ``haystack`` (an excerpt)."""
-    if len(needle) < 3 or len(needle) > len(haystack):
+    if len(needle.words) < 3 or len(needle.words) > len(haystack.words):
         return False
-    joined = " " + " ".join(haystack) + " "
-    return (" " + " ".join(needle) + " ") in joined
+    return needle.padded in haystack.padded
 
 
 def shared_extent(words_a: list[str], words_b: list[str]) -> Optional[tuple[int, int]]:
