@@ -78,14 +78,16 @@ def derive(
     my_signatures = {pid: from_blob(blob) for pid, blob in signed}
     texts: dict[int, str] = {}
     likely = likely_sources(session, candidates, my_signatures, words_by_passage, texts, cache=sketches)
-    profiles: dict[int, WordProfile] = {}  # mine and theirs: passage ids never collide
+    mine_profiles: dict[int, WordProfile] = {}
+    their_profiles: dict[int, WordProfile] = {}
     best: dict[tuple[int, int], tuple] = {}
     for mine, row, estimate in likely:
-        if mine not in profiles:
-            profiles[mine] = profile(words_by_passage[mine])
-        if row.id not in profiles:
-            profiles[row.id] = profile(passage_words(texts[row.document_id][row.start_offset : row.end_offset], settings))
-        result = score(profiles[mine], profiles[row.id], policy)
+        if mine not in mine_profiles:
+            mine_profiles[mine] = profile(words_by_passage[mine])
+        if row.id not in their_profiles:
+            source_text = texts[row.document_id][row.start_offset : row.end_offset]
+            their_profiles[row.id] = profile(passage_words(source_text, settings))
+        result = score(mine_profiles[mine], their_profiles[row.id], policy)
         if result.label is None:
             continue
         key = (mine, row.document_id)

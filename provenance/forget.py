@@ -98,4 +98,5 @@ def _reindex(session: Session, document: Document, settings: Settings) -> None:
     document.signature = to_blob(signature) if signature is not None else None
     session.flush()
     index.index_document(session, document.id, signature, settings, shingles=shingles)
-    index.add_passages(session, [(r.id, r.signature) for r in content if r.signature is not None], settings, replace=True)
+    signed = [(r.id, r.signature) for r in content if r.signature is not None]
+    index.add_passages(session, signed, settings, replace=True)

@@ -174,7 +174,7 @@ def add_passages(
 #: Recent passage band rows (about 700 per document) that make a merge worth it: small
 #: enough that the table stays in the page cache (some 17 MB on SQLite), large enough that
 #: merges are rare. A merge rewrites most of the big table's pages, so it costs about the
-#: same whatever it moves (3 s at 20,000 documents for 0.5 or 2 million rows) and that
+#: same whatever it moves (3 s at 20,000 documents for 0.5 or 2 million rows, timed once) and that
 #: cost grows with the corpus: here it comes every 1,400 documents or so.
 RECENT_BANDS_MAX = 1_000_000
 

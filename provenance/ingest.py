@@ -748,7 +748,7 @@ class Ingestor:
 #: ingest (Python's default is 700). Matching reads thousands of rows per document and
 #: keeps tens of thousands of sketches, so the default ran six collections per document
 #: and a full one every two: 8-10% of the time of 200 documents ingested into 20,000
-#: (timed with gc.callbacks). Ingest makes few reference cycles.
+#: (timed once with gc.callbacks). Ingest makes few reference cycles.
 INGEST_GC_THRESHOLD = 50_000
 
 

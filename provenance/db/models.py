@@ -142,7 +142,7 @@ class PassagePrefilter(Base):
     Equal values have equal low bytes, so the share of equal low bytes is never below the
     share of equal values: a candidate that fails the estimate floors on these fails them
     on the full signature too, and only the few that pass (6.5% of 452,492 candidate pairs
-    of 200 documents new to 20,000) are read from ``passage``. The rows that grow with the
+    of 200 documents new to 20,000, in a one-off count) are read from ``passage``. The rows that grow with the
     corpus are read from a table a quarter the size of ``passage``.
     """
 
