@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 from sqlalchemy import bindparam, delete, func, insert, or_, select
@@ -179,16 +179,22 @@ def add_passages(
 RECENT_BANDS_MAX = 1_000_000
 
 
-def merge_recent_bands(session: Session, at_least: Optional[int] = None) -> int:
+class Merge(NamedTuple):
+    """What :func:`merge_recent_bands` found: the recent rows, and whether it moved them."""
+
+    rows: int
+    moved: bool
+
+
+def merge_recent_bands(session: Session, at_least: Optional[int] = None) -> Merge:
     """Move the recent passage band rows into the big table, in key order, when there are
-    ``at_least`` of them (default :data:`RECENT_BANDS_MAX`); returns how many were moved
-    (0: not yet). Call it in a writer's transaction; readers see the rows in one table or
-    the other, never in neither."""
+    ``at_least`` of them (default :data:`RECENT_BANDS_MAX`). Call it in a writer's
+    transaction; readers see the rows in one table or the other, never in neither."""
     at_least = RECENT_BANDS_MAX if at_least is None else at_least
     connection = session.connection()
-    waiting = connection.scalar(select(func.count()).select_from(RecentPassageBand))
+    waiting = connection.scalar(select(func.count()).select_from(RecentPassageBand)) or 0
     if not waiting or waiting < at_least:
-        return 0
+        return Merge(waiting, False)
     sqlite = connection.dialect.name == "sqlite"
     connection.exec_driver_sql(
         f"INSERT {'OR IGNORE ' if sqlite else ''}INTO {PassageBand.__tablename__} (band_key, passage_id) "
@@ -196,7 +202,7 @@ def merge_recent_bands(session: Session, at_least: Optional[int] = None) -> int:
         + ("" if sqlite else " ON CONFLICT DO NOTHING")
     )
     connection.execute(delete(RecentPassageBand))
-    return waiting
+    return Merge(waiting, True)
 
 
 @lru_cache(maxsize=4096)
@@ -235,6 +241,20 @@ _BUCKET_MEMBERS = " UNION ALL ".join(
     f"SELECT band_key, passage_id FROM {table} WHERE band_key {{in}}"
     for table in (PassageBand.__tablename__, RecentPassageBand.__tablename__)
 )
+#: The same on PostgreSQL, as one index probe per key whatever the planner makes of the
+#: tables' sizes, planned afresh each time (see select_in). Asked for ``band_key = ANY(keys)``
+#: it scanned the whole of a table whenever it judged that cheaper or kept a plan made when
+#: the table was small: a new database's first 1,000 documents read 238 million rows in 900
+#: such scans (a one-off count). OFFSET 0 keeps the subquery from being flattened into a
+#: join that the planner could turn back into a scan.
+_BUCKET_MEMBERS_POSTGRESQL = (
+    "SELECT k.band_key, m.passage_id FROM unnest(CAST({array} AS BIGINT[])) AS k(band_key) CROSS JOIN LATERAL ("
+    + " UNION ALL ".join(
+        f"SELECT passage_id FROM {table} WHERE band_key = k.band_key"
+        for table in (PassageBand.__tablename__, RecentPassageBand.__tablename__)
+    )
+    + " OFFSET 0) AS m"
+)
 
 
 def passage_candidates(
@@ -259,7 +279,8 @@ def passage_candidates(
     # member to its passage row (one random read per candidate).
     own = set(session.connection().scalars(_OWN_PASSAGES, {"document": document_id}))
     members: dict[int, list[int]] = {}
-    for key, candidate in select_in(session, _BUCKET_MEMBERS, sorted(set(by_key) - skipped)):
+    wanted = sorted(set(by_key) - skipped)
+    for key, candidate in select_in(session, _BUCKET_MEMBERS, wanted, postgresql=_BUCKET_MEMBERS_POSTGRESQL):
         if candidate not in own:
             members.setdefault(key, []).append(candidate)
     found: dict[int, set[int]] = {}

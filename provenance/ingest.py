@@ -39,9 +39,14 @@ from .db.models import (
     Document,
     IngestRun,
     Passage,
+    PassageBand,
     PassagePrefilter,
+    RecentPassageBand,
 )
-from .db.session import is_transient, is_unique_violation, refresh_statistics, session_scope, write_scope
+from .db.session import (
+    analyse_grown_table, is_transient, is_unique_violation, refresh_moved_tables, refresh_statistics, session_scope,
+    write_scope,
+)
 from .errors import InputError, ProvenanceError
 from .prepare import PreparedDocument, document_shingles, document_signature, passage_words, prepare
 from .reader import DEFAULT_MAX_BYTES, STDIN, InputFile, RawDocument, discover, read
@@ -379,13 +384,20 @@ class Ingestor:
     def _merge_recent_bands(self) -> None:
         """Between batches, in a transaction of its own: move the passage index's recent
         rows into its big table once there are enough (see index.merge_recent_bands). A busy
-        database only postpones it to the next batch."""
+        database only postpones it to the next batch. PostgreSQL's planner is told the
+        tables' sizes after a merge (see refresh_moved_tables) and as the recent rows grow
+        (see analyse_grown_table)."""
         try:
             with write_scope(self.engine) as session:
-                index.merge_recent_bands(session)
+                merge = index.merge_recent_bands(session)
         except Exception as error:
             if not is_transient(error):
                 raise
+            return
+        if merge.moved:
+            refresh_moved_tables(self.engine, RecentPassageBand.__tablename__, PassageBand.__tablename__)
+        else:
+            analyse_grown_table(self.engine, RecentPassageBand.__tablename__, merge.rows)
 
     @contextmanager
     def _writing(self) -> Iterator[Session]:

@@ -16,7 +16,7 @@ plain executemany handed straight to its in-process driver.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from sqlalchemy import Table, bindparam, insert, text
 from sqlalchemy.orm import Session
@@ -95,7 +95,7 @@ def _execute_as_arrays(session: Session, statement, names: Sequence[str], rows: 
         session.execute(statement, {name: list(column) for name, column in zip(names, zip(*batch))})
 
 
-def select_in(session: Session, sql: str, values: Sequence) -> list[tuple]:
+def select_in(session: Session, sql: str, values: Sequence, postgresql: Optional[str] = None) -> list[tuple]:
     """The rows (plain tuples) of ``sql``, a SELECT holding ``{in}`` markers where a test
     of membership in ``values`` goes (``WHERE band_key {in}``; each marker of a UNION gets
     the same values).
@@ -105,6 +105,12 @@ def select_in(session: Session, sql: str, values: Sequence) -> list[tuple]:
     thousands of rows, and an expanding IN compiled by SQLAlchemy with its result rows
     took about twice as long. Text of the statement is fixed by the caller; values are
     always bound.
+
+    ``postgresql``: the statement to run instead on PostgreSQL, with ``{array}`` where the
+    array of values goes. It is never prepared: a plan the server kept from when a table
+    was small would still be used after it grew (a new database's first merge made such a
+    plan read the whole big table for every lookup, see refresh_moved_tables); planned
+    afresh, it fits the tables' sizes now.
     """
     out: list[tuple] = []
     if not values:
@@ -116,7 +122,15 @@ def select_in(session: Session, sql: str, values: Sequence) -> list[tuple]:
         for start in range(0, len(values), IN_CHUNK):
             out.extend(tuple(row) for row in connection.execute(statement, {"values": list(values[start : start + IN_CHUNK])}))
         return out
-    markers = sql.count("{in}")
+    prepare = None  # the driver's default: prepared once it has run a few times
+    if dialect == "postgresql":
+        if postgresql:
+            sql, prepare = postgresql.replace("{array}", "%s"), False
+        else:
+            sql = sql.replace("{in}", "= ANY(%s)")
+        markers = sql.count("%s")
+    else:
+        markers = sql.count("{in}")
     cursor = connection.connection.driver_connection.cursor()
     try:
         for start in range(0, len(values), IN_CHUNK):
@@ -124,7 +138,7 @@ def select_in(session: Session, sql: str, values: Sequence) -> list[tuple]:
             if dialect == "sqlite":
                 cursor.execute(sql.replace("{in}", f"IN ({', '.join('?' * len(batch))})"), batch * markers)
             else:
-                cursor.execute(sql.replace("{in}", "= ANY(%s)"), (batch,) * markers)
+                cursor.execute(sql, (batch,) * markers, prepare=prepare)
             out.extend(cursor.fetchall())
     finally:
         cursor.close()

@@ -13,7 +13,7 @@ import random
 import sqlite3
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Optional
 from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, exc, text
@@ -204,6 +204,62 @@ def refresh_statistics(engine: Engine) -> None:
     except exc.SQLAlchemyError:
         pass
 
+
+
+def refresh_moved_tables(engine: Engine, emptied: str, filled: str) -> None:
+    """After a statement moved many rows from table ``emptied`` to table ``filled`` (a merge
+    of the passage index), on PostgreSQL: vacuum the emptied table and analyse both now,
+    not at autovacuum's next round.
+
+    Until then the planner keeps the sizes of their last analysis: after a new database's
+    first merge it took the big table for empty, and a plan kept by the driver's prepared
+    statement read all of it for every bucket lookup (one document's lookups 2.2 s instead
+    of 3-6 ms, a one-off script) until autovacuum analysed it. The rows a merge deletes
+    stay in the emptied table's index until vacuumed, and lookups read them. ``SKIP_LOCKED``:
+    a table another vacuum is working on is left to it. Best effort: the merge is already
+    committed. Nothing to do on SQLite, whose plan for the lookup does not depend on sizes.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql(f"VACUUM (ANALYZE, SKIP_LOCKED) {emptied}")
+            connection.exec_driver_sql(f"ANALYZE (SKIP_LOCKED) {filled}")
+    except exc.SQLAlchemyError:
+        pass
+
+
+#: The fewest rows of a table that :func:`analyse_grown_table` analyses.
+ANALYSE_AFTER_ROWS = 10_000
+
+
+def analyse_grown_table(engine: Engine, table: str, rows: int, at_least: Optional[int] = None) -> bool:
+    """On PostgreSQL, analyse ``table``, which holds ``rows`` rows, now if that is twice
+    the rows its last analysis saw (and at least ``at_least``, default
+    :data:`ANALYSE_AFTER_ROWS`); returns whether it did.
+
+    For a table that grows fast from empty, as the passage index's table of recent rows
+    does after every merge: autovacuum analyses it on its own schedule, and until then the
+    planner guesses that every key matches half a percent of the rows. In a new database's
+    first 1,000 documents that guess made the bucket lookups (one probe per key, see
+    provenance.index) bitmap scans of hundreds of rows a key: 28 s of a 76 s ingest (a
+    one-off run with auto_explain). Analysing each time the table has doubled keeps the
+    guesses close, for a sample of at most 30,000 rows each time. Best effort.
+    """
+    at_least = ANALYSE_AFTER_ROWS if at_least is None else at_least
+    if engine.dialect.name != "postgresql" or rows < at_least:
+        return False
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            seen = connection.execute(
+                text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:table)"), {"table": table}
+            ).scalar()
+            if seen is None or rows < 2 * seen:  # -1: never analysed
+                return False
+            connection.exec_driver_sql(f"ANALYZE (SKIP_LOCKED) {table}")
+            return True
+    except exc.SQLAlchemyError:
+        return False
 
 # -- errors worth another attempt -------------------------------------------------------
 #: SQLSTATEs of PostgreSQL errors that a retry of the whole transaction can clear.
