@@ -272,7 +272,9 @@ def assert_interrupted_cleanly(db: Path, corpus: list[Path], stdout: str, stderr
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_far_it_got(tmp_path):
-    corpus = write_corpus(tmp_path / "corpus", 120, seed=2)
+    # Enough documents that the ingest is still running when Ctrl-C arrives on a busy
+    # machine: 120 were once all stored (in 0.5 s) before it did.
+    corpus = write_corpus(tmp_path / "corpus", 2000, seed=2)
     db = tmp_path / "interrupted.db"
     with spawn(db, "ingest", str(tmp_path / "corpus"), "--format", "json") as process:
         wait_for_documents(process, db, 10)
