@@ -470,38 +470,45 @@ def test_merging_recent_passage_bands_does_not_change_what_is_found(tmp_path, db
     assert merged["passage_band"] == waiting["passage_band_recent"] and len(merged["passage_band"]) > 1000
 
 
-
-def test_after_a_merge_the_planner_knows_both_passage_index_tables_sizes(tmp_path, db_url, monkeypatch):
-    """PostgreSQL plans a lookup from the sizes its last analysis saw. After a merge moves
-    the recent passage band rows into the big table, both tables are analysed at once (and
-    the emptied one vacuumed), not at autovacuum's next round, during which a new database
-    once ingested at a third of its rate. Checked with the end-of-ingest analysis turned
-    off, so the merges' own refresh is what is seen."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("planner statistics of PostgreSQL; SQLite's plan for the lookup does not use them")
+def _planner_rows_after_ingest(tmp_path: Path, url: str, monkeypatch, documents: int, merge_at: int) -> dict:
+    """Ingest ``documents`` of the corpus in batches of four, merging when ``merge_at``
+    recent rows wait, with the end-of-ingest analysis turned off (so what the merges and
+    batches refreshed is what is seen); returns each passage index table's row count and
+    the planner's (``pg_class.reltuples``, -1 when never analysed)."""
     from sqlalchemy import text
 
     from provenance import index as index_module
 
     monkeypatch.setattr(ingest_module, "BATCH_DOCUMENTS", 4)
-    monkeypatch.setattr(index_module, "RECENT_BANDS_MAX", 1)
+    monkeypatch.setattr(index_module, "RECENT_BANDS_MAX", merge_at)
     monkeypatch.setattr(ingest_module, "refresh_statistics", lambda engine: None)
-    files = sorted(write_corpus(tmp_path / "corpus"))[:12]
-    result = CliRunner().invoke(cli, ["--db", db_url, "ingest", *map(str, files), "--format", "json"])
+    files = sorted(write_corpus(tmp_path / "corpus"))[:documents]
+    result = CliRunner().invoke(cli, ["--db", url, "ingest", *map(str, files), "--format", "json"])
     assert result.exit_code == 0, result.output
-    engine = make_engine(db_url)
+    engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(text("SELECT count(*) FROM passage_band")).scalar_one()
-            waiting = connection.execute(text("SELECT count(*) FROM passage_band_recent")).scalar_one()
             planned = dict(connection.execute(text(
                 "SELECT relname, reltuples FROM pg_class WHERE relname IN ('passage_band', 'passage_band_recent')"
             )).all())
+            return {table: (connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one(), planned[table])
+                    for table in planned}
     finally:
         engine.dispose()
-    assert rows > 1000 and waiting == 0, "every batch was merged"
+
+
+def test_after_a_merge_the_planner_knows_both_passage_index_tables_sizes(tmp_path, db_url, monkeypatch):
+    """PostgreSQL plans a lookup from the sizes its last analysis saw. After a merge moves
+    the recent passage band rows into the big table, both tables are analysed at once (and
+    the emptied one vacuumed), not at autovacuum's next round, during which a new database
+    once ingested at a third of its rate."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("planner statistics of PostgreSQL; SQLite's plan for the lookup does not use them")
+    found = _planner_rows_after_ingest(tmp_path, db_url, monkeypatch, documents=12, merge_at=1)
+    rows = found["passage_band"][0]
+    assert rows > 1000 and found["passage_band_recent"][0] == 0, "every batch was merged"
     # ANALYZE reads every row of a table this small, so its count is exact.
-    assert planned == {"passage_band": rows, "passage_band_recent": 0}
+    assert found == {"passage_band": (rows, rows), "passage_band_recent": (0, 0)}
 
 
 def test_the_planner_sees_the_recent_passage_bands_grow_between_merges(tmp_path, db_url, monkeypatch):
@@ -510,30 +517,15 @@ def test_the_planner_sees_the_recent_passage_bands_grow_between_merges(tmp_path,
     its rows per key from an empty or never-analysed table."""
     if not db_url.startswith("postgresql"):
         pytest.skip("planner statistics of PostgreSQL")
-    from sqlalchemy import text
-
-    from provenance import index as index_module
     from provenance.db import session as session_module
 
-    monkeypatch.setattr(ingest_module, "BATCH_DOCUMENTS", 4)
-    monkeypatch.setattr(index_module, "RECENT_BANDS_MAX", 10**9)
     monkeypatch.setattr(session_module, "ANALYSE_AFTER_ROWS", 1)
-    monkeypatch.setattr(ingest_module, "refresh_statistics", lambda engine: None)
-    files = sorted(write_corpus(tmp_path / "corpus"))[:16]
-    result = CliRunner().invoke(cli, ["--db", db_url, "ingest", *map(str, files), "--format", "json"])
-    assert result.exit_code == 0, result.output
-    engine = make_engine(db_url)
-    try:
-        with engine.connect() as connection:
-            planned = connection.execute(
-                text("SELECT reltuples FROM pg_class WHERE relname = 'passage_band_recent'")
-            ).scalar_one()
-            rows = connection.execute(text("SELECT count(*) FROM passage_band_recent")).scalar_one()
-    finally:
-        engine.dispose()
+    rows, planned = _planner_rows_after_ingest(tmp_path, db_url, monkeypatch, documents=16, merge_at=10**9)[
+        "passage_band_recent"]
     # Analysed during the ingest (a never-analysed table has -1), the last time when the
     # rows of the batch before the last had doubled the rows it saw before.
     assert 0 < planned <= rows and 2 * planned > rows and rows > 1000
+
 
 #: Every command, as a user would type it after ``provenance --db URL`` (DOC 1 is the BelTA seed).
 EVERY_COMMAND = [
