@@ -16,7 +16,7 @@ from . import manifest
 from .cluster import components, star_clusters
 from .db.models import Boilerplate, Citation, Derivation, Document, DocumentPair, PassageMatch
 from .errors import ProvenanceError, path_text
-from .index import chunks
+from .index import IN_CHUNK, chunks
 from .sketch import estimate_jaccard, from_blob
 
 SCHEMA = "provenance.report/1"
@@ -69,8 +69,8 @@ WITHOUT_TEXT = defer(Document.text, raiseload=True)
 
 #: What clusters need of a document, read as plain rows (their attributes have the ORM
 #: object's names, so either serves): at 30,000 documents building the objects took as
-#: long as the rest of `inspect`.
-_CLUSTER_COLUMNS = (Document.id, Document.path, Document.content_hash, Document.signature, Document.published_at)
+#: long as the rest of `inspect`. The signature is read only for a group that needs it.
+_CLUSTER_COLUMNS = (Document.id, Document.path, Document.content_hash, Document.published_at)
 
 
 def clusters(
@@ -80,38 +80,53 @@ def clusters(
 
     ``focus``: only the clusters drawn from that document's group of duplicates, reading
     only those documents (what `report --document` needs, at any corpus size)."""
-    first, second = aliased(Document), aliased(Document)
-    rows = session.execute(
-        select(DocumentPair.first_id, DocumentPair.second_id)
-        .join(first, first.id == DocumentPair.first_id)
-        .join(second, second.id == DocumentPair.second_id)
-        .where(
-            first.is_latest.is_(True), second.is_latest.is_(True),
-            or_(DocumentPair.exact.is_(True), DocumentPair.similarity >= threshold),
-        )
-        .order_by(DocumentPair.first_id, DocumentPair.second_id)
-    ).all()
-    if not rows:
+    # Every verified pair (exact Jaccard, see provenance.index.index_document) between
+    # latest documents, read once: those at the threshold link documents into groups; all
+    # give member-to-centre similarities below, the MinHash estimate standing in for pairs
+    # that never were candidates.
+    # Superseded versions are few and indexed; joining each pair to its two documents to
+    # test them cost more than reading the pairs.
+    superseded = set(session.scalars(select(Document.id).where(Document.is_latest.is_(False))))
+    verified: dict[tuple[int, int], float] = {}
+    linked = []
+    for pair in session.execute(
+        select(DocumentPair.first_id, DocumentPair.second_id, DocumentPair.similarity, DocumentPair.exact)
+    ):
+        if pair.first_id in superseded or pair.second_id in superseded:
+            continue
+        verified[(pair.first_id, pair.second_id)] = pair.similarity
+        if pair.exact or pair.similarity >= threshold:
+            linked.append((pair.first_id, pair.second_id))
+    if not linked:
         return []
-    groups = components((a, b) for a, b in rows)
+    groups = components(sorted(linked))
     if focus is not None:
         groups = [group for group in groups if focus in group]
-    ids = sorted({i for group in groups for i in group})
+    group_of = {i: group for group in groups for i in group}
     by_id = dict(documents) if documents is not None else {}
-    missing = [i for i in ids if i not in by_id]
-    for batch in chunks(missing):
-        for row in session.execute(select(*_CLUSTER_COLUMNS).where(Document.id.in_(batch))):
-            by_id[row.id] = row
-    signatures = {i: from_blob(by_id[i].signature) if by_id[i].signature else None for i in ids}
-    # Verified similarities (exact Jaccard, see provenance.index.index_document) where the
-    # pair was a candidate; the MinHash estimate for pairs that never were.
-    verified: dict[tuple[int, int], float] = {}
-    for batch in chunks(ids):
-        for pair in session.execute(
-            select(DocumentPair.first_id, DocumentPair.second_id, DocumentPair.similarity)
-            .where(DocumentPair.first_id.in_(batch))
-        ):
-            verified[(pair.first_id, pair.second_id)] = pair.similarity
+    missing = set(group_of) - set(by_id)
+    if len(missing) > IN_CHUNK:
+        # One statement for the lot (every document in a verified pair, a few more than
+        # needed) rather than an IN list per chunk, each compiled with its hundreds of values.
+        in_pairs = select(DocumentPair.first_id).union(select(DocumentPair.second_id))
+        for row in session.execute(select(*_CLUSTER_COLUMNS).where(Document.id.in_(in_pairs))):
+            if row.id in missing:
+                by_id[row.id] = row
+    else:
+        for batch in chunks(sorted(missing)):
+            for row in session.execute(select(*_CLUSTER_COLUMNS).where(Document.id.in_(batch))):
+                by_id[row.id] = row
+    signatures: dict[int, Optional[np.ndarray]] = {}
+
+    def signature(i: int) -> Optional[np.ndarray]:
+        """Read, for the whole group, the first time one of its pairs was never verified
+        (rare: the pairs a group is made of were all verified when they were candidates)."""
+        if i not in signatures:
+            group = group_of[i]
+            for batch in chunks(group):
+                for row in session.execute(select(Document.id, Document.signature).where(Document.id.in_(batch))):
+                    signatures[row.id] = from_blob(row.signature) if row.signature else None
+        return signatures[i]
 
     def similarity(a: int, b: int) -> float:
         if by_id[a].content_hash == by_id[b].content_hash:
@@ -119,9 +134,10 @@ def clusters(
         known = verified.get((min(a, b), max(a, b)))
         if known is not None:
             return known
-        if signatures[a] is None or signatures[b] is None:
+        mine, theirs = signature(a), signature(b)
+        if mine is None or theirs is None:
             return 0.0
-        return estimate_jaccard(signatures[a], signatures[b])
+        return estimate_jaccard(mine, theirs)
 
     out = []
     for group in groups:

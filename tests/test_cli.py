@@ -888,6 +888,47 @@ def test_a_one_document_report_shows_what_the_whole_report_says_about_it(report_
                                           if document.id in (d["derived"]["id"], d["source"]["id"])]
 
 
+def test_clusters_are_the_same_however_their_documents_are_read(db, populated, monkeypatch):
+    """Many clustered documents are read in one statement, a few in IN lists: the clusters
+    are the same either way."""
+    from provenance import report as reporting
+
+    with db_session(db) as session:
+        monkeypatch.setattr(reporting, "IN_CHUNK", 0)
+        one_statement = reporting.clusters(session, 0.8)
+        monkeypatch.setattr(reporting, "IN_CHUNK", 10**6)
+        in_lists = reporting.clusters(session, 0.8)
+    assert any(c["size"] >= 3 for c in in_lists)
+    assert one_statement == in_lists
+
+
+def test_a_member_never_verified_against_its_canonical_gets_the_estimate(report_json, db, populated):
+    """A near copy linked to its cluster through another member, whose pair with the
+    canonical was never a candidate (its row removed here), is scored to the canonical by
+    the MinHash estimate of the two stored signatures, read for that cluster."""
+    from sqlalchemy import delete
+
+    from provenance.db.models import DocumentPair
+    from provenance.sketch import estimate_jaccard, from_blob
+
+    before = report_json(db)
+    cluster = next(c for c in before["clusters"]
+                   if any(m["relation"] == "exact" for m in c["members"])
+                   and any(m["relation"] == "near-duplicate" for m in c["members"]))
+    canonical = cluster["canonical"]["id"]
+    near = next(m["id"] for m in cluster["members"] if m["relation"] == "near-duplicate")
+    with db_session(db) as session:
+        removed = session.execute(delete(DocumentPair).where(
+            DocumentPair.first_id == min(canonical, near), DocumentPair.second_id == max(canonical, near)))
+        assert removed.rowcount == 1
+        signatures = {d.id: from_blob(d.signature) for d in session.scalars(select(Document).where(
+            Document.id.in_([canonical, near])))}
+    after = cluster_with(report_json(db), near)
+    assert after["canonical"]["id"] == canonical, "still linked through the exact copy"
+    member = next(m for m in after["members"] if m["id"] == near)
+    assert member["similarity"] == round(estimate_jaccard(signatures[canonical], signatures[near]), 4)
+
+
 def test_the_run_summary_says_how_long_it_took(invoke, seeds_dir, tmp_path, tass_text):
     """A user ingesting a big corpus wants the pace: JSON has the run's wall seconds, the
     text summary the seconds and documents per second."""
