@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import bindparam, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from .db.bulk import IN_CHUNK, delete_rows, insert_rows, select_in
+from .db.bulk import chunks, delete_rows, insert_rows, select_in
 from .db.models import Document, DocumentBand, DocumentPair, Passage, PassageBand, RecentPassageBand
 from .prepare import document_shingles, passage_words
 from .settings import Settings, SketchSettings
@@ -61,12 +61,6 @@ def _crowded_document_buckets(connection, keys: list[int], cap: int) -> set[int]
     for batch in chunks(sorted(set(keys))):
         crowded.update(connection.scalars(_CROWDED_DOCUMENT_BUCKETS, {"keys": batch, "cap": cap}))
     return crowded
-
-
-def chunks(values: list, size: int = IN_CHUNK):
-    """``values`` in slices short enough for one IN list of bound parameters."""
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
 
 
 def index_document(

@@ -22,7 +22,6 @@ from .db.models import (
 )
 from .db.session import sqlite_path
 from .report import clusters, resolve_document
-from .sketch import candidate_probability
 
 
 def summarise(engine: Engine, session: Session) -> dict:
@@ -53,7 +52,7 @@ def summarise(engine: Engine, session: Session) -> dict:
             "bands": sketch.bands,
             "rows": sketch.rows,
             "candidate_probability": {
-                f"{s:.2f}": round(candidate_probability(s, sketch), 4)
+                f"{s:.2f}": round(sketch.candidate_probability(s), 4)
                 for s in (max(0.0, threshold - 0.1), threshold, min(1.0, threshold + 0.1))
             },
         }

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Iterator, Optional, Union
 
 from .errors import InputError, path_text
-from .text import html as html_text
 from .text.dates import parse_datetime
 
 SUPPORTED_SUFFIXES = {".txt": "text", ".md": "markdown", ".html": "html", ".htm": "html", ".jsonl": "jsonl"}
@@ -130,6 +129,8 @@ def read(item: InputFile, *, source: Optional[str] = None, max_bytes: int = DEFA
         return
     title = published = None
     if item.format == "html":
+        from .text import html as html_text  # lxml: imported only when there is HTML to read
+
         try:
             page = html_text.extract(data, encoding)
         except LookupError:

@@ -54,6 +54,10 @@ class SketchSettings:
                 f"bands x rows ({self.bands} x {self.rows}) exceeds num_perm {self.num_perm}"
             )
 
+    def candidate_probability(self, similarity: float) -> float:
+        """Probability that a pair at ``similarity`` shares at least one band (becomes a candidate)."""
+        return 1.0 - (1.0 - similarity**self.rows) ** self.bands
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -150,8 +150,3 @@ def band_keys(values: np.ndarray, sketch: SketchSettings) -> list[int]:
         key = xxhash.xxh3_64_intdigest(chunk, seed=band)
         keys.append(key - (1 << 64) if key >= 1 << 63 else key)
     return keys
-
-
-def candidate_probability(similarity: float, sketch: SketchSettings) -> float:
-    """Probability that a pair at ``similarity`` shares at least one band (becomes a candidate)."""
-    return 1.0 - (1.0 - similarity**sketch.rows) ** sketch.bands

@@ -11,6 +11,9 @@ import random
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -927,6 +930,25 @@ def test_a_member_never_verified_against_its_canonical_gets_the_estimate(report_
     assert after["canonical"]["id"] == canonical, "still linked through the exact copy"
     member = next(m for m in after["members"] if m["id"] == near)
     assert member["similarity"] == round(estimate_jaccard(signatures[canonical], signatures[near]), 4)
+
+
+def test_report_and_inspect_do_not_import_numpy_or_lxml(db, populated):
+    """Each command pays for what it imports: reading stored results (clusters of verified
+    pairs) needs neither numpy nor the HTML parser, which took a tenth of a second of every
+    `report` and `inspect` whatever the corpus size."""
+    code = textwrap.dedent(f"""
+        import sys
+        from click.testing import CliRunner
+        from provenance.cli import cli
+        for args in (["report", "--format", "json"], ["inspect", "--format", "json"]):
+            result = CliRunner().invoke(cli, ["--db", {str(db)!r}, *args])
+            assert result.exit_code == 0, result.output
+            assert "clusters" in result.output
+        print(sorted(name for name in ("numpy", "lxml") if name in sys.modules))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_the_run_summary_says_how_long_it_took(invoke, seeds_dir, tmp_path, tass_text):

@@ -29,6 +29,12 @@ IN_CHUNK = 900
 BATCH_ROWS = 20000
 
 
+def chunks(values: list, size: int = IN_CHUNK):
+    """``values`` in slices short enough for one IN list of bound parameters."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
 def insert_rows(
     session: Session, table: Table, names: Sequence[str], rows: list[tuple], *, ignore_duplicates: bool = False
 ) -> None:
