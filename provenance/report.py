@@ -94,14 +94,14 @@ def clusters(
     superseded = set(session.scalars(select(Document.id).where(Document.is_latest.is_(False))))
     verified: dict[tuple[int, int], float] = {}
     linked = []
-    for pair in session.execute(
+    for first, second, similarity, exact in session.execute(
         select(DocumentPair.first_id, DocumentPair.second_id, DocumentPair.similarity, DocumentPair.exact)
     ):
-        if pair.first_id in superseded or pair.second_id in superseded:
+        if superseded and (first in superseded or second in superseded):
             continue
-        verified[(pair.first_id, pair.second_id)] = pair.similarity
-        if pair.exact or pair.similarity >= threshold:
-            linked.append((pair.first_id, pair.second_id))
+        verified[(first, second)] = similarity
+        if exact or similarity >= threshold:
+            linked.append((first, second))
     if not linked:
         return []
     groups = components(sorted(linked))
@@ -148,10 +148,10 @@ def clusters(
 
         return estimate_jaccard(mine, theirs)
 
+    order = {i: canonical_order(by_id[i]) for i in group_of}
     out = []
     for group in groups:
-        ordered = sorted((by_id[i] for i in group), key=canonical_order)
-        for centre, joined in star_clusters([d.id for d in ordered], similarity, threshold):
+        for centre, joined in star_clusters(sorted(group, key=order.__getitem__), similarity, threshold):
             canonical = by_id[centre]
             members = [by_id[m] for m, _ in joined]
             cohesion = sum(value for _, value in joined) / len(joined)
@@ -179,7 +179,7 @@ def clusters(
                     "flags": flags,
                 }
             )
-    out.sort(key=lambda c: canonical_order(by_id[c["id"]]))
+    out.sort(key=lambda c: order[c["id"]])
     return out
 
 
