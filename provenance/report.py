@@ -6,7 +6,7 @@ Nothing here prints; :mod:`provenance.render` shapes the data for a terminal, CS
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased, defer
@@ -17,12 +17,8 @@ from .db.models import Boilerplate, Citation, Derivation, Document, DocumentPair
 from .errors import ProvenanceError, path_text
 from .db.bulk import IN_CHUNK, chunks
 
-if TYPE_CHECKING:
-    import numpy as np
-
-# numpy (and provenance.sketch, which needs it) is imported where a signature is compared:
-# a report of verified pairs never does, and importing it took a tenth of a second of
-# every `report` and `inspect`.
+# numpy (and provenance.sketch, which needs it) is imported only by highest_by_signature,
+# for small corpora: importing it took a tenth of a second of every `report` and `inspect`.
 
 SCHEMA = "provenance.report/1"
 #: Clusters bigger than this are flagged: a real story rarely has this many copies, a
@@ -121,18 +117,16 @@ def clusters(
         for batch in chunks(sorted(missing)):
             for row in session.execute(select(*_CLUSTER_COLUMNS).where(Document.id.in_(batch))):
                 by_id[row.id] = row
-    signatures: dict[int, Optional[np.ndarray]] = {}
+    signatures: dict[int, Optional[bytes]] = {}
 
-    def signature(i: int) -> Optional[np.ndarray]:
+    def signature(i: int) -> Optional[bytes]:
         """Read, for the whole group, the first time one of its pairs was never verified
         (rare: the pairs a group is made of were all verified when they were candidates)."""
         if i not in signatures:
-            from .sketch import from_blob
-
-            group = group_of[i]
-            for batch in chunks(group):
-                for row in session.execute(select(Document.id, Document.signature).where(Document.id.in_(batch))):
-                    signatures[row.id] = from_blob(row.signature) if row.signature else None
+            for batch in chunks(group_of[i]):
+                signatures.update(
+                    session.execute(select(Document.id, Document.signature).where(Document.id.in_(batch))).all()
+                )
         return signatures[i]
 
     def similarity(a: int, b: int) -> float:
@@ -144,9 +138,7 @@ def clusters(
         mine, theirs = signature(a), signature(b)
         if mine is None or theirs is None:
             return 0.0
-        from .sketch import estimate_jaccard
-
-        return estimate_jaccard(mine, theirs)
+        return stored_agreement(mine, theirs)
 
     order = {i: canonical_order(by_id[i]) for i in group_of}
     out = []
@@ -181,6 +173,16 @@ def clusters(
             )
     out.sort(key=lambda c: order[c["id"]])
     return out
+
+
+def stored_agreement(a: bytes, b: bytes) -> float:
+    """:func:`provenance.sketch.estimate_jaccard` of two stored signatures, read as they are
+    stored: the share of equal 4-byte values. The few pairs a report compares do not pay
+    for importing numpy (a tenth of a second)."""
+    if len(a) != len(b) or len(a) % 4:
+        raise ValueError(f"signatures of {len(a)} and {len(b)} bytes cannot be compared")
+    values_a, values_b = memoryview(a).cast("I"), memoryview(b).cast("I")
+    return sum(x == y for x, y in zip(values_a, values_b)) / len(values_a)
 
 
 def _between_latest(document_id: Optional[int]) -> list:

@@ -932,6 +932,25 @@ def test_a_member_never_verified_against_its_canonical_gets_the_estimate(report_
     assert member["similarity"] == round(estimate_jaccard(signatures[canonical], signatures[near]), 4)
 
 
+def test_the_reports_signature_comparison_is_the_minhash_estimate():
+    """report.stored_agreement reads stored bytes without numpy; it must give exactly what
+    sketch.estimate_jaccard gives, and refuse signatures of different lengths."""
+    import numpy as np
+
+    from provenance.report import stored_agreement
+    from provenance.sketch import estimate_jaccard, from_blob
+
+    rng = np.random.default_rng(7)
+    for agreeing in (0, 1, 37, 128):
+        a = rng.integers(0, 2**32, 128, dtype=np.uint32)
+        b = a.copy()
+        b[agreeing:] ^= np.uint32(1 << 31)  # differ only in the top bit
+        blob_a, blob_b = a.astype("<u4").tobytes(), b.astype("<u4").tobytes()
+        assert stored_agreement(blob_a, blob_b) == estimate_jaccard(from_blob(blob_a), from_blob(blob_b)) == agreeing / 128
+    with pytest.raises(ValueError):
+        stored_agreement(bytes(512), bytes(256))
+
+
 def test_report_and_inspect_do_not_import_numpy_or_lxml(db, populated):
     """Each command pays for what it imports: reading stored results (clusters of verified
     pairs) needs neither numpy nor the HTML parser, which took a tenth of a second of every
