@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session, aliased, defer
 
 from . import manifest
 from .cluster import components, star_clusters
+from .db.bulk import IN_CHUNK, chunks
 from .db.models import Boilerplate, Citation, Derivation, Document, DocumentPair, PassageMatch
 from .errors import ProvenanceError, path_text
-from .db.bulk import IN_CHUNK, chunks
 
 # numpy (and provenance.sketch, which needs it) is imported only by highest_by_signature,
 # for small corpora: importing it took a tenth of a second of every `report` and `inspect`.
@@ -84,9 +84,8 @@ def clusters(
     # Every verified pair (exact Jaccard, see provenance.index.index_document) between
     # latest documents, read once: those at the threshold link documents into groups; all
     # give member-to-centre similarities below, the MinHash estimate standing in for pairs
-    # that never were candidates.
-    # Superseded versions are few and indexed; joining each pair to its two documents to
-    # test them cost more than reading the pairs.
+    # that never were candidates. Superseded versions are few and indexed: setting them
+    # aside costs less than joining each pair to its two documents.
     superseded = set(session.scalars(select(Document.id).where(Document.is_latest.is_(False))))
     verified: dict[tuple[int, int], float] = {}
     linked = []
