@@ -20,7 +20,9 @@ With ``--read-commands`` it also times, after each batch, what a user runs on th
 written to /dev/null), ``inspect --format json`` and ``match`` of
 one document not stored, each as a CLI command (wall seconds, interpreter start included;
 the start alone is printed below the table), and the median of five calls of the library's
-``match_text`` for the same text in a warm process ("match_text ms").
+``match_text`` for the same text in a warm process ("match_text ms"). ``--read-repeats N`` runs
+each command N times, in turn, and prints the median (a shared machine's noise is large beside
+a two-second command).
 
 Nothing is extrapolated: the figures are for the sizes measured. PostgreSQL is the server in
 PROVENANCE_BENCH_PG_URL, else a throwaway local one (see bench/workers.py).
@@ -35,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from statistics import median
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -65,13 +68,17 @@ def command_seconds(url: str, *args: str) -> float:
     return time.perf_counter() - started
 
 
-def read_seconds(url: str, probe: Path) -> list[str]:
+def read_seconds(url: str, probe: Path, repeats: int = 1) -> list[str]:
     """How long `report` (table and JSON), `inspect` and `match` take on the database as it
-    stands; ``probe`` is a document not stored (the lookup a user makes before publishing)."""
-    return [f"{command_seconds(url, *args):.2f}" for args in (
+    stands, the median of ``repeats`` runs of each (run in turn, so a burst of noise on a
+    shared machine lands on one run of each, not on all runs of one); ``probe`` is a document
+    not stored (the lookup a user makes before publishing)."""
+    commands = (
         ("report", "-o", os.devnull), ("report", "--format", "json", "-o", os.devnull), ("inspect", "--format", "json"),
         ("match", str(probe), "--format", "json"),
-    )] + [lookup_ms(url, probe)]
+    )
+    runs = [[command_seconds(url, *args) for args in commands] for _ in range(repeats)]
+    return [f"{median(times):.2f}" for times in zip(*runs)] + [lookup_ms(url, probe)]
 
 
 def lookup_ms(url: str, probe: Path, repeats: int = 5) -> str:
@@ -156,7 +163,7 @@ class KeptSQLite(SQLiteBackend):
 
 def grow(
     backend, batches: list[list[Path]], workers: int, extra: tuple[str, ...] = (), probe: Optional[Path] = None,
-    first_batch: int = 1,
+    first_batch: int = 1, repeats: int = 1,
 ) -> tuple[list[list], list[tuple[str, int]]]:
     rows = []
     tables: list[tuple[str, int]] = []
@@ -167,7 +174,7 @@ def grow(
             data = sum(total for _, total in tables) or size
             rows.append([backend.name, number, documents, f"{len(batch) / seconds:.1f}",
                          f"{size / 1e6:.1f}", f"{data / 1e6:.1f}", f"{data / documents * 1000 / 1e6:.1f}",
-                         *(read_seconds(url, probe) if probe else [])])
+                         *(read_seconds(url, probe, repeats) if probe else [])])
             print(f"  {backend.name:10} batch {number}: {documents:6d} documents, {len(batch) / seconds:5.1f} docs/s, "
                   f"{size / 1e6:7.1f} MB", file=sys.stderr, flush=True)
     return rows, tables
@@ -182,6 +189,8 @@ def main() -> None:
                         help="passed to `provenance ingest --passage-threshold` [the product's default]")
     parser.add_argument("--read-commands", action="store_true",
                         help="after each batch also time `report`, `inspect` and `match` (CLI wall seconds)")
+    parser.add_argument("--read-repeats", type=int, default=1, metavar="N",
+                        help="with --read-commands: run each command N times and print the median [1]")
     parser.add_argument("--keep", type=Path, default=None,
                         help="grow the SQLite database in this file and keep it (for profiling or more timing)")
     parser.add_argument("--grow", type=Path, default=None, metavar="DB",
@@ -190,6 +199,8 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     arguments = parser.parse_args()
+    if arguments.read_repeats < 1:
+        parser.error("--read-repeats needs at least 1")
     if arguments.keep and arguments.keep.exists():
         parser.error(f"{arguments.keep} exists: --keep needs a new file (remove it or choose another name)")
     stored = 0
@@ -220,14 +231,15 @@ def main() -> None:
         if not arguments.no_sqlite:
             backend = KeptSQLite(arguments.keep) if arguments.keep else SQLiteBackend(scratch_dir)
             results.append(grow(backend, batches, arguments.workers, extra, probe,
-                                first_batch=stored // arguments.batch_docs + 1))
+                                first_batch=stored // arguments.batch_docs + 1, repeats=arguments.read_repeats))
         if not arguments.no_postgres:
             pg_dir = scratch_dir / "pg"
             pg_dir.mkdir()
             server_url = os.environ.get("PROVENANCE_BENCH_PG_URL")
             with (_given(server_url) if server_url else local_postgres(pg_dir)) as url:
                 if url:
-                    results.append(grow(PostgresBackend(url, "server"), batches, arguments.workers, extra, probe))
+                    results.append(grow(PostgresBackend(url, "server"), batches, arguments.workers, extra, probe,
+                                        repeats=arguments.read_repeats))
                 else:
                     print("PostgreSQL: skipped (no PROVENANCE_BENCH_PG_URL and no initdb found)", file=sys.stderr)
     rows = [row for backend_rows, _ in results for row in backend_rows]
@@ -236,7 +248,8 @@ def main() -> None:
                                   *(["report s", "report json s", "inspect s", "match s", "match_text ms"] if arguments.read_commands else [])],
                    tablefmt="github"))
     if arguments.read_commands:
-        print(f"\n(`provenance --version`, the interpreter and imports alone: {command_seconds('sqlite://', '--version'):.2f} s)")
+        start = median(command_seconds("sqlite://", "--version") for _ in range(arguments.read_repeats))
+        print(f"\n(`provenance --version`, the interpreter and imports alone: {start:.2f} s)")
     for backend_rows, tables in results:
         if tables and backend_rows:
             total = sum(size for _, size in tables)
