@@ -37,9 +37,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from statistics import median
 from contextlib import contextmanager
 from pathlib import Path
+from statistics import median
 from typing import Iterator, Optional
 
 from tabulate import tabulate
