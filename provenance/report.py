@@ -63,6 +63,11 @@ def resolve_document(session: Session, reference: str) -> Document:
     return found
 
 
+#: Superseded versions: few, and found through the (is_latest, path) index. Setting them
+#: aside costs less than testing is_latest on the documents a pair or derivation joins.
+_SUPERSEDED = select(Document.id).where(Document.is_latest.is_(False))
+
+
 #: What the report lists of a document, read as plain rows like the clusters' (100,000
 #: documents as ORM objects took 5 s, as rows 0.3 s).
 _REPORT_COLUMNS = (Document.id, Document.path, Document.source, Document.content_hash, Document.published_at,
@@ -76,7 +81,7 @@ _CLUSTER_COLUMNS = (Document.id, Document.path, Document.content_hash, Document.
 
 
 def clusters(
-    session: Session, threshold: float, documents: Optional[dict[int, Document]] = None, focus: Optional[int] = None,
+    session: Session, threshold: float, documents: Optional[dict] = None, focus: Optional[int] = None,
 ) -> list[dict]:
     """Exact and near-duplicate clusters of latest documents; members scored to the canonical.
 
@@ -85,9 +90,8 @@ def clusters(
     # Every verified pair (exact Jaccard, see provenance.index.index_document) between
     # latest documents, read once: those at the threshold link documents into groups; all
     # give member-to-centre similarities below, the MinHash estimate standing in for pairs
-    # that never were candidates. Superseded versions are few and indexed: setting them
-    # aside costs less than joining each pair to its two documents.
-    superseded = set(session.scalars(select(Document.id).where(Document.is_latest.is_(False))))
+    # that never were candidates.
+    superseded = set(session.scalars(_SUPERSEDED))
     verified: dict[tuple[int, int], float] = {}
     linked = []
     for first, second, similarity, exact in session.execute(
@@ -188,12 +192,11 @@ def stored_agreement(a: bytes, b: bytes) -> float:
 def _between_latest(document_id: Optional[int]) -> list:
     """Conditions for the derivations between latest documents (involving ``document_id``).
 
-    Latest as "not among the (few, indexed) superseded": tested on the two documents' rows,
-    SQLite started from the documents and sorted every derivation to give the first 20
-    (0.19 s at 100,000 documents, the count 0.17 s); this way it walks the derivations in
-    order and stops (under 10 ms; the count 10 ms)."""
-    superseded = select(Document.id).where(Document.is_latest.is_(False))
-    conditions = [Derivation.derived_id.not_in(superseded), Derivation.source_id.not_in(superseded)]
+    Latest as "not among the superseded": tested on the two documents' rows, SQLite started
+    from the documents and sorted every derivation to give the first 20 (0.19 s at 100,000
+    documents, the count 0.17 s); this way it walks the derivations in order and stops
+    (under 10 ms; the count 10 ms)."""
+    conditions = [Derivation.derived_id.not_in(_SUPERSEDED), Derivation.source_id.not_in(_SUPERSEDED)]
     if document_id is not None:
         conditions.append(or_(Derivation.derived_id == document_id, Derivation.source_id == document_id))
     return conditions

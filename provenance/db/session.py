@@ -205,7 +205,6 @@ def refresh_statistics(engine: Engine) -> None:
         pass
 
 
-
 def refresh_moved_tables(engine: Engine, emptied: str, filled: str) -> None:
     """After a statement moved many rows from table ``emptied`` to table ``filled`` (a merge
     of the passage index), on PostgreSQL: vacuum the emptied table and analyse both now,
@@ -260,6 +259,7 @@ def analyse_grown_table(engine: Engine, table: str, rows: int, at_least: Optiona
             return True
     except exc.SQLAlchemyError:
         return False
+
 
 # -- errors worth another attempt -------------------------------------------------------
 #: SQLSTATEs of PostgreSQL errors that a retry of the whole transaction can clear.
