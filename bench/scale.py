@@ -17,7 +17,7 @@ TOAST), without PostgreSQL's fixed catalog overhead of a few MB per database; "p
 docs" divides it by the documents stored. At the end it prints the biggest tables.
 With ``--read-commands`` it also times, after each batch, what a user runs on the database:
 ``report`` (the terminal report, first 20 of each list), ``report --format json`` (all of it,
-written to /dev/null), ``inspect --format json`` and ``match`` of
+written to /dev/null; also its peak resident MB), ``inspect --format json`` and ``match`` of
 one document not stored, each as a CLI command (wall seconds, interpreter start included;
 the start alone is printed below the table), and the median of five calls of the library's
 ``match_text`` for the same text in a warm process ("match_text ms"). ``--read-repeats N`` runs
@@ -59,26 +59,39 @@ def ingest(url: str, files: list[Path], workers: int, extra: tuple[str, ...] = (
     return time.perf_counter() - started
 
 
+def command_run(url: str, *args: str) -> tuple[float, float]:
+    """Wall seconds and peak resident MB of one read-only CLI command, as a user runs it
+    (interpreter start included)."""
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen([*CLI, "--db", url, *args], stdout=subprocess.DEVNULL, stderr=errors, cwd=ROOT)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            errors.seek(0)
+            raise SystemExit(f"{args[0]} failed ({process.returncode}): {errors.read()[-2000:].decode(errors='replace')}")
+    return seconds, usage.ru_maxrss / 1024
+
+
 def command_seconds(url: str, *args: str) -> float:
-    """Wall seconds of one read-only CLI command, as a user runs it (interpreter start included)."""
-    started = time.perf_counter()
-    done = subprocess.run([*CLI, "--db", url, *args], capture_output=True, text=True, cwd=ROOT)
-    if done.returncode != 0:
-        raise SystemExit(f"{args[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
-    return time.perf_counter() - started
+    return command_run(url, *args)[0]
 
 
 def read_seconds(url: str, probe: Path, repeats: int = 1) -> list[str]:
     """How long `report` (table and JSON), `inspect` and `match` take on the database as it
     stands, the median of ``repeats`` runs of each (run in turn, so a burst of noise on a
-    shared machine lands on one run of each, not on all runs of one); ``probe`` is a document
-    not stored (the lookup a user makes before publishing)."""
+    shared machine lands on one run of each, not on all runs of one), and the JSON report's
+    peak resident MB (the most of its runs); ``probe`` is a document not stored (the lookup
+    a user makes before publishing)."""
     commands = (
         ("report", "-o", os.devnull), ("report", "--format", "json", "-o", os.devnull), ("inspect", "--format", "json"),
         ("match", str(probe), "--format", "json"),
     )
-    runs = [[command_seconds(url, *args) for args in commands] for _ in range(repeats)]
-    return [f"{median(times):.2f}" for times in zip(*runs)] + [lookup_ms(url, probe)]
+    runs = [[command_run(url, *args) for args in commands] for _ in range(repeats)]
+    seconds = [f"{median(run[0] for run in times):.2f}" for times in zip(*runs)]
+    json_peak = max(run[1][1] for run in runs)
+    return [*seconds[:2], f"{json_peak:.0f}", *seconds[2:], lookup_ms(url, probe)]
 
 
 def lookup_ms(url: str, probe: Path, repeats: int = 5) -> str:
@@ -245,7 +258,8 @@ def main() -> None:
     rows = [row for backend_rows, _ in results for row in backend_rows]
     print(tabulate(rows, headers=["database", "batch", "documents", "batch docs/s", "database MB", "tables MB",
                                   "tables MB per 1,000 docs",
-                                  *(["report s", "report json s", "inspect s", "match s", "match_text ms"] if arguments.read_commands else [])],
+                                  *(["report s", "report json s", "report json MB", "inspect s", "match s", "match_text ms"]
+                                    if arguments.read_commands else [])],
                    tablefmt="github"))
     if arguments.read_commands:
         start = median(command_seconds("sqlite://", "--version") for _ in range(arguments.read_repeats))

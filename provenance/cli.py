@@ -10,7 +10,8 @@ import json
 import os
 import sys
 import time
-from typing import Optional
+from pathlib import Path
+from typing import Callable, Optional, TextIO
 
 import click
 from sqlalchemy import Engine
@@ -329,8 +330,16 @@ def report(state: Context, fmt, threshold, document, keep, limit, no_timestamps,
         limit = TERMINAL_REPORT_LIMIT if fmt == "table" else 0
     try:
         with session_scope(state.engine()) as session:
+            # JSON is written as it is built: a whole report of 100,000 documents never held at once.
             data = reporting.build(session, threshold=threshold, document=document, timestamps=not no_timestamps,
-                                   limit=limit or None)
+                                   limit=limit or None, stream=fmt == "json")
+            if fmt == "json":
+                def write(handle: TextIO) -> None:
+                    render.write_json(data, handle)
+                    handle.write("\n")
+
+                _emit_streamed(write, output)
+                return
     except ProvenanceError as error:
         fail(error)
     if fmt in ("paths", "jsonl"):
@@ -339,8 +348,6 @@ def report(state: Context, fmt, threshold, document, keep, limit, no_timestamps,
             text = "".join(f"{render.safe(r['path'])}\n" for r in plan if not r["keep"])
         else:
             text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in plan)
-    elif fmt == "json":
-        text = render.to_json(data) + "\n"
     elif fmt == "csv":
         text = render.report_csv(data)
     elif fmt == "html":
@@ -349,6 +356,23 @@ def report(state: Context, fmt, threshold, document, keep, limit, no_timestamps,
         colour = output is None and sys.stdout.isatty()
         text = render.report_text(data, style=(lambda w: click.style(w, bold=True, fg="yellow")) if colour else (lambda w: w))
     _emit(text, output)
+
+
+def _emit_streamed(write: Callable[[TextIO], object], output: Optional[str]) -> None:
+    """Run ``write`` on stdout, or on a file that replaces ``output`` only once it is
+    whole: a report that fails half-way leaves the previous one in place."""
+    if not output:
+        write(sys.stdout)
+        return
+    target = Path(output)
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with open(partial, "w", encoding="utf-8") as handle:
+            write(handle)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    click.echo(f"wrote {output}", err=True)
 
 
 def _emit(text: str, output: Optional[str]) -> None:

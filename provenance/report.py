@@ -6,7 +6,7 @@ Nothing here prints; :mod:`provenance.render` shapes the data for a terminal, CS
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased
@@ -216,11 +216,27 @@ _MATCH_COLUMNS = (PassageMatch.derivation_id, PassageMatch.label, PassageMatch.s
                   PassageMatch.containment_source, PassageMatch.content_overlap)
 
 
-def derivations(
-    session: Session, document_id: Optional[int] = None, with_text: bool = True, limit: Optional[int] = None,
-) -> list[dict]:
-    """Directed derivations with their passage evidence, between latest documents; the
-    first ``limit`` of them (by derived, then source document) when given."""
+#: Derivations whose evidence and texts are read and shaped together: bounds what a whole
+#: report holds at once when it is written as it is built (``build(stream=True)``).
+DERIVATION_BATCH = 1000
+
+
+class Listing:
+    """A report list built a batch at a time whenever it is iterated, with its length known
+    up front, so a whole report can be written without first holding it in memory."""
+
+    def __init__(self, count: int, entries: Callable[[], Iterator[dict]]):
+        self._count = count
+        self._entries = entries
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[dict]:
+        return self._entries()
+
+
+def _derivation_rows(session: Session, document_id: Optional[int], limit: Optional[int]) -> list:
     derived, source = aliased(Document), aliased(Document)
     query = (
         select(*_DERIVATION_COLUMNS, derived.path.label("derived_path"), source.path.label("source_path"))
@@ -229,8 +245,25 @@ def derivations(
         .where(*_between_latest(document_id))
         .order_by(Derivation.derived_id, Derivation.source_id)
     )
-    items = session.execute(query.limit(limit) if limit is not None else query).all()
-    # Evidence and texts in a few queries for all derivations, not a query per derivation.
+    return session.execute(query.limit(limit) if limit is not None else query).all()
+
+
+def derivations(
+    session: Session, document_id: Optional[int] = None, with_text: bool = True, limit: Optional[int] = None,
+) -> list[dict]:
+    """Directed derivations with their passage evidence, between latest documents; the
+    first ``limit`` of them (by derived, then source document) when given."""
+    return list(_derivation_entries(session, _derivation_rows(session, document_id, limit), with_text))
+
+
+def _derivation_entries(session: Session, rows: list, with_text: bool = True) -> Iterator[dict]:
+    """The report entries of derivation ``rows``, their evidence and texts read
+    :data:`DERIVATION_BATCH` derivations at a time, not a query per derivation."""
+    for batch in chunks(rows, DERIVATION_BATCH):
+        yield from _derivation_batch(session, batch, with_text)
+
+
+def _derivation_batch(session: Session, items: list, with_text: bool) -> list[dict]:
     matches_of: dict[int, list] = {}
     for batch in chunks([derivation.id for derivation in items]):
         for match in session.execute(
@@ -247,14 +280,10 @@ def derivations(
                 select(Document.id, Document.text).where(Document.id.in_(batch))
             ))
 
-    def text_of(doc_id: int) -> str:
-        return texts[doc_id]
-
     out = []
     for derivation in items:
-        matches = matches_of.get(derivation.id, [])
         passages = []
-        for match in matches:
+        for match in matches_of.get(derivation.id, []):
             d_start, d_end, s_start, s_end = match.derived_start, match.derived_end, match.source_start, match.source_end
             item = {
                 "label": match.label,
@@ -270,8 +299,8 @@ def derivations(
                 },
             }
             if with_text:
-                item["derived_text"] = text_of(derivation.derived_id)[d_start:d_end]
-                item["source_text"] = text_of(derivation.source_id)[s_start:s_end]
+                item["derived_text"] = texts[derivation.derived_id][d_start:d_end]
+                item["source_text"] = texts[derivation.source_id][s_start:s_end]
             passages.append(item)
         out.append(
             {
@@ -367,7 +396,7 @@ def highest_by_signature(session: Session, limit: int = ALL_PAIRS_LIMIT) -> Opti
 
 def build(
     session: Session, threshold: Optional[float] = None, document: Optional[str] = None, timestamps: bool = True,
-    limit: Optional[int] = None,
+    limit: Optional[int] = None, stream: bool = False,
 ) -> dict:
     """The whole report; ``document`` (id or path) narrows it to one document.
 
@@ -377,6 +406,9 @@ def build(
     first in the report's order, and only their texts are read; the summary still counts
     everything and says what is shown (``summary["shown"]``). A terminal report of a large
     corpus then costs what the duplicate clusters cost, not what every passage does.
+    With ``stream=True`` the documents and derivations are :class:`Listing` s, built a
+    batch at a time as they are iterated inside ``session`` (for ``render.write_json``):
+    the passages and texts of 100,000 documents are never all in memory at once.
     """
     settings = manifest.load(session)
     if settings is None:
@@ -402,19 +434,25 @@ def build(
             if c["canonical"]["id"] == focus.id or any(m["id"] == focus.id for m in c["members"])
         ]
     boilerplate_list = boilerplate(session)
-    report = {
-        "schema": SCHEMA,
-        "threshold": threshold,
-        "documents": [
-            {
+    derivation_rows = _derivation_rows(session, focus_id, limit)
+
+    def document_entries() -> Iterator[dict]:
+        for d in shown:
+            yield {
                 "id": d.id, "path": d.path, "source": d.source, "content_hash": d.content_hash,
                 "published_at": _iso(d.published_at),
                 **({"ingested_at": _iso(d.ingested_at)} if timestamps else {}),
             }
-            for d in shown
-        ],
+
+    def derivation_entries() -> Iterator[dict]:
+        return _derivation_entries(session, derivation_rows)
+
+    report = {
+        "schema": SCHEMA,
+        "threshold": threshold,
+        "documents": Listing(len(shown), document_entries) if stream else list(document_entries()),
         "clusters": cluster_list[:limit],
-        "derivations": derivations(session, focus_id, limit=limit),
+        "derivations": Listing(len(derivation_rows), derivation_entries) if stream else list(derivation_entries()),
         "boilerplate": boilerplate_list[:limit],
         "citations": citations(session, focus_id, limit=limit),
     }
@@ -422,7 +460,7 @@ def build(
     totals = {
         "documents": document_count,
         "clusters": len(cluster_list),
-        "derivations": len(report["derivations"]) if limit is None else count_derivations(session, focus_id),
+        "derivations": len(derivation_rows) if limit is None else count_derivations(session, focus_id),
         "boilerplate": len(boilerplate_list),
         "citations": len(report["citations"]) if limit is None else count_citations(session, focus_id),
     }

@@ -33,6 +33,7 @@ from conftest import (
     run_count,
 )
 from provenance.db.models import Document, IngestRun, ManifestEntry
+from provenance.errors import ProvenanceError
 from provenance.settings import Settings
 
 DOCUMENT_KEYS = {"id", "path", "source", "content_hash", "published_at", "ingested_at"}
@@ -985,3 +986,64 @@ def test_the_run_summary_says_how_long_it_took(invoke, seeds_dir, tmp_path, tass
     stored = invoke("ingest", edited)
     assert stored.exit_code == 0, stored.output
     assert re.search(r"; [\d,]+\.\d s, [\d,]+\.\d document\(s\)/s$", stored.stdout.strip())
+
+
+def test_the_json_report_is_written_as_it_is_built_and_is_the_whole_report(invoke, db, populated, monkeypatch):
+    """`report --format json` builds its documents and derivations a batch at a time while
+    it writes them, so a report of 100,000 documents is never whole in memory; what it
+    writes is exactly the whole report encoded at once, whatever the batch size."""
+    from provenance import report as reporting
+    from provenance.render import to_json
+
+    with db_session(db) as session:
+        whole = reporting.build(session, timestamps=False)
+    assert len(whole["derivations"]) >= 2 and any(d["passages"] for d in whole["derivations"])
+    expected = to_json(whole) + "\n"
+    for batch in (1, 2, 10**6):
+        monkeypatch.setattr(reporting, "DERIVATION_BATCH", batch)
+        result = invoke("report", "--format", "json", "--no-timestamps")
+        assert result.exit_code == 0, result.output
+        assert result.stdout == expected
+
+    batches = []
+    original = reporting._derivation_batch
+    monkeypatch.setattr(reporting, "_derivation_batch", lambda *a: batches.append(1) or original(*a))
+    monkeypatch.setattr(reporting, "DERIVATION_BATCH", 1)
+    with db_session(db) as session:
+        streamed = reporting.build(session, timestamps=False, stream=True)
+        assert batches == [] and len(streamed["derivations"]) == len(whole["derivations"])
+        entries = iter(streamed["derivations"])
+        assert next(entries) == whole["derivations"][0] and len(batches) == 1, "one batch read, not all"
+        assert [next(entries), *entries] == whole["derivations"][1:]
+
+
+def test_a_json_report_that_fails_half_way_leaves_the_previous_file(invoke, db, populated, tmp_path, monkeypatch):
+    from provenance import report as reporting
+
+    target = tmp_path / "report.json"
+    assert invoke("report", "--format", "json", "-o", target).exit_code == 0
+    previous = target.read_text(encoding="utf-8")
+    assert json.loads(previous)["derivations"]
+
+    def fail_in_the_evidence(*args):
+        raise ProvenanceError("the database went away")
+
+    monkeypatch.setattr(reporting, "_derivation_batch", fail_in_the_evidence)
+    result = invoke("report", "--format", "json", "-o", target)
+    assert result.exit_code == 1 and "the database went away" in result.output
+    assert target.read_text(encoding="utf-8") == previous
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_json_is_the_standard_librarys_json_however_it_is_encoded():
+    """render.to_json encodes with orjson and falls back to the standard library for what
+    orjson refuses; either way it is ``json.dumps(indent=2, ensure_ascii=False)``'s JSON."""
+    from provenance.render import to_json
+
+    plain = {"text": "Минск\n\"quoted\"\t\x01\u2028", "spans": [[0, 5], []], "empty": {}, "none": None,
+             "flags": [True, False], "score": 0.8125, "count": 40641}
+    assert to_json(plain) == json.dumps(plain, indent=2, ensure_ascii=False)
+    refused = {"path": "caf\udce9.txt", "big": 2**70}
+    assert to_json(refused) == json.dumps(refused, indent=2, ensure_ascii=False)
+    floats = {"tiny": 1e-05, "huge": 1e16, "third": 1 / 3}
+    assert json.loads(to_json(floats)) == floats
