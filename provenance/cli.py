@@ -330,9 +330,11 @@ def report(state: Context, fmt, threshold, document, keep, limit, no_timestamps,
         limit = TERMINAL_REPORT_LIMIT if fmt == "table" else 0
     try:
         with session_scope(state.engine()) as session:
-            # JSON is written as it is built: a whole report of 100,000 documents never held at once.
+            # Every format but the terminal's reads the derivations once, so they are built a
+            # batch at a time as they are read (none at all for paths and jsonl); JSON is also
+            # written as it is built: a whole report of 100,000 documents is never held at once.
             data = reporting.build(session, threshold=threshold, document=document, timestamps=not no_timestamps,
-                                   limit=limit or None, stream=fmt == "json")
+                                   limit=limit or None, stream=fmt != "table")
             if fmt == "json":
                 def write(handle: TextIO) -> None:
                     render.write_json(data, handle)
@@ -340,21 +342,22 @@ def report(state: Context, fmt, threshold, document, keep, limit, no_timestamps,
 
                 _emit_streamed(write, output)
                 return
+            if fmt in ("paths", "jsonl"):
+                plan = reporting.dataset_plan(data, keep)
+                if fmt == "paths":
+                    text = "".join(f"{render.safe(r['path'])}\n" for r in plan if not r["keep"])
+                else:
+                    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in plan)
+            elif fmt == "csv":
+                text = render.report_csv(data)
+            elif fmt == "html":
+                text = render.report_html(data)
+            else:
+                colour = output is None and sys.stdout.isatty()
+                text = render.report_text(
+                    data, style=(lambda w: click.style(w, bold=True, fg="yellow")) if colour else (lambda w: w))
     except ProvenanceError as error:
         fail(error)
-    if fmt in ("paths", "jsonl"):
-        plan = reporting.dataset_plan(data, keep)
-        if fmt == "paths":
-            text = "".join(f"{render.safe(r['path'])}\n" for r in plan if not r["keep"])
-        else:
-            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in plan)
-    elif fmt == "csv":
-        text = render.report_csv(data)
-    elif fmt == "html":
-        text = render.report_html(data)
-    else:
-        colour = output is None and sys.stdout.isatty()
-        text = render.report_text(data, style=(lambda w: click.style(w, bold=True, fg="yellow")) if colour else (lambda w: w))
     _emit(text, output)
 
 

@@ -1047,3 +1047,19 @@ def test_json_is_the_standard_librarys_json_however_it_is_encoded():
     assert to_json(refused) == json.dumps(refused, indent=2, ensure_ascii=False)
     floats = {"tiny": 1e-05, "huge": 1e16, "third": 1 / 3}
     assert json.loads(to_json(floats)) == floats
+
+
+def test_a_dataset_plan_reads_no_passage_evidence(invoke, db, populated, monkeypatch):
+    """`--format paths` and `jsonl` list documents and clusters only: the derivations'
+    evidence and texts (most of a big report's reading) are not read for them."""
+    from provenance import report as reporting
+
+    def unexpected(*args):
+        raise AssertionError("passage evidence read for a dataset plan")
+
+    monkeypatch.setattr(reporting, "_derivation_batch", unexpected)
+    for fmt in ("paths", "jsonl"):
+        result = invoke("report", "--format", fmt)
+        assert result.exit_code == 0, result.output
+    assert [json.loads(line)["role"] for line in result.stdout.splitlines()].count("member") >= 2
+    assert invoke("report", "--format", "csv").exit_code != 0, "csv lists derivations, so it reads them"

@@ -425,3 +425,21 @@ def test_cached_sketches_are_read_once_and_checked_when_used(tmp_path, monkeypat
             assert len(cache) == 0, "another connection's commit empties it"
     finally:
         engine.dispose()
+
+
+def test_html_evidence_marks_each_word_the_other_side_shares():
+    """Side by side, a word is marked where the other text has it too (whatever its case),
+    only there, and its text stays escaped; stray marker bytes in a text mark nothing."""
+    from provenance.render import report_html
+
+    passage = {"label": "rewritten", "similarity": 0.5, "derived_span": [0, 1], "source_span": [0, 1],
+               "derived_text": "The Minister said <b>yes</b> to\x00 ДА, the minister",
+               "source_text": "the MINISTER denied it: да\x01"}
+    derivation = {"derived": {"id": 2, "path": "b.txt"}, "source": {"id": 1, "path": "a.txt"}, "relation": "rewritten",
+                  "score": 0.5, "coverage": 0.5, "credited": False, "reason": "r", "passages": [passage]}
+    page = report_html({"summary": {"message": "m"}, "clusters": [], "derivations": [derivation],
+                        "boilerplate": [], "citations": []})
+    derived, source = re.findall(r"<div class='pair'><div>(.*?)</div><div>(.*?)</div></div>", page)[0]
+    assert derived == ("<mark>The</mark> <mark>Minister</mark> said &lt;b&gt;yes&lt;/b&gt; to <mark>ДА</mark>, "
+                       "<mark>the</mark> <mark>minister</mark>")
+    assert source == "<mark>the</mark> <mark>MINISTER</mark> denied it: <mark>да</mark>"
