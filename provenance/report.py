@@ -434,7 +434,6 @@ def build(
             if c["canonical"]["id"] == focus.id or any(m["id"] == focus.id for m in c["members"])
         ]
     boilerplate_list = boilerplate(session)
-    derivation_rows = _derivation_rows(session, focus_id, limit)
 
     def document_entries() -> Iterator[dict]:
         for d in shown:
@@ -444,15 +443,19 @@ def build(
                 **({"ingested_at": _iso(d.ingested_at)} if timestamps else {}),
             }
 
-    def derivation_entries() -> Iterator[dict]:
-        return _derivation_entries(session, derivation_rows)
-
+    if stream:  # not even the derivations' rows are read until they are listed
+        derivation_count = count_derivations(session, focus_id)
+        listed = Listing(derivation_count if limit is None else min(limit, derivation_count),
+                         lambda: _derivation_entries(session, _derivation_rows(session, focus_id, limit)))
+    else:
+        listed = derivations(session, focus_id, limit=limit)
+        derivation_count = len(listed) if limit is None else count_derivations(session, focus_id)
     report = {
         "schema": SCHEMA,
         "threshold": threshold,
         "documents": Listing(len(shown), document_entries) if stream else list(document_entries()),
         "clusters": cluster_list[:limit],
-        "derivations": Listing(len(derivation_rows), derivation_entries) if stream else list(derivation_entries()),
+        "derivations": listed,
         "boilerplate": boilerplate_list[:limit],
         "citations": citations(session, focus_id, limit=limit),
     }
@@ -460,7 +463,7 @@ def build(
     totals = {
         "documents": document_count,
         "clusters": len(cluster_list),
-        "derivations": len(derivation_rows) if limit is None else count_derivations(session, focus_id),
+        "derivations": derivation_count,
         "boilerplate": len(boilerplate_list),
         "citations": len(report["citations"]) if limit is None else count_citations(session, focus_id),
     }
