@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .text.normalize import normalize
 
@@ -41,12 +42,19 @@ class Segment:
         return min(1.0, (self.seeds + 2) / self.a_words) if self.a_words else 0.0
 
 
+@lru_cache(maxsize=1 << 16)
+def _comparison_form(word: str) -> str:
+    """A word as alignment compares it, memoised: news vocabulary repeats, and normalising
+    one word at a time was most of the cost of tokenising the two texts of each derivation."""
+    return normalize(word).replace("'", "")
+
+
 def tokens_in(text: str, spans: list[tuple[int, int]]) -> list[Token]:
     """Normalised words of ``text`` inside ``spans`` (in order), with their offsets."""
     out = []
     for start, end in spans:
         for match in _WORD.finditer(text, start, end):
-            word = normalize(match.group()).replace("'", "")
+            word = _comparison_form(match.group())
             if word:
                 out.append(Token(word, match.start(), match.end()))
     return out

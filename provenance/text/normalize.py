@@ -52,6 +52,8 @@ def normalize(text: str) -> str:
 
 def tokens(normalized: str) -> list[str]:
     """Words of an already normalised text; runs of CJK characters become character bigrams."""
+    if not _CJK.search(normalized):
+        return [word.replace("'", "") for word in _WORD.findall(normalized)]
     out: list[str] = []
     for word in _WORD.findall(normalized):
         if _CJK.search(word):
