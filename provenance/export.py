@@ -10,15 +10,17 @@ version of the same file. Evidence (scores, spans, reason, settings) rides as at
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import prov.model as pm
+from prov.serializers.provjson import encode_json_document
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from . import __version__, manifest
 from .db.models import Citation, Derivation, Document, IngestRun, Passage, PassageMatch
 from .lineage import edges
+from .render import to_json
 from .report import resolve_document
 
 NAMESPACE = "https://provenance.invalid/ns#"
@@ -39,10 +41,12 @@ def build(session: Session, document: Optional[str] = None) -> pm.ProvDocument:
     if document is not None:
         root = resolve_document(session, document)
         selected = _neighbourhood(session, root.id)
-    query = select(Document).order_by(Document.id)
+    # What the export states about a document, read as plain rows: its text and signature
+    # stay in the database (as ORM objects, 100,000 documents held 1.9 GB).
+    query = select(*_DOCUMENT_COLUMNS).order_by(Document.id)
     if selected is not None:
         query = query.where(Document.id.in_(selected))
-    documents = {d.id: d for d in session.scalars(query)}
+    documents = {d.id: d for d in session.execute(query)}
     runs = {r.id: r for r in session.scalars(select(IngestRun).where(IngestRun.id.in_({d.run_id for d in documents.values()})))}
     for run in runs.values():
         doc.activity(
@@ -86,6 +90,7 @@ def build(session: Session, document: Optional[str] = None) -> pm.ProvDocument:
              ns["span"]: f"{citation.start_offset}-{citation.end_offset}"},
         )
     derivation_ids = {}
+    fingerprint = settings.fingerprint() if settings is not None else None
     for edge in edges(session, set(documents)):
         if edge.derived_id not in documents or edge.source_id not in documents:
             continue
@@ -95,8 +100,8 @@ def build(session: Session, document: Optional[str] = None) -> pm.ProvDocument:
             attributes[ns["score"]] = edge.score
             attributes[ns["coverage"]] = edge.coverage
             attributes[ns["credited"]] = bool(edge.credited)
-        if settings is not None and edge.relation != "revision":
-            attributes[ns["settingsFingerprint"]] = settings.fingerprint()
+        if fingerprint is not None and edge.relation != "revision":
+            attributes[ns["settingsFingerprint"]] = fingerprint
         identifier = ns[f"derivation/{edge.derived_id}-{edge.source_id}-{edge.relation}"]
         doc.wasDerivedFrom(ns[f"document/{edge.derived_id}"], ns[f"document/{edge.source_id}"], identifier=identifier,
                            other_attributes=attributes)
@@ -105,20 +110,39 @@ def build(session: Session, document: Optional[str] = None) -> pm.ProvDocument:
     return doc
 
 
+_DOCUMENT_COLUMNS = (Document.id, Document.path, Document.content_hash, Document.version, Document.format,
+                     Document.encoding, Document.published_at, Document.url, Document.title, Document.source,
+                     Document.run_id, Document.ingested_at)
+
+
+class _Passage(NamedTuple):
+    id: int
+    document_id: int
+    start_offset: int
+    end_offset: int
+
+
+def _passage_columns(passage) -> tuple:
+    return (passage.id, passage.document_id, passage.start_offset, passage.end_offset)
+
+
 def _passages(session: Session, doc: pm.ProvDocument, ns, documents: dict, derivation_ids: dict) -> None:
     """Reused passages as entities that are part of their documents, with the passage-level
     derivation that is the evidence."""
     derived_passage, source_passage = aliased(Passage), aliased(Passage)
     rows = session.execute(
-        select(PassageMatch, Derivation.derived_id, Derivation.source_id, derived_passage, source_passage)
+        select(PassageMatch.id, PassageMatch.label, PassageMatch.similarity, PassageMatch.jaccard,
+               PassageMatch.containment_derived, PassageMatch.containment_source,
+               *_passage_columns(derived_passage), *_passage_columns(source_passage))
         .join(Derivation, Derivation.id == PassageMatch.derivation_id)
         .join(derived_passage, derived_passage.id == PassageMatch.derived_passage_id)
         .join(source_passage, source_passage.id == PassageMatch.source_passage_id)
         .where(Derivation.derived_id.in_(documents), Derivation.source_id.in_(documents))
         .order_by(PassageMatch.id)
-    ).all()
+    )
     made: set[int] = set()
-    for match, derived_id, source_id, dp, sp in rows:
+    for match in rows:
+        dp, sp = _Passage(*match[6:10]), _Passage(*match[10:14])
         for passage in (dp, sp):
             if passage.id not in made:
                 doc.entity(ns[f"passage/{passage.id}"], {
@@ -157,7 +181,10 @@ def _slug(name: str) -> str:
 
 def serialize(document: pm.ProvDocument, fmt: str) -> str:
     if fmt == "prov-json":
-        return document.serialize(format="json", indent=2) + "\n"
+        # The prov package's own PROV-JSON mapping, written by render.to_json rather than by
+        # the standard library's pure-Python indenting encoder (at 101,200 documents the
+        # latter was most of a 72-second export). Non-ASCII text is written as UTF-8, not escaped.
+        return to_json(encode_json_document(document)) + "\n"
     if fmt == "prov-n":
         return document.get_provn() + "\n"
     raise ValueError(f"unknown PROV format {fmt!r}; use prov-json or prov-n")
