@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -362,19 +363,27 @@ def report(state: Context, fmt, threshold, document, keep, limit, no_timestamps,
 
 
 def _emit_streamed(write: Callable[[TextIO], object], output: Optional[str]) -> None:
-    """Run ``write`` on stdout, or on a file that replaces ``output`` only once it is
-    whole: a report that fails half-way leaves the previous one in place."""
+    """Run ``write`` on stdout, or on a file that replaces ``output`` (through a symbolic
+    link, keeping its permissions) only once it is whole: a report that fails half-way
+    leaves the previous one in place. What is not a regular file (/dev/null, a named pipe)
+    is written to as it is."""
     if not output:
         write(sys.stdout)
         return
-    target = Path(output)
-    partial = target.with_name(f".{target.name}.partial")
-    try:
-        with open(partial, "w", encoding="utf-8") as handle:
+    target = Path(os.path.realpath(output))
+    if target.exists() and not target.is_file():
+        with open(target, "w", encoding="utf-8") as handle:
             write(handle)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+    else:
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            with open(partial, "w", encoding="utf-8") as handle:
+                write(handle)
+            if target.exists():
+                shutil.copymode(target, partial)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
     click.echo(f"wrote {output}", err=True)
 
 

@@ -1063,3 +1063,33 @@ def test_a_dataset_plan_reads_no_passage_evidence(invoke, db, populated, monkeyp
         assert result.exit_code == 0, result.output
     assert [json.loads(line)["role"] for line in result.stdout.splitlines()].count("member") >= 2
     assert invoke("report", "--format", "csv").exit_code != 0, "csv lists derivations, so it reads them"
+
+
+def test_a_json_report_written_to_a_link_a_pipe_or_a_private_file_keeps_what_it_was_written_to(
+        invoke, db, populated, tmp_path):
+    """The whole report replaces a regular file (through a symbolic link, keeping the file's
+    permissions); what is not a regular file, such as /dev/null or a named pipe, is written
+    to, never replaced by a file."""
+    import stat
+    import threading
+
+    real = tmp_path / "real" / "report.json"
+    real.parent.mkdir()
+    real.write_text("old", encoding="utf-8")
+    real.chmod(0o600)
+    link = tmp_path / "latest.json"
+    link.symlink_to(real)
+    assert invoke("report", "--format", "json", "-o", link).exit_code == 0
+    assert link.is_symlink() and json.loads(real.read_text(encoding="utf-8"))["schema"] == "provenance.report/1"
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    result = invoke("report", "--format", "json", "-o", pipe)
+    reader.join(timeout=60)
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISFIFO(pipe.stat().st_mode), "the pipe must not be replaced by a file"
+    assert json.loads(received[0])["schema"] == "provenance.report/1"
