@@ -92,10 +92,11 @@ def lineage(session: Session, reference: str, max_depth: int = 50) -> dict:
 
 def edges(session: Session, document_ids: Optional[set[int]] = None) -> list[Edge]:
     """Every derivation and revision edge, optionally only those touching ``document_ids``."""
-    query = select(Derivation).order_by(Derivation.id)
+    query = select(Derivation.derived_id, Derivation.source_id, Derivation.relation, Derivation.score,
+                   Derivation.coverage, Derivation.credited, Derivation.reason).order_by(Derivation.id)
     if document_ids is not None:
         query = query.where(or_(Derivation.derived_id.in_(document_ids), Derivation.source_id.in_(document_ids)))
-    out = [Edge(d.derived_id, d.source_id, d.relation, d.score, d.coverage, d.credited, d.reason) for d in session.scalars(query)]
+    out = [Edge(*row) for row in session.execute(query)]  # plain rows: 40,641 ORM objects took a second
     revisions = select(Document.id, Document.previous_version_id).where(Document.previous_version_id.is_not(None))
     for newer, older in session.execute(revisions):
         if document_ids is None or newer in document_ids or older in document_ids:
