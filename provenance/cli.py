@@ -332,14 +332,18 @@ def report(state: Context, fmt, threshold, document, keep, limit, no_timestamps,
     try:
         with session_scope(state.engine()) as session:
             # Every format but the terminal's reads the derivations once, so they are built a
-            # batch at a time as they are read (none at all for paths and jsonl); JSON is also
-            # written as it is built: a whole report of 100,000 documents is never held at once.
+            # batch at a time as they are read (none at all for paths and jsonl); JSON and HTML
+            # are also written as they are built: a whole report of 100,000 documents is never
+            # held at once.
             data = reporting.build(session, threshold=threshold, document=document, timestamps=not no_timestamps,
                                    limit=limit or None, stream=fmt != "table")
-            if fmt == "json":
+            if fmt in ("json", "html"):
                 def write(handle: TextIO) -> None:
-                    render.write_json(data, handle)
-                    handle.write("\n")
+                    if fmt == "json":
+                        render.write_json(data, handle)
+                        handle.write("\n")
+                    else:
+                        handle.writelines(render.report_html_parts(data))
 
                 _emit_streamed(write, output)
                 return
@@ -351,8 +355,6 @@ def report(state: Context, fmt, threshold, document, keep, limit, no_timestamps,
                     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in plan)
             elif fmt == "csv":
                 text = render.report_csv(data)
-            elif fmt == "html":
-                text = render.report_html(data)
             else:
                 colour = output is None and sys.stdout.isatty()
                 text = render.report_text(

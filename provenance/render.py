@@ -11,7 +11,7 @@ import html
 import io
 import json
 import re
-from typing import Iterable, Sequence, TextIO
+from typing import Iterable, Iterator, Sequence, TextIO
 
 import orjson
 from tabulate import tabulate
@@ -143,7 +143,6 @@ def clip(text: str, limit: int = TERMINAL_EXCERPT) -> str:
     return f"{head} … [{len(line) - len(head) - len(tail)} more characters] … {tail}"
 
 
-_WORD = re.compile(r"\w+")
 #: Splits a text into its gaps and words, alternately, so that each distinct word is looked up
 #: once, not each of the 16 million words of the HTML report of 101,200 documents.
 _WORDS_AND_GAPS = re.compile(r"(\w+)")
@@ -224,64 +223,71 @@ mark{background:#ffe08a}.label{font-weight:bold}
 
 def report_html(report: dict) -> str:
     """One self-contained HTML page; every piece of document text is escaped."""
+    return "".join(report_html_parts(report))
+
+
+def report_html_parts(report: dict) -> Iterator[str]:
+    """:func:`report_html` a piece at a time, for writing a page of 100,000 documents (1.1 GB
+    of HTML) without holding it whole."""
     e = lambda value: html.escape(str(value), quote=True)  # noqa: E731
     mark = lambda word: f"\x00{word}\x01"  # noqa: E731 - placeholder, replaced after escaping
 
-    def highlighted(text: str, other: str) -> str:
-        shared = set(map(str.casefold, _WORD.findall(other)))
-        pieces = _WORDS_AND_GAPS.split(text.replace("\x00", "").replace("\x01", ""))  # gap, word, gap, ..., gap
-        words = pieces[1::2]
-        marked = {w: mark(w) if w.casefold() in shared else w for w in set(words)}
-        pieces[1::2] = list(map(marked.__getitem__, words))
-        return e("".join(pieces)).replace("\x00", "<mark>").replace("\x01", "</mark>")
+    def highlighted(pair: tuple[str, str]) -> tuple[str, str]:
+        """Both texts, each with the words the other has marked."""
+        split = [_WORDS_AND_GAPS.split(text.replace("\x00", "").replace("\x01", "")) for text in pair]  # gap, word, ..., gap
+        distinct = [set(pieces[1::2]) for pieces in split]
+        folded = [set(map(str.casefold, words)) for words in distinct]
+        out = []
+        for pieces, words, shared in zip(split, distinct, reversed(folded)):
+            marked = {w: mark(w) if w.casefold() in shared else w for w in words}
+            pieces[1::2] = list(map(marked.__getitem__, pieces[1::2]))
+            out.append(e("".join(pieces)).replace("\x00", "<mark>").replace("\x01", "</mark>"))
+        return out[0], out[1]
 
     def more(section: str, noun: str) -> list[str]:
         return [f"<p><em>{e(line)}</em></p>" for line in not_shown(report, section, noun)]
 
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>provenance report</title>",
-        f"<style>{_HTML_STYLE}</style></head><body>",
-        "<h1>provenance report</h1>",
-        f"<p>{e(report['summary']['message'])}</p>",
-    ]
+    yield "<!DOCTYPE html><html><head><meta charset='utf-8'><title>provenance report</title>"
+    yield f"<style>{_HTML_STYLE}</style></head><body>"
+    yield "<h1>provenance report</h1>"
+    yield f"<p>{e(report['summary']['message'])}</p>"
     if report["clusters"]:
-        parts.append("<h2>Duplicate clusters</h2><table><tr><th>cluster</th><th>document</th><th>path</th><th>relation</th><th>similarity</th></tr>")
+        yield "<h2>Duplicate clusters</h2><table><tr><th>cluster</th><th>document</th><th>path</th><th>relation</th><th>similarity</th></tr>"
         for cluster in report["clusters"]:
             c = cluster["canonical"]
-            parts.append(f"<tr><td>{e(cluster['id'])}</td><td>{e(c['id'])}</td><td>{e(c['path'])}</td><td>canonical: {e(c['reason'])}</td><td>1.00</td></tr>")
+            yield f"<tr><td>{e(cluster['id'])}</td><td>{e(c['id'])}</td><td>{e(c['path'])}</td><td>canonical: {e(c['reason'])}</td><td>1.00</td></tr>"
             for m in cluster["members"]:
-                parts.append(f"<tr><td></td><td>{e(m['id'])}</td><td>{e(m['path'])}</td><td>{e(m['relation'])}</td><td>{m['similarity']:.2f}</td></tr>")
-        parts.append("</table>")
-        parts.extend(more("clusters", "cluster(s)"))
+                yield f"<tr><td></td><td>{e(m['id'])}</td><td>{e(m['path'])}</td><td>{e(m['relation'])}</td><td>{m['similarity']:.2f}</td></tr>"
+        yield "</table>"
+        yield from more("clusters", "cluster(s)")
     if report["derivations"]:
-        parts.append("<h2>Derivations</h2>")
+        yield "<h2>Derivations</h2>"
         for d in report["derivations"]:
-            parts.append(
+            yield (
                 f"<h3>{e(d['derived']['path'])} &larr; {e(d['source']['path'])}</h3>"
                 f"<p><span class='label'>{e(d['relation'])}</span> score {d['score']:.2f}, coverage {d['coverage']:.0%}, "
                 f"{'credited' if d['credited'] else 'uncredited'}; {e(d['reason'])}</p>"
             )
             for p in d["passages"]:
-                parts.append(
+                derived, source = highlighted((p.get("derived_text", ""), p.get("source_text", "")))
+                yield (
                     f"<p>{e(p['label'])} {p['similarity']:.2f}: derived {e(p['derived_span'])}, source {e(p['source_span'])}</p>"
-                    f"<div class='pair'><div>{highlighted(p.get('derived_text', ''), p.get('source_text', ''))}</div>"
-                    f"<div>{highlighted(p.get('source_text', ''), p.get('derived_text', ''))}</div></div>"
+                    f"<div class='pair'><div>{derived}</div><div>{source}</div></div>"
                 )
-        parts.extend(more("derivations", "derivation(s)"))
+        yield from more("derivations", "derivation(s)")
     if report["boilerplate"]:
-        parts.append("<h2>Boilerplate library</h2><table><tr><th>text</th><th>documents</th><th>occurrences</th><th>origin</th></tr>")
+        yield "<h2>Boilerplate library</h2><table><tr><th>text</th><th>documents</th><th>occurrences</th><th>origin</th></tr>"
         for b in report["boilerplate"]:
-            parts.append(f"<tr><td>{e(b['text'])}</td><td>{b['documents']}</td><td>{b['occurrences']}</td><td>{e(b['origin'])}</td></tr>")
-        parts.append("</table>")
-        parts.extend(more("boilerplate", "boilerplate line(s)"))
+            yield f"<tr><td>{e(b['text'])}</td><td>{b['documents']}</td><td>{b['occurrences']}</td><td>{e(b['origin'])}</td></tr>"
+        yield "</table>"
+        yield from more("boilerplate", "boilerplate line(s)")
     if report["citations"]:
-        parts.append("<h2>Credited sources</h2><table><tr><th>document</th><th>agency</th><th>text</th></tr>")
+        yield "<h2>Credited sources</h2><table><tr><th>document</th><th>agency</th><th>text</th></tr>"
         for c in report["citations"]:
-            parts.append(f"<tr><td>{e(c['document']['path'])}</td><td>{e(c['agency'])}</td><td>{e(c['text'])}</td></tr>")
-        parts.append("</table>")
-        parts.extend(more("citations", "credit(s)"))
-    parts.append("</body></html>\n")
-    return "".join(parts)
+            yield f"<tr><td>{e(c['document']['path'])}</td><td>{e(c['agency'])}</td><td>{e(c['text'])}</td></tr>"
+        yield "</table>"
+        yield from more("citations", "credit(s)")
+    yield "</body></html>\n"
 
 
 def explain_text(data: dict, style=lambda s: s) -> str:
