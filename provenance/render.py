@@ -36,7 +36,7 @@ def to_json(data: object) -> str:
 
 
 def write_json(data: dict, handle: TextIO) -> None:
-    """Write ``to_json(data)`` to ``handle``, byte for byte, without first building it
+    """Write the JSON of ``to_json(data)`` to ``handle`` without first building it
     whole: each entry of a top-level list, or of any other iterable there (such as the
     report's streamed documents and derivations), is encoded and written in turn. The
     whole JSON report of 100,000 documents is 160 MB of text, and its encoder's pieces

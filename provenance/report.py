@@ -407,8 +407,9 @@ def build(
     everything and says what is shown (``summary["shown"]``). A terminal report of a large
     corpus then costs what the duplicate clusters cost, not what every passage does.
     With ``stream=True`` the documents and derivations are :class:`Listing` s, built a
-    batch at a time as they are iterated inside ``session`` (for ``render.write_json``):
-    the passages and texts of 100,000 documents are never all in memory at once.
+    batch at a time as they are iterated inside ``session`` (for output written as it is
+    built, such as ``render.write_json``): the passages and texts of 100,000 documents are
+    never all in memory at once, and derivations never iterated are never read.
     """
     settings = manifest.load(session)
     if settings is None:
