@@ -20,7 +20,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__, inspect as inspection, render, report as reporting
 from .db.migrate import check_database, head_revision, upgrade_to_head
-from .db.session import DEFAULT_DB, database_url, is_transient, make_engine, session_scope, sqlite_path
+from .db.session import (
+    DEFAULT_DB, database_url, is_transient, make_engine, session_scope, snapshot_scope, sqlite_path,
+)
 from .errors import ProvenanceError
 from .reader import DEFAULT_MAX_BYTES
 from .settings import Settings, SketchSettings
@@ -330,7 +332,7 @@ def report(state: Context, fmt, threshold, document, keep, limit, no_timestamps,
     if limit is None:
         limit = TERMINAL_REPORT_LIMIT if fmt == "table" else 0
     try:
-        with session_scope(state.engine()) as session:
+        with snapshot_scope(state.engine()) as session:
             # Every format but the terminal's reads the derivations once, so they are built a
             # batch at a time as they are read (none at all for paths and jsonl); JSON and HTML
             # are also written as they are built: a whole report of 100,000 documents is never
@@ -672,7 +674,7 @@ def export(state: Context, fmt, document, output) -> None:
     from . import export as prov_export
 
     try:
-        with session_scope(state.engine()) as session:
+        with snapshot_scope(state.engine()) as session:
             text = prov_export.serialize(prov_export.build(session, document), fmt)
     except ProvenanceError as error:
         fail(error)

@@ -607,3 +607,31 @@ def test_bulk_insert_skips_keys_already_stored_and_delete_takes_exact_rows(db_ur
     assert got == sorted([*keys, 7])
     assert left == passages[10:]
     assert documents_left == sorted(keys[:1] + keys[2:])
+
+
+def test_a_streamed_report_reads_one_snapshot_while_an_ingest_commits(tmp_path, db_url):
+    """A report written as it is built reads its derivations after its counts, seconds
+    later on a big corpus: what an ingest commits meanwhile must appear in neither, on
+    either backend (PostgreSQL reads it in one REPEATABLE READ transaction)."""
+    from provenance import report as reporting
+    from provenance.db.session import snapshot_scope
+
+    files = write_corpus(tmp_path / "corpus")[:12]
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--db", db_url, "ingest", *map(str, files[:6])]).exit_code == 0
+    engine = make_engine(db_url, read_only=True)
+    try:
+        with snapshot_scope(engine) as session:
+            streamed = reporting.build(session, timestamps=False, stream=True)
+            counted = streamed["summary"]["derivations"]
+            result = runner.invoke(cli, ["--db", db_url, "ingest", *map(str, files[6:]), "--format", "json"])
+            assert result.exit_code == 0, result.output
+            listed = list(streamed["derivations"])
+        with snapshot_scope(engine) as session:
+            after = reporting.build(session, timestamps=False)
+    finally:
+        engine.dispose()
+    assert 0 < counted < len(after["derivations"]), "derivations before the ingest, and more after it"
+    assert len(listed) == counted == len(streamed["derivations"])
+    before = {document["id"] for document in streamed["documents"]}
+    assert all({d["derived"]["id"], d["source"]["id"]} <= before for d in listed)

@@ -150,6 +150,18 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 
 
 @contextmanager
+def snapshot_scope(engine: Engine) -> Iterator[Session]:
+    """A session whose every statement reads the same committed state, for a report whose
+    counts, lists and evidence are read in turn (streamed, over seconds): none of it may mix
+    in what an ingest commits meanwhile. A SQLite read transaction is one snapshot already;
+    on PostgreSQL the transaction is REPEATABLE READ, which a reader never fails to keep."""
+    with session_scope(engine) as session:
+        if engine.dialect.name == "postgresql":
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        yield session
+
+
+@contextmanager
 def write_scope(engine: Engine) -> Iterator[Session]:
     """A :func:`session_scope` whose transaction holds the database-wide writer lock from
     its first statement to its commit or rollback.
