@@ -368,9 +368,9 @@ def report(state: Context, fmt, threshold, document, keep, limit, no_timestamps,
 
 def _emit_streamed(write: Callable[[TextIO], object], output: Optional[str]) -> None:
     """Run ``write`` on stdout, or on a file that replaces ``output`` (through a symbolic
-    link, keeping its permissions) only once it is whole: a report that fails half-way
-    leaves the previous one in place. What is not a regular file (/dev/null, a named pipe)
-    is written to as it is."""
+    link, keeping its permissions) only once it is whole, for every command's ``-o``: output
+    that fails half-way leaves the previous file in place. What is not a regular file
+    (/dev/null, a named pipe) is written to as it is."""
     if not output:
         write(sys.stdout)
         return
@@ -393,9 +393,7 @@ def _emit_streamed(write: Callable[[TextIO], object], output: Optional[str]) -> 
 
 def _emit(text: str, output: Optional[str]) -> None:
     if output:
-        with open(output, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        click.echo(f"wrote {output}", err=True)
+        _emit_streamed(lambda handle: handle.write(text), output)
     else:
         _out(text, nl=False)
 

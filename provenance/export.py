@@ -89,7 +89,6 @@ def build(session: Session, document: Optional[str] = None) -> pm.ProvDocument:
             {pm.PROV_TYPE: ns["Credit"], ns["text"]: citation.text,
              ns["span"]: f"{citation.start_offset}-{citation.end_offset}"},
         )
-    derivation_ids = {}
     fingerprint = settings.fingerprint() if settings is not None else None
     for edge in edges(session, set(documents)):
         if edge.derived_id not in documents or edge.source_id not in documents:
@@ -105,8 +104,7 @@ def build(session: Session, document: Optional[str] = None) -> pm.ProvDocument:
         identifier = ns[f"derivation/{edge.derived_id}-{edge.source_id}-{edge.relation}"]
         doc.wasDerivedFrom(ns[f"document/{edge.derived_id}"], ns[f"document/{edge.source_id}"], identifier=identifier,
                            other_attributes=attributes)
-        derivation_ids[(edge.derived_id, edge.source_id)] = identifier
-    _passages(session, doc, ns, documents, derivation_ids)
+    _passages(session, doc, ns, documents)
     return doc
 
 
@@ -116,24 +114,30 @@ _DOCUMENT_COLUMNS = (Document.id, Document.path, Document.content_hash, Document
 
 
 class _Passage(NamedTuple):
+    """What the export states about a passage, read from one side of a passage match."""
+
     id: int
     document_id: int
     start_offset: int
     end_offset: int
 
+    @staticmethod
+    def columns(passage, side: str) -> list:
+        return [getattr(passage, field).label(f"{side}_{field}") for field in _Passage._fields]
 
-def _passage_columns(passage) -> tuple:
-    return (passage.id, passage.document_id, passage.start_offset, passage.end_offset)
+    @staticmethod
+    def of(row, side: str) -> "_Passage":
+        return _Passage(*(getattr(row, f"{side}_{field}") for field in _Passage._fields))
 
 
-def _passages(session: Session, doc: pm.ProvDocument, ns, documents: dict, derivation_ids: dict) -> None:
+def _passages(session: Session, doc: pm.ProvDocument, ns, documents: dict) -> None:
     """Reused passages as entities that are part of their documents, with the passage-level
     derivation that is the evidence."""
     derived_passage, source_passage = aliased(Passage), aliased(Passage)
     rows = session.execute(
         select(PassageMatch.id, PassageMatch.label, PassageMatch.similarity, PassageMatch.jaccard,
                PassageMatch.containment_derived, PassageMatch.containment_source,
-               *_passage_columns(derived_passage), *_passage_columns(source_passage))
+               *_Passage.columns(derived_passage, "derived"), *_Passage.columns(source_passage, "source"))
         .join(Derivation, Derivation.id == PassageMatch.derivation_id)
         .join(derived_passage, derived_passage.id == PassageMatch.derived_passage_id)
         .join(source_passage, source_passage.id == PassageMatch.source_passage_id)
@@ -142,7 +146,7 @@ def _passages(session: Session, doc: pm.ProvDocument, ns, documents: dict, deriv
     )
     made: set[int] = set()
     for match in rows:
-        dp, sp = _Passage(*match[6:10]), _Passage(*match[10:14])
+        dp, sp = _Passage.of(match, "derived"), _Passage.of(match, "source")
         for passage in (dp, sp):
             if passage.id not in made:
                 doc.entity(ns[f"passage/{passage.id}"], {
