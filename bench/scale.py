@@ -20,7 +20,8 @@ With ``--read-commands`` it also times, after each batch, what a user runs on th
 written to /dev/null; also its peak resident MB), ``inspect --format json`` and ``match`` of
 one document not stored, each as a CLI command (wall seconds, interpreter start included;
 the start alone is printed below the table), and the median of five calls of the library's
-``match_text`` for the same text in a warm process ("match_text ms"). ``--read-repeats N`` runs
+``match_text`` for the same text in a warm process ("match_text ms"; "documents only ms" asks
+only which stored documents it duplicates, as ``match --documents-only``). ``--read-repeats N`` runs
 each command N times, in turn, and prints the median (a shared machine's noise is large beside
 a two-second command).
 
@@ -91,12 +92,14 @@ def read_seconds(url: str, probe: Path, repeats: int = 1) -> list[str]:
     runs = [[command_run(url, *args) for args in commands] for _ in range(repeats)]
     seconds = [f"{median(run[0] for run in times):.2f}" for times in zip(*runs)]
     json_peak = max(run[1][1] for run in runs)
-    return [*seconds[:2], f"{json_peak:.0f}", *seconds[2:], lookup_ms(url, probe)]
+    lookups = [lookup_ms(url, probe), lookup_ms(url, probe, passages=False)]
+    return [*seconds[:2], f"{json_peak:.0f}", *seconds[2:], *lookups]
 
 
-def lookup_ms(url: str, probe: Path, repeats: int = 5) -> str:
-    """Median milliseconds of the library's ``match_text`` (the lookup behind `match`) for
-    one text not stored, in a warm process: the answer a service built on the library gives."""
+def lookup_ms(url: str, probe: Path, repeats: int = 5, passages: bool = True) -> str:
+    """Median milliseconds of the library's ``match_text`` (the lookup behind `match`;
+    ``passages=False``: behind `match --documents-only`) for one text not stored, in a warm
+    process: the answer a service built on the library gives."""
     from provenance.db.session import make_engine, session_scope
     from provenance.lookup import match_text
 
@@ -104,11 +107,11 @@ def lookup_ms(url: str, probe: Path, repeats: int = 5) -> str:
     engine = make_engine(url, read_only=True)
     try:
         with session_scope(engine) as session:
-            match_text(session, text)  # warm: imports, settings, page cache
+            match_text(session, text, passages=passages)  # warm: imports, settings, page cache
             times = []
             for _ in range(repeats):
                 started = time.perf_counter()
-                match_text(session, text)
+                match_text(session, text, passages=passages)
                 times.append(time.perf_counter() - started)
     finally:
         engine.dispose()
@@ -258,7 +261,8 @@ def main() -> None:
     rows = [row for backend_rows, _ in results for row in backend_rows]
     print(tabulate(rows, headers=["database", "batch", "documents", "batch docs/s", "database MB", "tables MB",
                                   "tables MB per 1,000 docs",
-                                  *(["report s", "report json s", "report json MB", "inspect s", "match s", "match_text ms"]
+                                  *(["report s", "report json s", "report json MB", "inspect s", "match s", "match_text ms",
+                                     "documents only ms"]
                                     if arguments.read_commands else [])],
                    tablefmt="github"))
     if arguments.read_commands:

@@ -546,9 +546,12 @@ def _records(state: Context, query, fmt: str) -> None:
 @click.option("--text", "inline", help="The text to look up, instead of FILE.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
               help="Similarity a stored document needs to count as a near-duplicate [default: the database's, 0.8].")
+@click.option("--documents-only", is_flag=True,
+              help="Only look for stored documents that duplicate the text (exact or near), not for reused "
+                   "passages: much faster on a big database. In JSON, \"passages\" is then null.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_obj
-def match(state: Context, file, inline, threshold, fmt) -> None:
+def match(state: Context, file, inline, threshold, documents_only, fmt) -> None:
     """Does this text duplicate or reuse anything stored? Nothing is stored.
 
     \b
@@ -556,6 +559,7 @@ def match(state: Context, file, inline, threshold, fmt) -> None:
       provenance match draft.txt
       provenance match --text "Lukashenko approved a draft amendment ..."
       cat draft.txt | provenance match - --format json
+      provenance match incoming.txt --documents-only   # a quick dedup check before storing
     """
     from . import lookup
     from .reader import InputFile, read
@@ -572,7 +576,7 @@ def match(state: Context, file, inline, threshold, fmt) -> None:
         text, name = documents[0].text, file
     try:
         with session_scope(state.engine()) as session:
-            data = lookup.match_text(session, text, name=name, threshold=threshold)
+            data = lookup.match_text(session, text, name=name, threshold=threshold, passages=not documents_only)
             session.rollback()
     except ProvenanceError as error:
         fail(error)
@@ -580,7 +584,8 @@ def match(state: Context, file, inline, threshold, fmt) -> None:
         _out(render.to_json(data))
         return
     if not data["documents"] and not data["passages"]:
-        click.echo(f"no stored document duplicates this text at threshold {data['threshold']}, and no passage was reused")
+        click.echo(f"no stored document duplicates this text at threshold {data['threshold']}"
+                   + (" (passages not searched)" if data["passages"] is None else ", and no passage was reused"))
         return
     sections = []
     if data["documents"]:

@@ -1,7 +1,8 @@
 """Questions about one text or one pair, answered from the persisted index without storing.
 
 ``match_text``: does this text duplicate or reuse anything stored? It reads only the band
-tables and the candidates' rows, never the whole corpus. ``explain``: why two stored
+tables and the candidates' rows, never the whole corpus; asked only about whole documents
+(``passages=False``) it reads the small document band table alone. ``explain``: why two stored
 documents match or do not, with every measure behind the answer.
 """
 
@@ -29,8 +30,16 @@ def _settings(session: Session):
     return settings
 
 
-def match_text(session: Session, text: str, name: str = "<text>", threshold: Optional[float] = None) -> dict:
-    """Near-duplicate documents and reused passages for ``text``; nothing is written."""
+def match_text(
+    session: Session, text: str, name: str = "<text>", threshold: Optional[float] = None, passages: bool = True,
+) -> dict:
+    """Near-duplicate documents and reused passages for ``text``; nothing is written.
+
+    ``passages=False``: only the stored documents ``text`` duplicates (exact or near), and
+    ``"passages"`` is None. The passage search is nearly all of a lookup's time on a big
+    database, since a passage's buckets grow with the corpus while a document's stay small:
+    at 101,200 documents the median lookup took 6-7 ms against 108-116 ms in full.
+    """
     settings = _settings(session)
     threshold = settings.near_duplicate_threshold if threshold is None else threshold
     raw = RawDocument(path=name, text=text, format="text", encoding="utf-8", size_bytes=len(text.encode("utf-8")))
@@ -70,13 +79,12 @@ def match_text(session: Session, text: str, name: str = "<text>", threshold: Opt
             documents.append({"id": row.id, "path": row.path, "relation": "exact" if exact else "near-duplicate",
                               "similarity": round(similarity, 4)})
     documents.sort(key=lambda d: (-d["similarity"], d["id"]))
-    passages = _passage_matches(session, content, text, settings)
     return {
         "text": {"name": name, "content_hash": prepared.content_hash, "passages": len(prepared.passages),
                  "boilerplate_passages": len(prepared.passages) - len(content)},
         "threshold": threshold,
         "documents": documents,
-        "passages": passages,
+        "passages": _passage_matches(session, content, text, settings) if passages else None,
     }
 
 

@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import select
 
 from conftest import BELTA_SEED, TASS_SEED, cluster_ids, cluster_with, db_session, document_count, near_copy
+from provenance import index
 from provenance.cluster import components
 from provenance.db.models import Document, DocumentBand, DocumentPair
 from provenance.sketch import estimate_jaccard, from_blob
@@ -328,6 +329,28 @@ def test_match_finds_edited_seed_and_stores_nothing(ingest, invoke, db, seeds_di
     assert inspect_summary(invoke, db) == before
 
 
+def test_match_documents_only_finds_the_same_documents_without_the_passage_search(
+    ingest, invoke, seeds_dir, belta_text, monkeypatch
+):
+    ingest(seeds_dir)
+    draft_text = near_copy(belta_text, changes=5, boilerplate=[])
+    full = json.loads(invoke("match", "--text", draft_text, "--format", "json").stdout)
+    assert full["documents"] and full["passages"]
+
+    def no_passage_search(*args, **kwargs):
+        raise AssertionError("--documents-only searched the passage index")
+
+    monkeypatch.setattr(index, "passage_candidates", no_passage_search)
+    result = invoke("match", "--text", draft_text, "--documents-only", "--format", "json")
+    assert result.exit_code == 0, result.output
+    quick = json.loads(result.stdout)
+    assert quick["documents"] == full["documents"]
+    assert quick["passages"] is None
+    unrelated = invoke("match", "--text", "Nothing stored resembles this sentence about gardening.", "--documents-only")
+    assert unrelated.exit_code == 0, unrelated.output
+    assert "passages not searched" in unrelated.stdout
+
+
 # -- 6. explain ---------------------------------------------------------------------------
 def test_explain_gives_spans_that_slice_to_the_matched_text(ingest, invoke, db, tmp_path, belta_text):
     lines = belta_text.split("\n")
@@ -469,7 +492,6 @@ def _crowded_corpus(tmp_path: Path, bucket_cap: int):
 
 
 def _shared_passage_lookup(engine, ingestor, shared: str):
-    from provenance import index
     from provenance.db.models import Passage
 
     with db_session_for(engine) as session:
