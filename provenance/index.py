@@ -235,20 +235,41 @@ _BUCKET_MEMBERS = " UNION ALL ".join(
     f"SELECT band_key, passage_id FROM {table} WHERE band_key {{in}}"
     for table in (PassageBand.__tablename__, RecentPassageBand.__tablename__)
 )
-#: The same on PostgreSQL, as one index probe per key whatever the planner makes of the
-#: tables' sizes, planned afresh each time (see select_in). Asked for ``band_key = ANY(keys)``
-#: it scanned the whole of a table whenever it judged that cheaper or kept a plan made when
-#: the table was small: a new database's first 1,000 documents read 238 million rows in 900
-#: such scans (a one-off count). OFFSET 0 keeps the subquery from being flattened into a
-#: join that the planner could turn back into a scan.
+#: How many members each of a batch of passage buckets holds, counted by SQLite without
+#: handing the rows over: at 100,000 documents three quarters of the rows in a document's
+#: buckets were in the few buckets too crowded to use (a one-off count over 59 new texts).
+_BUCKET_SIZES = f"SELECT band_key, count(*) FROM ({_BUCKET_MEMBERS}) GROUP BY band_key"
+#: The members on PostgreSQL, as one index probe per key whatever the planner makes of the
+#: tables' sizes, planned afresh each time (see select_in), and at most ``{limit}`` per key.
+#: Asked for ``band_key = ANY(keys)`` it scanned the whole of a table whenever it judged
+#: that cheaper or kept a plan made when the table was small: a new database's first 1,000
+#: documents read 238 million rows in 900 such scans (a one-off count). OFFSET 0 keeps the
+#: subquery from being flattened into a join that the planner could turn back into a scan.
 _BUCKET_MEMBERS_POSTGRESQL = (
     "SELECT k.band_key, m.passage_id FROM unnest(CAST({array} AS BIGINT[])) AS k(band_key) CROSS JOIN LATERAL ("
     + " UNION ALL ".join(
         f"SELECT passage_id FROM {table} WHERE band_key = k.band_key"
         for table in (PassageBand.__tablename__, RecentPassageBand.__tablename__)
     )
-    + " OFFSET 0) AS m"
+    + " LIMIT {limit} OFFSET 0) AS m"
 )
+
+
+def _bucket_members(session: Session, keys: list[int], limit: int) -> tuple[list[tuple[int, int]], set[int]]:
+    """(band_key, passage_id) of the buckets ``keys``, read whole only when they hold fewer
+    than ``limit`` members; and the keys of the buckets that SQLite counted at ``limit`` or
+    more and did not read. PostgreSQL reads at most ``limit`` members of each bucket."""
+    if session.connection().dialect.name == "postgresql":
+        sql = _BUCKET_MEMBERS_POSTGRESQL.replace("{limit}", str(int(limit)))
+        return select_in(session, _BUCKET_MEMBERS, keys, postgresql=sql), set()
+    full: set[int] = set()
+    usable: list[int] = []
+    for key, size in select_in(session, _BUCKET_SIZES, keys):
+        if size >= limit:
+            full.add(key)
+        else:
+            usable.append(key)
+    return select_in(session, _BUCKET_MEMBERS, usable), full
 
 
 def passage_candidates(
@@ -259,9 +280,9 @@ def passage_candidates(
     share a band with it.
 
     Buckets holding more than ``settings.bucket_cap`` other passages are skipped (and their
-    keys appended to ``oversized``). They are found by the lookup itself, one query per
-    batch of keys; ``crowded`` (kept by the caller across documents) remembers them, so a
-    crowded bucket is read at most once per ingest run.
+    keys appended to ``oversized``). They are found by the lookup itself, without reading
+    all their members (see :func:`_bucket_members`); ``crowded`` (kept by the caller across
+    documents) remembers them, so a crowded bucket is looked at once per ingest run.
     """
     crowded = set() if crowded is None else crowded
     by_key: dict[int, list[int]] = {}
@@ -272,9 +293,13 @@ def passage_candidates(
     # The document's own passages are dropped here rather than by joining every bucket
     # member to its passage row (one random read per candidate).
     own = set(session.connection().scalars(_OWN_PASSAGES, {"document": document_id}))
+    # A bucket with more members than the cap and the document's own passages together is
+    # crowded whichever they are: its members are not all read.
+    rows, full = _bucket_members(session, sorted(set(by_key) - skipped), settings.bucket_cap + len(own) + 1)
+    crowded.update(full)
+    skipped.update(full)
     members: dict[int, list[int]] = {}
-    wanted = sorted(set(by_key) - skipped)
-    for key, candidate in select_in(session, _BUCKET_MEMBERS, wanted, postgresql=_BUCKET_MEMBERS_POSTGRESQL):
+    for key, candidate in rows:
         if candidate not in own:
             members.setdefault(key, []).append(candidate)
     found: dict[int, set[int]] = {}

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from sqlalchemy import select
@@ -457,8 +458,9 @@ def test_band_layout_follows_the_threshold(ingest, invoke, tmp_path, seeds_dir):
     assert layouts["0.5"][1] < layouts["0.8"][1]
 
 
-def _crowded_corpus(tmp_path: Path, bucket_cap: int):
-    """Five documents sharing one long paragraph, each with its own opening."""
+def _crowded_corpus(tmp_path: Path, bucket_cap: int, url: Optional[str] = None):
+    """Five documents sharing one long paragraph, each with its own opening (into ``url``,
+    else a new SQLite file)."""
     from provenance.db.migrate import upgrade_to_head
     from provenance.db.session import database_url, make_engine
     from provenance.ingest import Ingestor
@@ -483,7 +485,7 @@ def _crowded_corpus(tmp_path: Path, bucket_cap: int):
         path = folder / f"{number}.txt"
         path.write_text(f"{opening}\n\n{shared}\n", encoding="utf-8")
         paths.append(str(path))
-    engine = make_engine(database_url(str(tmp_path / f"cap{bucket_cap}.db")))
+    engine = make_engine(url or database_url(str(tmp_path / f"cap{bucket_cap}.db")))
     upgrade_to_head(engine)
     ingestor = Ingestor(engine, dataclasses.replace(Settings(), bucket_cap=bucket_cap))
     for path in paths:
@@ -531,6 +533,21 @@ def test_crowded_passage_buckets_are_skipped_and_remembered(tmp_path):
     assert candidates == set()
     assert keys <= set(oversized), "every band of the shared passage sits in an over-full bucket"
     assert keys <= ingestor.crowded_buckets, "and the ingest remembered them"
+    engine.dispose()
+
+
+@pytest.mark.parametrize("bucket_cap, crowded", [(3, True), (4, False)])
+def test_bucket_cap_counts_only_other_documents_passages(tmp_path, db_url, bucket_cap, crowded):
+    """The shared passage's buckets hold five passages, one of them the looked-up
+    document's own: four others, so a cap of 4 keeps them and a cap of 3 skips them,
+    whether the lookup reads a bucket's members, counts them (SQLite) or reads only as many
+    as the cap needs (PostgreSQL)."""
+    engine, ingestor, shared = _crowded_corpus(tmp_path, bucket_cap=bucket_cap, url=db_url)
+    candidates, oversized, keys = _shared_passage_lookup(engine, ingestor, shared)
+    if crowded:
+        assert candidates == set() and keys <= set(oversized)
+    else:
+        assert len(candidates) == 4 and not keys & set(oversized)
     engine.dispose()
 
 
