@@ -578,29 +578,40 @@ def _prefer_originals(session: Session, by_source: dict[int, list]) -> None:
             del by_source[copy_id]
 
 
+#: What :func:`summarise` reads and writes, built once: it runs for every derivation found,
+#: and building the statements cost more than running them.
+_ENDS = select(Derivation.derived_id, Derivation.source_id).where(Derivation.id == bindparam("derivation"))
+_PAIR = select(DocumentPair.similarity, DocumentPair.exact).where(
+    DocumentPair.first_id == bindparam("first"), DocumentPair.second_id == bindparam("second")
+)
+_EVIDENCE_SPANS = select(
+    PassageMatch.label, PassageMatch.similarity, PassageMatch.derived_start, PassageMatch.derived_end
+).where(PassageMatch.derivation_id == bindparam("derivation"))
+_CONTENT_SPANS = select(Passage.start_offset, Passage.end_offset).where(
+    Passage.document_id == bindparam("document"), Passage.boilerplate_id.is_(None)
+)
+_TEXT = select(Document.text).where(Document.id == bindparam("document"))
+_CITED_AGENCIES = select(Citation.agency).where(Citation.document_id == bindparam("document"))
+_SOURCE_NAME = select(Document.source).where(Document.id == bindparam("document"))
+_DROP_DERIVATION_BY_ID = delete(Derivation).where(Derivation.id == bindparam("derivation"))
+_SET_SUMMARY = update(Derivation).where(Derivation.id == bindparam("derivation")).values(
+    relation=bindparam("new_relation"), score=bindparam("new_score"), coverage=bindparam("new_coverage"),
+    credited=bindparam("new_credited"),
+)
+
+
 def summarise(session: Session, derivation_id: int, settings: Settings) -> bool:
     """Set relation, score, coverage and credit from the stored evidence.
 
     Deletes the derivation and returns False when the evidence no longer supports it.
     """
-    derivation = session.execute(select(Derivation).where(Derivation.id == derivation_id)).scalar_one()
-    derived_id, source_id = derivation.derived_id, derivation.source_id
-    pair = session.execute(
-        select(DocumentPair.similarity, DocumentPair.exact).where(
-            DocumentPair.first_id == min(derived_id, source_id), DocumentPair.second_id == max(derived_id, source_id)
-        )
-    ).first()
-    matches = session.execute(
-        select(PassageMatch.label, PassageMatch.similarity, PassageMatch.derived_start, PassageMatch.derived_end)
-        .where(PassageMatch.derivation_id == derivation_id)
-    ).all()
-    content_spans = session.execute(
-        select(Passage.start_offset, Passage.end_offset).where(
-            Passage.document_id == derived_id, Passage.boilerplate_id.is_(None)
-        )
-    ).all()
+    connection = session.connection()
+    derived_id, source_id = connection.execute(_ENDS, {"derivation": derivation_id}).one()
+    pair = connection.execute(_PAIR, {"first": min(derived_id, source_id), "second": max(derived_id, source_id)}).first()
+    matches = connection.execute(_EVIDENCE_SPANS, {"derivation": derivation_id}).all()
+    content_spans = connection.execute(_CONTENT_SPANS, {"document": derived_id}).all()
     content_chars = sum(end - start for start, end in content_spans)
-    text = session.scalar(select(Document.text).where(Document.id == derived_id)) if matches else ""
+    text = connection.scalar(_TEXT, {"document": derived_id}) if matches else ""
     copied = _union([(m.derived_start, m.derived_end) for m in matches if m.label in ("verbatim", "syndicated")])
     everything = _union([(m.derived_start, m.derived_end) for m in matches])
     matched_chars = sum(end - start for start, end in everything)
@@ -621,14 +632,15 @@ def summarise(session: Session, derivation_id: int, settings: Settings) -> bool:
     elif all_words >= settings.derivation_min_content_words:
         relation = "rewritten"
     if relation is None:
-        session.execute(delete(Derivation).where(Derivation.id == derivation_id))
+        connection.execute(_DROP_DERIVATION_BY_ID, {"derivation": derivation_id})
         return False
-    credited = bool(_agencies(session, derived_id) & (_agencies(session, source_id) | _publisher_agency(session, source_id)))
-    session.execute(
-        update(Derivation).where(Derivation.id == derivation_id).values(
-            relation=relation, score=round(value, 4), coverage=round(coverage, 4), credited=credited,
-        )
+    credited = bool(
+        _agencies(connection, derived_id) & (_agencies(connection, source_id) | _publisher_agency(connection, source_id))
     )
+    connection.execute(_SET_SUMMARY, {
+        "derivation": derivation_id, "new_relation": relation, "new_score": round(value, 4),
+        "new_coverage": round(coverage, 4), "new_credited": credited,
+    })
     return True
 
 
@@ -642,14 +654,14 @@ def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def _agencies(session: Session, document_id: int) -> set[str]:
-    return set(session.scalars(select(Citation.agency).where(Citation.document_id == document_id)))
+def _agencies(connection, document_id: int) -> set[str]:
+    return set(connection.scalars(_CITED_AGENCIES, {"document": document_id}))
 
 
-def _publisher_agency(session: Session, document_id: int) -> set[str]:
+def _publisher_agency(connection, document_id: int) -> set[str]:
     from .text.attribution import AGENCIES
 
-    source = session.scalar(select(Document.source).where(Document.id == document_id)) or ""
+    source = connection.scalar(_SOURCE_NAME, {"document": document_id}) or ""
     return {name for name, spellings in AGENCIES.items() if source in spellings or source.lower() == name.lower()}
 
 
