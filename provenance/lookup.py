@@ -91,7 +91,7 @@ def match_text(
 def _passage_matches(session: Session, content: list, text: str, settings) -> list[dict]:
     signed = [(p.seq, to_blob(p.signature)) for p in content if p.signature is not None]
     by_seq = {p.seq: p for p in content}
-    candidates = index.passage_candidates(session, signed, -1, settings)
+    candidates = index.passage_candidates(session, signed, -1, settings, count_first=True)
     # Filtered and read as when ingesting (provenance.derive).
     texts: dict[int, str] = {}
     likely: dict[int, list] = {}

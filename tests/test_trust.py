@@ -493,7 +493,7 @@ def _crowded_corpus(tmp_path: Path, bucket_cap: int, url: Optional[str] = None):
     return engine, ingestor, shared
 
 
-def _shared_passage_lookup(engine, ingestor, shared: str):
+def _shared_passage_lookup(engine, ingestor, shared: str, count_first: bool = False):
     from provenance.db.models import Passage
 
     with db_session_for(engine) as session:
@@ -508,7 +508,8 @@ def _shared_passage_lookup(engine, ingestor, shared: str):
         keys = set(index.passage_band_keys(mine[0].signature, ingestor.settings.passage))
         oversized: list[int] = []
         found = index.passage_candidates(
-            session, [(r.id, r.signature) for r in rows], last, ingestor.settings, oversized=oversized
+            session, [(r.id, r.signature) for r in rows], last, ingestor.settings, oversized=oversized,
+            count_first=count_first,
         )
     return found.get(mine[0].id, set()), oversized, keys
 
@@ -540,14 +541,15 @@ def test_crowded_passage_buckets_are_skipped_and_remembered(tmp_path):
 def test_bucket_cap_counts_only_other_documents_passages(tmp_path, db_url, bucket_cap, crowded):
     """The shared passage's buckets hold five passages, one of them the looked-up
     document's own: four others, so a cap of 4 keeps them and a cap of 3 skips them,
-    whether the lookup reads a bucket's members, counts them (SQLite) or reads only as many
-    as the cap needs (PostgreSQL)."""
+    whether the lookup reads a bucket's members, counts them first (SQLite) or reads only
+    as many as the cap needs (PostgreSQL)."""
     engine, ingestor, shared = _crowded_corpus(tmp_path, bucket_cap=bucket_cap, url=db_url)
-    candidates, oversized, keys = _shared_passage_lookup(engine, ingestor, shared)
-    if crowded:
-        assert candidates == set() and keys <= set(oversized)
-    else:
-        assert len(candidates) == 4 and not keys & set(oversized)
+    for count_first in (False, True):
+        candidates, oversized, keys = _shared_passage_lookup(engine, ingestor, shared, count_first)
+        if crowded:
+            assert candidates == set() and keys <= set(oversized), count_first
+        else:
+            assert len(candidates) == 4 and not keys & set(oversized), count_first
     engine.dispose()
 
 
