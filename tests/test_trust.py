@@ -565,6 +565,25 @@ def test_default_band_layouts_are_what_datasketch_chooses():
         assert (chosen.bands, chosen.rows) == (sketch.bands, sketch.rows), sketch
 
 
+def test_band_keys_are_the_stored_format():
+    """Band keys are stored: a database built by an earlier version is looked up with keys
+    computed now, so they must never change (values from the first implementation, which
+    hashed a copy of each band's slice of the array)."""
+    import numpy as np
+
+    from provenance.settings import Settings
+    from provenance.sketch import band_keys
+
+    values = (np.arange(128, dtype=np.uint64) * 2654435761 % 2**32).astype(np.uint32)
+    passage = band_keys(values, Settings().passage)
+    document = band_keys(values, Settings().document)
+    assert len(passage) == 37 and len(document) == 21
+    assert passage[:3] == [-1236421060607720018, -6520156208592881300, -6081787386044326404]
+    assert passage[-1] == 4289148645301743931
+    assert document[:3] == [6543284142309724023, 158300856781331821, 7548642609668774845]
+    assert document[-1] == 5526469850667235320
+
+
 @pytest.mark.parametrize("sizes", [[0], [1, 5, 30], [4095, 4096, 4097], [0, 3, 9000, 0, 17]])
 def test_signatures_are_datasketch_minhash_values(sizes):
     """Signatures are computed in numpy, not through MinHash.update_batch; stored signatures
