@@ -15,6 +15,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 from sqlalchemy import bindparam, delete, insert, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from . import index
@@ -359,12 +360,13 @@ class Evidence:
     content_overlap: float
 
 
-#: What the evidence of every derivation is built from (see :data:`_ENDS`).
-_CONTENT_PASSAGES = (
-    select(Passage.id, Passage.start_offset, Passage.end_offset)
+#: A document's content passages in order: what ingest signs and indexes, and what the
+#: evidence and summary of each derivation are read from. Statements run for every document
+#: or derivation are built once: building one cost more than SQLite took to run it.
+CONTENT_PASSAGES = (
+    select(Passage.id, Passage.start_offset, Passage.end_offset, Passage.signature)
     .where(Passage.document_id == bindparam("document"), Passage.boilerplate_id.is_(None)).order_by(Passage.seq)
 )
-_SIGNED_CONTENT_PASSAGES = _CONTENT_PASSAGES.add_columns(Passage.signature)
 _PASSAGE_SPANS = select(Passage.id, Passage.start_offset, Passage.end_offset).where(
     Passage.id.in_(bindparam("ids", expanding=True))
 )
@@ -383,7 +385,7 @@ def _evidence(
     spans = _aligned_spans(session, matches, words_by_passage, texts, document_id, other_id, settings)
     connection = session.connection()
     passages = {
-        doc_id: connection.execute(_CONTENT_PASSAGES, {"document": doc_id}).all() for doc_id in (document_id, other_id)
+        doc_id: connection.execute(CONTENT_PASSAGES, {"document": doc_id}).all() for doc_id in (document_id, other_id)
     }
     segments = align(
         tokens_in(texts[document_id], [(p.start_offset, p.end_offset) for p in passages[document_id]]),
@@ -514,8 +516,8 @@ def _extend(
     policy = settings.extension_policy()
     window = settings.extension_window
     connection = session.connection()
-    mine_rows = [row.id for row in connection.execute(_CONTENT_PASSAGES, {"document": document_id})]
-    other_rows = connection.execute(_SIGNED_CONTENT_PASSAGES, {"document": other_id}).all()
+    mine_rows = [row.id for row in connection.execute(CONTENT_PASSAGES, {"document": document_id})]
+    other_rows = connection.execute(CONTENT_PASSAGES, {"document": other_id}).all()
     if other_id not in texts:
         texts[other_id] = connection.scalar(_TEXT, {"document": other_id})
     other_text = texts[other_id]
@@ -585,9 +587,8 @@ def _prefer_originals(session: Session, by_source: dict[int, list]) -> None:
             del by_source[copy_id]
 
 
-#: What :func:`summarise` reads and writes, built once: it runs for every derivation found,
-#: and building the statements cost more than running them (4.7-5.7 ms per derivation
-#: before, 1.6-1.9 after).
+#: What :func:`summarise` reads and writes, built once (see :data:`CONTENT_PASSAGES`; a
+#: summary took 4.7-5.7 ms with statements built each time, 1.6-1.9 ms without).
 _ENDS = select(Derivation.derived_id, Derivation.source_id).where(Derivation.id == bindparam("derivation"))
 _PAIR = select(DocumentPair.similarity, DocumentPair.exact).where(
     DocumentPair.first_id == bindparam("first"), DocumentPair.second_id == bindparam("second")
@@ -595,9 +596,6 @@ _PAIR = select(DocumentPair.similarity, DocumentPair.exact).where(
 _EVIDENCE_SPANS = select(
     PassageMatch.label, PassageMatch.similarity, PassageMatch.derived_start, PassageMatch.derived_end
 ).where(PassageMatch.derivation_id == bindparam("derivation"))
-_CONTENT_SPANS = select(Passage.start_offset, Passage.end_offset).where(
-    Passage.document_id == bindparam("document"), Passage.boilerplate_id.is_(None)
-)
 _CITED_AGENCIES = select(Citation.agency).where(Citation.document_id == bindparam("document"))
 _SOURCE_NAME = select(Document.source).where(Document.id == bindparam("document"))
 _DROP_DERIVATION_BY_ID = delete(Derivation).where(Derivation.id == bindparam("derivation"))
@@ -618,8 +616,9 @@ def summarise(session: Session, derivation_id: int, settings: Settings) -> bool:
         _PAIR, {"first": min(derived_id, source_id), "second": max(derived_id, source_id)}
     ).first()
     matches = connection.execute(_EVIDENCE_SPANS, {"derivation": derivation_id}).all()
-    content_spans = connection.execute(_CONTENT_SPANS, {"document": derived_id}).all()
-    content_chars = sum(end - start for start, end in content_spans)
+    content_chars = sum(
+        row.end_offset - row.start_offset for row in connection.execute(CONTENT_PASSAGES, {"document": derived_id})
+    )
     text = connection.scalar(_TEXT, {"document": derived_id}) if matches else ""
     copied = _union([(m.derived_start, m.derived_end) for m in matches if m.label in ("verbatim", "syndicated")])
     everything = _union([(m.derived_start, m.derived_end) for m in matches])
@@ -662,11 +661,11 @@ def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def _agencies(connection, document_id: int) -> set[str]:
+def _agencies(connection: Connection, document_id: int) -> set[str]:
     return set(connection.scalars(_CITED_AGENCIES, {"document": document_id}))
 
 
-def _publisher_agency(connection, document_id: int) -> set[str]:
+def _publisher_agency(connection: Connection, document_id: int) -> set[str]:
     from .text.attribution import AGENCIES
 
     source = connection.scalar(_SOURCE_NAME, {"document": document_id}) or ""

@@ -107,11 +107,6 @@ _LATEST_VERSION = select(Document.id, Document.content_hash, Document.version).w
 )
 _INSERT_DOCUMENT = insert(Document.__table__).returning(Document.__table__.c.id)
 _PASSAGE_IDS = select(Passage.seq, Passage.id).where(Passage.document_id == bindparam("document"))
-_CONTENT_PASSAGES = (
-    select(Passage.id, Passage.signature)
-    .where(Passage.document_id == bindparam("document"), Passage.boilerplate_id.is_(None))
-    .order_by(Passage.seq)
-)
 _SIGN_DOCUMENT = (
     update(Document.__table__)
     .where(Document.__table__.c.id == bindparam("document"))
@@ -717,7 +712,7 @@ class Ingestor:
 
         ``new``: the document was just stored, so none of its passages is indexed yet."""
         connection = session.connection()
-        content = connection.execute(_CONTENT_PASSAGES, {"document": document_id}).all()
+        content = connection.execute(derive.CONTENT_PASSAGES, {"document": document_id}).all()
         content_words_lists = [words_by_passage[row.id] for row in content]
         shingles = document_shingles(content_words_lists, self.settings)
         signature = sketch.signature(shingles, self.settings.document) if len(shingles) else None
