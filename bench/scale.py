@@ -75,10 +75,6 @@ def command_run(url: str, *args: str) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024
 
 
-def command_seconds(url: str, *args: str) -> float:
-    return command_run(url, *args)[0]
-
-
 def read_seconds(url: str, probe: Path, repeats: int = 1) -> list[str]:
     """How long `report` (table and JSON), `inspect` and `match` take on the database as it
     stands, the median of ``repeats`` runs of each (run in turn, so a burst of noise on a
@@ -266,7 +262,7 @@ def main() -> None:
                                     if arguments.read_commands else [])],
                    tablefmt="github"))
     if arguments.read_commands:
-        start = median(command_seconds("sqlite://", "--version") for _ in range(arguments.read_repeats))
+        start = median(command_run("sqlite://", "--version")[0] for _ in range(arguments.read_repeats))
         print(f"\n(`provenance --version`, the interpreter and imports alone: {start:.2f} s)")
     for backend_rows, tables in results:
         if tables and backend_rows:

@@ -148,10 +148,21 @@ def clip(text: str, limit: int = TERMINAL_EXCERPT) -> str:
 _WORDS_AND_GAPS = re.compile(r"(\w+)")
 
 
+def _mark_shared(pieces: list[str], shared: set[str], style) -> str:
+    """``pieces`` (a text split by :data:`_WORDS_AND_GAPS`) joined again, each word whose
+    casefold is in ``shared`` passed through ``style``."""
+    marked = {w: style(w) if w.casefold() in shared else w for w in set(pieces[1::2])}
+    pieces[1::2] = [marked[w] for w in pieces[1::2]]
+    return "".join(pieces)
+
+
+def _folded_words(pieces: list[str]) -> set[str]:
+    return {w.casefold() for w in pieces[1::2]}
+
+
 def highlight_shared(text: str, other: str, style) -> str:
     """``text`` (clipped to one line) with the words it shares with ``other`` passed through ``style``."""
-    shared = {w.casefold() for w in re.findall(r"\w+", other)}
-    return re.sub(r"\w+", lambda m: style(m.group()) if m.group().casefold() in shared else m.group(), safe(clip(text)))
+    return _mark_shared(_WORDS_AND_GAPS.split(safe(clip(text))), _folded_words(_WORDS_AND_GAPS.split(other)), style)
 
 
 def not_shown(report: dict, section: str, noun: str) -> list[str]:
@@ -233,16 +244,14 @@ def report_html_parts(report: dict) -> Iterator[str]:
     mark = lambda word: f"\x00{word}\x01"  # noqa: E731 - placeholder, replaced after escaping
 
     def highlighted(pair: tuple[str, str]) -> tuple[str, str]:
-        """Both texts, each with the words the other has marked."""
-        split = [_WORDS_AND_GAPS.split(text.replace("\x00", "").replace("\x01", "")) for text in pair]  # gap, word, ..., gap
-        distinct = [set(pieces[1::2]) for pieces in split]
-        folded = [set(map(str.casefold, words)) for words in distinct]
-        out = []
-        for pieces, words, shared in zip(split, distinct, reversed(folded)):
-            marked = {w: mark(w) if w.casefold() in shared else w for w in words}
-            pieces[1::2] = list(map(marked.__getitem__, pieces[1::2]))
-            out.append(e("".join(pieces)).replace("\x00", "<mark>").replace("\x01", "</mark>"))
-        return out[0], out[1]
+        """Both texts, each with the words the other has marked (each split once)."""
+        split = [_WORDS_AND_GAPS.split(text.replace("\x00", "").replace("\x01", "")) for text in pair]
+        folded = [_folded_words(pieces) for pieces in split]
+        first, second = (
+            e(_mark_shared(pieces, shared, mark)).replace("\x00", "<mark>").replace("\x01", "</mark>")
+            for pieces, shared in zip(split, reversed(folded))
+        )
+        return first, second
 
     def more(section: str, noun: str) -> list[str]:
         return [f"<p><em>{e(line)}</em></p>" for line in not_shown(report, section, noun)]

@@ -1,0 +1,152 @@
+"""Where an ingest's time goes, stage by stage, without a profiler's overhead; and how long a
+lookup takes, with and without the passage search.
+
+    python bench/stages.py                                   # 1,000 new documents into 1,000
+    python bench/stages.py --stored 2000 --new 500 --rounds 2
+    python bench/stages.py --db big.db --stored 101200 --new 59 --lookups   # a bench/scale.py database
+
+The documents are bench/workers.py's seeded corpus (the one bench/scale.py ingests). Without
+``--db``, its first ``--stored`` documents are ingested into a new SQLite database first (not
+timed). With ``--db`` (a database grown by bench/scale.py), the new documents are those that
+follow its corpus and its lookup probe, as in bench/candidates.py. Each round copies the
+database and ingests the ``--new`` documents into the copy through the library, as
+``provenance ingest --workers 1`` does, timing the named functions on the way (wall
+seconds, summed over calls; a stage run within another is printed as ``derive > summarise``).
+``--lookups`` then looks each new text up in the stored database, read only, with
+``match_text`` in full and documents only in turn, and prints the medians. Run it on two
+checkouts (``PYTHONPATH=OTHER python bench/stages.py``) to compare them. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from statistics import median
+
+from tabulate import tabulate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from candidates import new_documents  # noqa: E402
+from workers import CLI, ROOT, write_corpus  # noqa: E402
+
+from provenance import derive, index, ingest, lookup, manifest  # noqa: E402
+from provenance.db.session import database_url, make_engine, session_scope  # noqa: E402
+
+#: (module, function name, the stage it runs within): the stages timed, in the order printed.
+STAGES = (
+    (ingest, "prepare", None),
+    (derive, "derive", None),
+    (index, "passage_candidates", "derive"),
+    (derive, "likely_sources", "derive"),
+    (derive, "_evidence", "derive"),
+    (derive, "_extend", "derive"),
+    (derive, "summarise", "derive"),
+    (index, "index_document", None),
+    (index, "add_passages", None),
+)
+
+
+def timed_stages() -> dict[str, float]:
+    """Wrap every stage so that its calls add their wall seconds to the returned dict."""
+    seconds: dict[str, float] = defaultdict(float)
+    for module, name, _ in STAGES:
+        original = getattr(module, name)
+
+        def wrapper(*args, _original=original, _name=name, **kwargs):
+            started = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                seconds[_name] += time.perf_counter() - started
+
+        setattr(module, name, wrapper)
+    return seconds
+
+
+def ingest_round(stored: Path, files: list[Path], scratch: Path, seconds: dict[str, float]) -> float:
+    """Seconds to ingest ``files`` into a copy of ``stored``; stage times land in ``seconds``."""
+    copy = scratch / "round.db"
+    shutil.copyfile(stored, copy)
+    engine = make_engine(database_url(str(copy)))
+    try:
+        with session_scope(engine) as session:
+            settings = manifest.load(session)
+        started = time.perf_counter()
+        ingest.Ingestor(engine, settings).ingest_paths([str(path) for path in files])
+        return time.perf_counter() - started
+    finally:
+        engine.dispose()
+        copy.unlink()
+
+
+def lookup_medians(stored: Path, files: list[Path]) -> tuple[float, float]:
+    """Median milliseconds of ``match_text`` over ``files``, in full and documents only,
+    the two asked in turn for each text (after one warm-up pass)."""
+    engine = make_engine(database_url(str(stored)), read_only=True)
+    texts = [path.read_text(encoding="utf-8") for path in files]
+    times: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        with session_scope(engine) as session:
+            for text in texts:
+                lookup.match_text(session, text)
+            for text in texts:
+                for passages in (True, False):
+                    started = time.perf_counter()
+                    lookup.match_text(session, text, passages=passages)
+                    times[passages].append(time.perf_counter() - started)
+    finally:
+        engine.dispose()
+    return 1000 * median(times[True]), 1000 * median(times[False])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--db", type=Path, help="a SQLite database grown by bench/scale.py (else one is built)")
+    parser.add_argument("--stored", type=int, default=1000, help="documents stored before the new ones [1000]")
+    parser.add_argument("--new", type=int, default=1000, help="new documents ingested in each round [1000]")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="ingests of the new documents, each into a new copy (0: lookups only) [1]")
+    parser.add_argument("--lookups", action="store_true", help="also time match_text for each new text")
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="provenance-stages-") as folder:
+        scratch = Path(folder)
+        if arguments.db:
+            if not arguments.db.is_file():
+                raise SystemExit(f"{arguments.db}: no such database (grow one with bench/scale.py --keep FILE)")
+            stored = arguments.db
+            files = new_documents(arguments.stored, arguments.new, scratch / "new")
+        else:
+            corpus = write_corpus(scratch / "corpus", arguments.stored + arguments.new)
+            stored = scratch / "stored.db"
+            done = subprocess.run([*CLI, "--db", str(stored), "ingest", *map(str, corpus[: arguments.stored]),
+                                   "--quiet", "--workers", "1"], capture_output=True, text=True, cwd=ROOT)
+            if done.returncode != 0:
+                raise SystemExit(f"ingest of the stored documents failed: {done.stderr[-2000:]}")
+            files = corpus[arguments.stored :]
+        lookups = lookup_medians(stored, files) if arguments.lookups else None
+        seconds = timed_stages()
+        rounds = []
+        for _ in range(arguments.rounds):
+            before = dict(seconds)
+            total = ingest_round(stored, files, scratch, seconds)
+            rounds.append((total, {name: seconds[name] - before.get(name, 0.0) for name, _ in seconds.items()}))
+    print(f"{len(files)} new documents, {arguments.stored:,} stored; provenance from {Path(derive.__file__).parent}")
+    if rounds:
+        headers = ["stage"] + [f"round {n} s" for n in range(1, len(rounds) + 1)]
+        rows = [["ingest (whole)", *(f"{total:.2f}" for total, _ in rounds)]]
+        rows += [[f"{within} > {name}" if within else name, *(f"{stage.get(name, 0.0):.2f}" for _, stage in rounds)]
+                 for _, name, within in STAGES]
+        print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+    if lookups:
+        print(f"match_text over the {len(files)} new texts, median: {lookups[0]:.1f} ms in full, "
+              f"{lookups[1]:.1f} ms documents only")
+
+
+if __name__ == "__main__":
+    main()
