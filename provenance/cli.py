@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__, inspect as inspection, render, report as reporting
+from .collect import fewer_collections
 from .db.migrate import check_database, head_revision, upgrade_to_head
 from .db.session import (
     DEFAULT_DB, database_url, is_transient, make_engine, session_scope, snapshot_scope, sqlite_path,
@@ -332,7 +333,7 @@ def report(state: Context, fmt, threshold, document, keep, limit, no_timestamps,
     if limit is None:
         limit = TERMINAL_REPORT_LIMIT if fmt == "table" else 0
     try:
-        with snapshot_scope(state.engine()) as session:
+        with snapshot_scope(state.engine()) as session, fewer_collections():
             # Every format but the terminal's reads the derivations once, so they are built a
             # batch at a time as they are read (none at all for paths and jsonl); JSON and HTML
             # are also written as they are built: a whole report of 100,000 documents is never

@@ -32,6 +32,7 @@ from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from . import __version__, derive, index, manifest, sketch
+from .collect import fewer_collections
 from .db.models import (
     Boilerplate,
     BoilerplateDocument,
@@ -282,7 +283,7 @@ class Ingestor:
         finished = False
         batch = _Batch()
         try:
-            with stop, _fewer_collections():
+            with stop, fewer_collections():
                 for item, outcome in prepared_stream(files, source=source, max_bytes=max_bytes,
                                                      settings=self.settings, pool=pool, workers=workers):
                     if stop.requested:  # between documents: each is committed or not at all
@@ -749,26 +750,6 @@ class Ingestor:
         words_by_passage = {row.id: passage_words(text[row.start_offset : row.end_offset], self.settings) for row in rows}
         self._index_document(session, document_id, words_by_passage, summary)
         derive.recompute_document(session, document_id, self.settings)
-
-
-#: Net new container objects between two young-generation garbage collections during an
-#: ingest (Python's default is 700). Matching reads thousands of rows per document and
-#: keeps tens of thousands of sketches, so the default ran six collections per document
-#: and a full one every two: 8-10% of the time of 200 documents ingested into 20,000
-#: (timed once with gc.callbacks). Ingest makes few reference cycles.
-INGEST_GC_THRESHOLD = 50_000
-
-
-@contextmanager
-def _fewer_collections() -> Iterator[None]:
-    """Collect garbage less often while ingesting (see :data:`INGEST_GC_THRESHOLD`); the
-    process's own setting is put back afterwards."""
-    before = gc.get_threshold()
-    gc.set_threshold(max(before[0], INGEST_GC_THRESHOLD), *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
 
 
 def close_abandoned_runs(session: Session) -> list[int]:

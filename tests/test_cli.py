@@ -991,16 +991,17 @@ def test_the_run_summary_says_how_long_it_took(invoke, seeds_dir, tmp_path, tass
 def test_the_json_report_is_written_as_it_is_built_and_is_the_whole_report(invoke, db, populated, monkeypatch):
     """`report --format json` builds its documents and derivations a batch at a time while
     it writes them, so a report of 100,000 documents is never whole in memory; what it
-    writes is exactly the whole report encoded at once, whatever the batch size."""
-    from provenance import report as reporting
+    writes is exactly the whole report encoded at once, whatever the batch sizes."""
+    from provenance import render, report as reporting
     from provenance.render import to_json
 
     with db_session(db) as session:
         whole = reporting.build(session, timestamps=False)
     assert len(whole["derivations"]) >= 2 and any(d["passages"] for d in whole["derivations"])
     expected = to_json(whole) + "\n"
-    for batch in (1, 2, 10**6):
+    for batch, encoded_together in ((1, 1), (2, 3), (10**6, 1000)):
         monkeypatch.setattr(reporting, "DERIVATION_BATCH", batch)
+        monkeypatch.setattr(render, "JSON_BATCH", encoded_together)
         result = invoke("report", "--format", "json", "--no-timestamps")
         assert result.exit_code == 0, result.output
         assert result.stdout == expected
@@ -1015,6 +1016,45 @@ def test_the_json_report_is_written_as_it_is_built_and_is_the_whole_report(invok
         entries = iter(streamed["derivations"])
         assert next(entries) == whole["derivations"][0] and len(batches) == 1, "one batch read, not all"
         assert [next(entries), *entries] == whole["derivations"][1:]
+
+
+@pytest.mark.parametrize("encoded_together", [1, 2, 3, 1000])
+def test_json_written_a_batch_of_entries_at_a_time_is_the_json_of_the_whole(monkeypatch, encoded_together):
+    """render.write_json encodes a list's entries several at a time; the text is what
+    to_json gives for the whole, at any batch size, for lists of any length, for
+    iterables other than lists, and for a batch the standard library has to encode."""
+    from provenance import render
+
+    monkeypatch.setattr(render, "JSON_BATCH", encoded_together)
+    entries = [{"id": i, "path": f"doc{i}.txt", "spans": [[i, i + 1]], "note": "line\nbreak" if i % 2 else None}
+               for i in range(7)]
+    refused = [{"id": 1, "path": "caf\udce9.txt"}, {"id": 2, "nested": {"empty": [], "x": {}}}]
+    data = {"schema": "test/1", "threshold": 0.8, "none": None, "summary": {"documents": 7},
+            "empty": [], "one": entries[:1], "many": entries, "refused": refused, "streamed": iter(entries)}
+    whole = {**data, "streamed": entries}
+    written = io.StringIO()
+    render.write_json(data, written)
+    assert written.getvalue() == render.to_json(whole)
+    assert json.loads(written.getvalue())["streamed"] == entries
+
+
+def test_a_whole_report_collects_garbage_less_often_and_puts_the_setting_back(invoke, populated, monkeypatch):
+    """Writing a report builds hundreds of thousands of short-lived entries: the young-
+    generation threshold is raised while it does (see provenance.collect), then restored."""
+    import gc
+
+    from provenance import render
+    from provenance.collect import GC_THRESHOLD
+
+    before = gc.get_threshold()
+    during = []
+    original = render.write_json
+    monkeypatch.setattr(render, "write_json", lambda *a: during.append(gc.get_threshold()[0]) or original(*a))
+    result = invoke("report", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["derivations"]
+    assert during == [max(before[0], GC_THRESHOLD)]
+    assert gc.get_threshold() == before
 
 
 def test_a_json_report_that_fails_half_way_leaves_the_previous_file(invoke, db, populated, tmp_path, monkeypatch):

@@ -962,11 +962,11 @@ def test_progress_is_counted_in_bytes_read(tmp_path):
 
 def test_ingest_collects_garbage_less_often_and_puts_the_setting_back(tmp_path):
     """While storing documents the young-generation threshold is raised (see
-    ingest.INGEST_GC_THRESHOLD); afterwards the process has its own setting again, even
+    provenance.collect.GC_THRESHOLD); afterwards the process has its own setting again, even
     when the ingest fails."""
     import gc
 
-    from provenance import ingest
+    from provenance.collect import GC_THRESHOLD
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -987,4 +987,4 @@ def test_ingest_collects_garbage_less_often_and_puts_the_setting_back(tmp_path):
     with pytest.raises(RuntimeError):
         Ingestor(engine).ingest_paths([str(folder / "feed.jsonl")], on_event=on_event)
     assert gc.get_threshold() == before
-    assert during and set(during) == {max(before[0], ingest.INGEST_GC_THRESHOLD)}
+    assert during and set(during) == {max(before[0], GC_THRESHOLD)}
