@@ -177,7 +177,7 @@ def _mark_shared(pieces: list[str], shared: set[str], style) -> str:
 
 
 def _folded_words(pieces: list[str]) -> set[str]:
-    return {w.casefold() for w in pieces[1::2]}
+    return {w.casefold() for w in set(pieces[1::2])}  # each distinct word once
 
 
 def highlight_shared(text: str, other: str, style) -> str:
