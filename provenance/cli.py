@@ -678,7 +678,7 @@ def export(state: Context, fmt, document, output) -> None:
     from . import export as prov_export
 
     try:
-        with snapshot_scope(state.engine()) as session:
+        with snapshot_scope(state.engine()) as session, fewer_collections():
             text = prov_export.serialize(prov_export.build(session, document), fmt)
     except ProvenanceError as error:
         fail(error)
