@@ -335,11 +335,11 @@ def report(state: Context, fmt, threshold, document, keep, limit, no_timestamps,
     try:
         with snapshot_scope(state.engine()) as session, fewer_collections():
             # Every format but the terminal's reads the derivations once, so they are built a
-            # batch at a time as they are read (none at all for paths and jsonl); JSON and HTML
-            # are also written as they are built: a whole report of 100,000 documents is never
-            # held at once.
+            # batch at a time as they are read (none at all for paths and jsonl, and without
+            # their passage evidence for CSV, which lists none); JSON and HTML are also written
+            # as they are built: a whole report of 100,000 documents is never held at once.
             data = reporting.build(session, threshold=threshold, document=document, timestamps=not no_timestamps,
-                                   limit=limit or None, stream=fmt != "table")
+                                   limit=limit or None, stream=fmt != "table", evidence=fmt != "csv")
             if fmt in ("json", "html"):
                 def write(handle: TextIO) -> None:
                     if fmt == "json":

@@ -246,18 +246,19 @@ def _derivation_rows(session: Session, document_id: Optional[int], limit: Option
 
 
 def derivations(
-    session: Session, document_id: Optional[int] = None, with_text: bool = True, limit: Optional[int] = None,
+    session: Session, document_id: Optional[int] = None, evidence: bool = True, limit: Optional[int] = None,
 ) -> list[dict]:
     """Directed derivations with their passage evidence, between latest documents; the
-    first ``limit`` of them (by derived, then source document) when given."""
-    return list(_derivation_entries(session, _derivation_rows(session, document_id, limit), with_text))
+    first ``limit`` of them (by derived, then source document) when given. Without
+    ``evidence``, each derivation's ``"passages"`` is None: not read."""
+    return list(_derivation_entries(session, _derivation_rows(session, document_id, limit), evidence))
 
 
-def _derivation_entries(session: Session, rows: list, with_text: bool = True) -> Iterator[dict]:
+def _derivation_entries(session: Session, rows: list, evidence: bool = True) -> Iterator[dict]:
     """The report entries of derivation ``rows``, their evidence and texts read
     :data:`DERIVATION_BATCH` derivations at a time, not a query per derivation."""
     for batch in chunks(rows, DERIVATION_BATCH):
-        yield from _derivation_batch(session, batch, with_text)
+        yield from _derivation_batch(session, batch, evidence)
 
 
 #: A batch of derivations' passage matches, each derivation's in the report's order, and
@@ -271,14 +272,14 @@ _MATCHES = (
 _TEXTS = f"SELECT id, text FROM {Document.__tablename__} WHERE id {{in}}"
 
 
-def _derivation_batch(session: Session, items: list, with_text: bool) -> list[dict]:
+def _derivation_batch(session: Session, items: list, evidence: bool) -> list[dict]:
     # Rows are unpacked in their columns' order (_DERIVATION_COLUMNS and the two paths,
     # _MATCH_COLUMNS): reading a row's attributes took longer than building its entry.
     matches_of: dict[int, list[tuple]] = {}
-    for match in select_in(session, _MATCHES, [row[0] for row in items]):
-        matches_of.setdefault(match[0], []).append(match)
     texts: dict[int, str] = {}
-    if with_text:
+    if evidence:
+        for match in select_in(session, _MATCHES, [row[0] for row in items]):
+            matches_of.setdefault(match[0], []).append(match)
         texts.update(select_in(session, _TEXTS, sorted({i for row in items if row[0] in matches_of for i in row[1:3]})))
 
     out = []
@@ -299,10 +300,9 @@ def _derivation_batch(session: Session, items: list, with_text: bool) -> list[di
                     "containment_source": containment_source,
                     "content_overlap": content_overlap,
                 },
+                "derived_text": texts[derived_id][d_start:d_end],
+                "source_text": texts[source_id][s_start:s_end],
             }
-            if with_text:
-                item["derived_text"] = texts[derived_id][d_start:d_end]
-                item["source_text"] = texts[source_id][s_start:s_end]
             passages.append(item)
         out.append(
             {
@@ -313,7 +313,7 @@ def _derivation_batch(session: Session, items: list, with_text: bool) -> list[di
                 "coverage": coverage,
                 "credited": credited,
                 "reason": reason,
-                "passages": passages,
+                "passages": passages if evidence else None,
             }
         )
     return out
@@ -398,7 +398,7 @@ def highest_by_signature(session: Session, limit: int = ALL_PAIRS_LIMIT) -> Opti
 
 def build(
     session: Session, threshold: Optional[float] = None, document: Optional[str] = None, timestamps: bool = True,
-    limit: Optional[int] = None, stream: bool = False,
+    limit: Optional[int] = None, stream: bool = False, evidence: bool = True,
 ) -> dict:
     """The whole report; ``document`` (id or path) narrows it to one document.
 
@@ -411,7 +411,9 @@ def build(
     With ``stream=True`` the documents and derivations are :class:`Listing` s, built a
     batch at a time as they are iterated inside ``session`` (for output written as it is
     built, such as ``render.write_json``): the passages and texts of 100,000 documents are
-    never all in memory at once, and derivations never iterated are never read.
+    never all in memory at once, and derivations never iterated are never read. With
+    ``evidence=False`` each derivation's ``"passages"`` is None: neither the passage matches
+    nor the texts they quote are read (most of a whole report's reading; what the CSV needs).
     """
     settings = manifest.load(session)
     if settings is None:
@@ -450,9 +452,9 @@ def build(
     if stream:  # not even the derivations' rows are read until they are listed
         derivation_count = count_derivations(session, focus_id)
         listed = Listing(derivation_count if limit is None else min(limit, derivation_count),
-                         lambda: _derivation_entries(session, _derivation_rows(session, focus_id, limit)))
+                         lambda: _derivation_entries(session, _derivation_rows(session, focus_id, limit), evidence))
     else:
-        listed = derivations(session, focus_id, limit=limit)
+        listed = derivations(session, focus_id, evidence, limit=limit)
         derivation_count = len(listed) if limit is None else count_derivations(session, focus_id)
     report = {
         "schema": SCHEMA,

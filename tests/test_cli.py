@@ -1105,6 +1105,27 @@ def test_a_dataset_plan_reads_no_passage_evidence(invoke, db, populated, monkeyp
     assert invoke("report", "--format", "csv").exit_code != 0, "csv lists derivations, so it reads them"
 
 
+def test_a_csv_report_lists_derivations_without_reading_their_evidence(invoke, db, populated, monkeypatch):
+    """The CSV lists each derivation on one row, no passages: its passage matches and the
+    texts they quote (most of a whole report's reading) are not read for it."""
+    from provenance import report as reporting
+
+    with db_session(db) as session:
+        whole = reporting.build(session, timestamps=False)
+    assert any(d["passages"] for d in whole["derivations"])
+    statements = []
+    original = reporting.select_in
+    monkeypatch.setattr(reporting, "select_in", lambda session, sql, *a: statements.append(sql) or original(session, sql, *a))
+    result = invoke("report", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert reporting._MATCHES not in statements and reporting._TEXTS not in statements
+    listed = [row for row in csv.DictReader(io.StringIO(result.stdout)) if row["kind"] == "derivation"]
+    assert [(int(row["document_id"]), int(row["other_id"]), row["relation"]) for row in listed] == [
+        (d["derived"]["id"], d["source"]["id"], d["relation"]) for d in whole["derivations"]]
+    assert invoke("report", "--format", "json").exit_code == 0
+    assert reporting._MATCHES in statements, "the JSON report reads the evidence"
+
+
 def test_a_json_report_written_to_a_link_a_pipe_or_a_private_file_keeps_what_it_was_written_to(
         invoke, db, populated, tmp_path):
     """The whole report replaces a regular file (through a symbolic link, keeping the file's
