@@ -429,14 +429,30 @@ def inspect(ctx: click.Context, fmt) -> None:
 
 @inspect.command("documents")
 @_format_option
+@click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N",
+              help=f"List the first N documents (by id). 0: all [default: {TERMINAL_REPORT_LIMIT} for table, "
+                   "all for json and csv].")
 @click.pass_obj
-def inspect_documents(state: Context, fmt) -> None:
-    """Every document (latest versions) with its metadata."""
+def inspect_documents(state: Context, fmt, limit) -> None:
+    """The documents (latest versions) with their metadata, in order of id.
+
+    \b
+    Examples:
+      provenance inspect documents                  # the first 20, and how many more there are
+      provenance inspect documents --format csv     # every one
+      provenance inspect documents --limit 0        # every one, as a table
+    """
+    if limit is None:
+        limit = TERMINAL_REPORT_LIMIT if fmt == "table" else 0
     try:
         with session_scope(state.engine()) as session:
-            _out(render.records(inspection.documents(session), fmt))
+            listed = inspection.documents(session, limit=limit or None)
+            hidden = inspection.count_documents(session) - len(listed) if limit and len(listed) == limit else 0
     except ProvenanceError as error:
         fail(error)
+    _out(render.records(listed, fmt))
+    if hidden and fmt == "table":
+        _out(f"... {hidden} more document(s) not shown (--limit {limit}); --limit 0 lists all")
 
 
 @inspect.command("document")

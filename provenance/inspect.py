@@ -33,7 +33,7 @@ def summarise(engine: Engine, session: Session) -> dict:
         "file_size_bytes": os.path.getsize(path) if path and os.path.exists(path) else None,
         "schema_revision": current_revision(engine),
         "schema_head": head_revision(),
-        "documents": count(select(func.count()).select_from(Document).where(Document.is_latest.is_(True))),
+        "documents": count_documents(session),
         "versions": count(select(func.count()).select_from(Document)),
         "runs": count(select(func.count()).select_from(IngestRun)),
         "passages": count(select(func.count()).select_from(Passage)),
@@ -59,18 +59,27 @@ def summarise(engine: Engine, session: Session) -> dict:
     return summary
 
 
-def documents(session: Session) -> list[dict]:
-    rows = session.execute(
-        select(Document.id, Document.path, Document.version, Document.source, Document.format,
-               Document.size_bytes, Document.encoding, Document.content_hash, Document.published_at,
-               Document.ingested_at, Document.run_id)
-        .where(Document.is_latest.is_(True))
-        .order_by(Document.id)
-    ).all()
-    return [
-        {**row._asdict(), "published_at": _iso(row.published_at), "ingested_at": _iso(row.ingested_at)}
-        for row in rows
-    ]
+#: What `inspect documents` lists of each latest document, in this order.
+_LISTED_COLUMNS = (Document.id, Document.path, Document.version, Document.source, Document.format,
+                   Document.size_bytes, Document.encoding, Document.content_hash, Document.published_at,
+                   Document.ingested_at, Document.run_id)
+_LISTED_NAMES = tuple(column.key for column in _LISTED_COLUMNS)
+
+
+def documents(session: Session, limit: Optional[int] = None) -> list[dict]:
+    """The latest documents in order of id, the first ``limit`` when given."""
+    query = select(*_LISTED_COLUMNS).where(Document.is_latest.is_(True)).order_by(Document.id)
+    rows = session.connection().execute(query.limit(limit) if limit is not None else query).all()
+    out = []
+    for row in rows:  # zipped with the names: a row's _asdict() took 7 us, most of 100,000 documents' listing
+        entry = dict(zip(_LISTED_NAMES, row))
+        entry["published_at"], entry["ingested_at"] = _iso(entry["published_at"]), _iso(entry["ingested_at"])
+        out.append(entry)
+    return out
+
+
+def count_documents(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Document).where(Document.is_latest.is_(True))) or 0
 
 
 def _iso(value) -> Optional[str]:

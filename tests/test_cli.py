@@ -566,6 +566,32 @@ def test_inspect_documents(invoke, db, populated):
     assert sorted(int(r["id"]) for r in rows) == sorted(latest)
 
 
+def test_inspect_documents_lists_the_first_few_in_a_terminal_and_says_how_many_more(invoke, db, populated, monkeypatch):
+    """A terminal listing of 100,000 documents is no use and took 12 s: the table shows the
+    first TERMINAL_REPORT_LIMIT by id and counts the rest; --limit 0 lists all, and JSON
+    and CSV list all unless --limit says otherwise."""
+    from provenance import cli as cli_module
+
+    with db_session(db) as session:
+        ids = sorted(session.scalars(select(Document.id).where(Document.is_latest.is_(True))))
+    assert len(ids) >= 4
+    monkeypatch.setattr(cli_module, "TERMINAL_REPORT_LIMIT", 2)
+    table = invoke("inspect", "documents")
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.strip().splitlines()
+    assert lines[-1] == f"... {len(ids) - 2} more document(s) not shown (--limit 2); --limit 0 lists all"
+    assert [int(line.split()[0]) for line in lines[2:-1]] == ids[:2], "header, rule, then the first two by id"
+    everything = invoke("inspect", "documents", "--limit", "0")
+    assert everything.exit_code == 0, everything.output
+    assert "not shown" not in everything.stdout
+    assert [int(line.split()[0]) for line in everything.stdout.strip().splitlines()[2:]] == ids
+    assert [d["id"] for d in json.loads(invoke("inspect", "documents", "--format", "json").stdout)] == ids
+    first = json.loads(invoke("inspect", "documents", "--format", "json", "--limit", "3").stdout)
+    assert [d["id"] for d in first] == ids[:3]
+    exact = invoke("inspect", "documents", "--limit", str(len(ids)))
+    assert "not shown" not in exact.stdout
+
+
 def test_inspect_document_by_id_and_path(invoke, db, populated, monkeypatch, tmp_path):
     article = populated["article"]
     with db_session(db) as session:
