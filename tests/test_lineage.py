@@ -81,6 +81,11 @@ def test_revision_is_part_of_lineage(corpus, tmp_path):
     data = json.loads(run(db, "lineage", str(files["excerpt"]), "--format", "json").stdout)
     relations = {node["relation"] for node in data["sources"]}
     assert "revision" in relations and "syndicated" in relations
+    # And from the replaced version down: the new version of the same path was derived from it.
+    previous = next(node for node in data["sources"] if node["relation"] == "revision")
+    older = json.loads(run(db, "lineage", str(previous["id"]), "--format", "json").stdout)
+    assert [(node["id"], node["relation"]) for node in older["derived"] if node["relation"] == "revision"] == [
+        (data["document"]["id"], "revision")]
 
 
 def test_prov_json_export_round_trips(corpus, tmp_path):
