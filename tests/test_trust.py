@@ -553,6 +553,35 @@ def test_bucket_cap_counts_only_other_documents_passages(tmp_path, db_url, bucke
     engine.dispose()
 
 
+def test_a_bucket_is_crowded_by_its_members_in_both_band_tables_together(db_url):
+    """Counting first (SQLite) stops at the limit in each band table; a bucket is still
+    crowded when neither table alone holds the limit but the two together do, and a bucket
+    under it is read whole from both. Without counting, every member is read."""
+    from provenance.db.bulk import insert_rows, select_in
+    from provenance.db.migrate import upgrade_to_head
+    from provenance.db.models import PassageBand, RecentPassageBand
+    from provenance.db.session import make_engine
+
+    engine = make_engine(db_url)
+    upgrade_to_head(engine)
+    split, small, big, empty = 11, 22, 33, 44
+    with db_session_for(engine) as session:
+        assert sorted(select_in(session, "WITH k(v) AS ({values}) SELECT v FROM k", [3, 1, 2])) == [(1,), (2,), (3,)]
+        insert_rows(session, PassageBand.__table__, ("band_key", "passage_id"),
+                    [(split, 1), (split, 2), (split, 3), (small, 4), (small, 5), *((big, p) for p in range(6, 11))])
+        insert_rows(session, RecentPassageBand.__table__, ("band_key", "passage_id"),
+                    [(split, 12), (split, 13), (small, 14)])
+        keys = [split, small, big, empty]
+        rows, full = index._bucket_members(session, keys, 4, count_first=False)
+        sqlite = session.connection().dialect.name == "sqlite"
+        assert len(rows) == (13 if sqlite else 4 + 3 + 4) and full == set(), "PostgreSQL reads at most 4 a key"
+        if sqlite:
+            rows, full = index._bucket_members(session, keys, 4, count_first=True)
+            assert full == {split, big}
+            assert sorted(rows) == [(small, 4), (small, 5), (small, 14)]
+    engine.dispose()
+
+
 def test_default_band_layouts_are_what_datasketch_chooses():
     """The defaults spell out bands x rows (so start-up need not import scipy); they must
     stay what MinHashLSH picks for their thresholds and weights."""

@@ -104,7 +104,8 @@ def _execute_as_arrays(session: Session, statement, names: Sequence[str], rows: 
 def select_in(session: Session, sql: str, values: Sequence, postgresql: Optional[str] = None) -> list[tuple]:
     """The rows (plain tuples) of ``sql``, a SELECT holding ``{in}`` markers where a test
     of membership in ``values`` goes (``WHERE band_key {in}``; each marker of a UNION gets
-    the same values).
+    the same values), or ``{values}`` markers where a one-column table of them goes
+    (``WITH k(band_key) AS ({values}) SELECT ... FROM k``).
 
     Sent straight to the driver, in slices of :data:`IN_CHUNK` values: the reads an ingest
     makes for every document (bucket members, candidate passages, their texts) return
@@ -124,6 +125,8 @@ def select_in(session: Session, sql: str, values: Sequence, postgresql: Optional
     connection = session.connection()
     dialect = connection.dialect.name
     if dialect not in ("sqlite", "postgresql"):
+        if "{values}" in sql:
+            raise NotImplementedError(f"select_in with {{values}} on {dialect}")
         statement = text(sql.replace("{in}", "IN :values")).bindparams(bindparam("values", expanding=True))
         for start in range(0, len(values), IN_CHUNK):
             out.extend(tuple(row) for row in connection.execute(statement, {"values": list(values[start : start + IN_CHUNK])}))
@@ -133,16 +136,17 @@ def select_in(session: Session, sql: str, values: Sequence, postgresql: Optional
         if postgresql:
             sql, prepare = postgresql.replace("{array}", "%s"), False
         else:
-            sql = sql.replace("{in}", "= ANY(%s)")
+            sql = sql.replace("{in}", "= ANY(%s)").replace("{values}", "SELECT unnest(%s)")
         markers = sql.count("%s")
     else:
-        markers = sql.count("{in}")
+        markers = sql.count("{in}") + sql.count("{values}")
     cursor = connection.connection.driver_connection.cursor()
     try:
         for start in range(0, len(values), IN_CHUNK):
             batch = list(values[start : start + IN_CHUNK])
             if dialect == "sqlite":
-                cursor.execute(sql.replace("{in}", f"IN ({', '.join('?' * len(batch))})"), batch * markers)
+                cursor.execute(sql.replace("{in}", f"IN ({', '.join('?' * len(batch))})")
+                               .replace("{values}", f"VALUES {', '.join(['(?)'] * len(batch))}"), batch * markers)
             else:
                 cursor.execute(sql, (batch,) * markers, prepare=prepare)
             out.extend(cursor.fetchall())
