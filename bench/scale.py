@@ -5,6 +5,7 @@
     PROVENANCE_BENCH_PG_URL=postgresql+psycopg://user@host/postgres python bench/scale.py --no-sqlite
     python bench/scale.py --no-postgres --batches 10 --batch-docs 1000 --keep big.db
     python bench/scale.py --grow big.db --batches 10 --batch-docs 1000   # then 10,000 more into it
+    python bench/scale.py --grow big.db --batches 0 --read-commands      # time the reads only
 
 One seeded synthetic corpus (the one bench/workers.py writes: news-length pseudo-word
 articles, 10% near-copies, 5% exact copies, 10% excerpts of earlier documents) is ingested
@@ -23,7 +24,8 @@ the start alone is printed below the table), and the median of five calls of the
 ``match_text`` for the same text in a warm process ("match_text ms"; "documents only ms" asks
 only which stored documents it duplicates, as ``match --documents-only``). ``--read-repeats N`` runs
 each command N times, in turn, and prints the median (a shared machine's noise is large beside
-a two-second command).
+a two-second command). ``--grow DB --batches 0 --read-commands`` times the read commands on
+DB as it stands, ingesting nothing.
 
 Nothing is extrapolated: the figures are for the sizes measured. PostgreSQL is the server in
 PROVENANCE_BENCH_PG_URL, else a throwaway local one (see bench/workers.py).
@@ -180,6 +182,11 @@ def grow(
     rows = []
     tables: list[tuple[str, int]] = []
     with backend.database() as url:
+        if not batches and probe:  # the reads alone, on the database as it stands
+            documents, size, tables = database_size(url)
+            data = sum(total for _, total in tables) or size
+            rows.append([backend.name, "-", documents, "-", f"{size / 1e6:.1f}", f"{data / 1e6:.1f}",
+                         f"{data / documents * 1000 / 1e6:.1f}", *read_seconds(url, probe, repeats)])
         for number, batch in enumerate(batches, first_batch):
             seconds = ingest(url, batch, workers, extra)
             documents, size, tables = database_size(url)
@@ -213,6 +220,8 @@ def main() -> None:
     arguments = parser.parse_args()
     if arguments.read_repeats < 1:
         parser.error("--read-repeats needs at least 1")
+    if arguments.batches < 0 or (arguments.batches == 0 and not (arguments.grow and arguments.read_commands)):
+        parser.error("--batches 0 needs --grow DB and --read-commands (the reads alone); otherwise at least 1")
     if arguments.keep and arguments.keep.exists():
         parser.error(f"{arguments.keep} exists: --keep needs a new file (remove it or choose another name)")
     stored = 0
