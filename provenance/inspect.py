@@ -21,7 +21,7 @@ from .db.models import (
     PassageMatch,
 )
 from .db.session import sqlite_path
-from .report import clusters, resolve_document
+from .report import clusters, count_documents, resolve_document
 
 
 def summarise(engine: Engine, session: Session) -> dict:
@@ -76,10 +76,6 @@ def documents(session: Session, limit: Optional[int] = None) -> list[dict]:
         entry["published_at"], entry["ingested_at"] = _iso(entry["published_at"]), _iso(entry["ingested_at"])
         out.append(entry)
     return out
-
-
-def count_documents(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(Document).where(Document.is_latest.is_(True))) or 0
 
 
 def _iso(value) -> Optional[str]:

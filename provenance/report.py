@@ -215,6 +215,11 @@ def _between_latest(document_id: Optional[int]) -> list:
     return conditions
 
 
+def count_documents(session: Session) -> int:
+    """Latest documents: versions replaced by a newer one are not counted."""
+    return session.scalar(select(func.count()).select_from(Document).where(Document.is_latest.is_(True))) or 0
+
+
 def count_derivations(session: Session, document_id: Optional[int] = None) -> int:
     return session.scalar(select(func.count()).select_from(Derivation).where(*_between_latest(document_id))) or 0
 
@@ -444,8 +449,7 @@ def build(
     if focus is None:
         query = select(*_REPORT_COLUMNS).where(Document.is_latest.is_(True)).order_by(Document.id)
         shown = session.execute(query.limit(limit) if limit is not None else query).all()
-        document_count = len(shown) if limit is None else session.scalar(
-            select(func.count()).select_from(Document).where(Document.is_latest.is_(True)))
+        document_count = len(shown) if limit is None else count_documents(session)
         cluster_list = clusters(session, threshold, {d.id: d for d in shown})
     else:
         shown = session.execute(select(*_REPORT_COLUMNS).where(Document.id == focus.id)).all() if focus.is_latest else []
