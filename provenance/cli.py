@@ -451,8 +451,9 @@ def inspect_documents(state: Context, fmt, limit) -> None:
     except ProvenanceError as error:
         fail(error)
     _out(render.records(listed, fmt))
-    if hidden and fmt == "table":
-        _out(f"... {hidden} more document(s) not shown (--limit {limit}); --limit 0 lists all")
+    if fmt == "table":
+        for line in render.more_not_shown(hidden, "document(s)", limit):
+            _out(line)
 
 
 @inspect.command("document")

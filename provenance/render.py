@@ -190,10 +190,12 @@ def not_shown(report: dict, section: str, noun: str) -> list[str]:
     summary = report["summary"]
     if "shown" not in summary:
         return []
-    hidden = summary["totals"][section] - summary["shown"][section]
-    if hidden <= 0:
-        return []
-    return [f"... {hidden} more {noun} not shown (--limit {summary['limit']}); --limit 0 lists all"]
+    return more_not_shown(summary["totals"][section] - summary["shown"][section], noun, summary["limit"])
+
+
+def more_not_shown(hidden: int, noun: str, limit: int) -> list[str]:
+    """The line saying that a listing cut at ``--limit`` leaves ``hidden`` entries out, if any."""
+    return [f"... {hidden} more {noun} not shown (--limit {limit}); --limit 0 lists all"] if hidden > 0 else []
 
 
 def report_text(report: dict, style=lambda s: s, passages: bool = True) -> str:
