@@ -12,14 +12,17 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from .text.normalize import normalize
 
 _WORD = re.compile(r"\w+(?:['\u2019\u2018\u02bc]\w+)*")
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
+    """A word as compared, and where it is. A tuple: the two texts of every derivation are
+    tokenised whole, and a frozen dataclass cost twice as much to make (0.65 against 0.32 µs)."""
+
     word: str
     start: int
     end: int

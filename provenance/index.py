@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import NamedTuple, Optional
+from typing import Mapping, NamedTuple, Optional
 
 import numpy as np
 from sqlalchemy import bindparam, delete, func, insert, or_, select
@@ -151,14 +151,16 @@ def remove_document(session: Session, document_id: int, settings: Settings) -> N
 
 def add_passages(
     session: Session, signed: list[tuple[int, bytes]], settings: Settings, *, replace: bool = False,
+    band_keys: Optional[Mapping[int, tuple[int, ...]]] = None,
 ) -> None:
     """Put passages into the passage index: into its small table of recent rows (see
     :class:`RecentPassageBand` and :func:`merge_recent_bands`).
 
     ``replace``: some may be indexed already (a document indexed again after its
     boilerplate changed); their rows are taken out first, so that no row is in both tables.
+    ``band_keys``: the keys of some passages by id, computed already (see :func:`keys_of`).
     """
-    rows = [(key, passage_id) for passage_id, blob in signed for key in set(passage_band_keys(blob, settings.passage))]
+    rows = [(key, passage_id) for passage_id, blob in signed for key in set(keys_of(passage_id, blob, settings, band_keys))]
     if replace:
         _delete_bands(session, rows)
     if rows:
@@ -204,6 +206,15 @@ def passage_band_keys(blob: bytes, sketch: SketchSettings) -> tuple[int, ...]:
     """Band keys of a stored passage signature, memoised: a new document's passages are
     banded when stored and again when looked up, in the same transaction."""
     return tuple(band_keys(from_blob(blob), sketch))
+
+
+def keys_of(
+    passage_id: int, blob: bytes, settings: Settings, known: Optional[Mapping[int, tuple[int, ...]]] = None,
+) -> tuple[int, ...]:
+    """A passage's band keys: from ``known`` (those prepare computed, in a worker process
+    when there are several, see provenance.prepare) or else from its signature."""
+    keys = known.get(passage_id) if known else None
+    return keys if keys else passage_band_keys(blob, settings.passage)
 
 
 def remove_passages(session: Session, passage_ids: list[int], settings: Settings) -> None:
@@ -286,6 +297,7 @@ def _bucket_members(
 def passage_candidates(
     session: Session, signed: list[tuple[int, bytes]], document_id: int, settings: Settings,
     oversized: Optional[list[int]] = None, crowded: Optional[set[int]] = None, count_first: bool = False,
+    band_keys: Optional[Mapping[int, tuple[int, ...]]] = None,
 ) -> dict[int, set[int]]:
     """For each of the document's signed passages, the passages of other documents that
     share a band with it.
@@ -298,11 +310,12 @@ def passage_candidates(
     no such memory (at 101,200 documents it saved about 10 ms of 100-130 per new text,
     timed in pairs in both orders), and not for an ingest, which would count every bucket
     of every document (1,000 documents into 1,000: 3.3 s more in the bucket reads).
+    ``band_keys``: as for :func:`add_passages`.
     """
     crowded = set() if crowded is None else crowded
     by_key: dict[int, list[int]] = {}
     for passage_id, blob in signed:
-        for key in passage_band_keys(blob, settings.passage):
+        for key in keys_of(passage_id, blob, settings, band_keys):
             by_key.setdefault(key, []).append(passage_id)
     skipped = {key for key in by_key if key in crowded}
     # The document's own passages are dropped here rather than by joining every bucket

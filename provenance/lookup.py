@@ -17,7 +17,7 @@ from . import derive, index, manifest, sketch
 from .db.models import Boilerplate, Document, DocumentBand, Passage
 from .errors import ProvenanceError
 from .match import WordProfile, profile, score
-from .prepare import document_shingles, passage_words, prepare
+from .prepare import content_shingles, passage_words, prepare
 from .reader import RawDocument
 from .report import resolve_document
 from .sketch import band_keys, estimate_jaccard, from_blob, jaccard, to_blob
@@ -51,7 +51,7 @@ def match_text(
         )
     ))
     content = [p for p in prepared.passages if p.key_hash not in known]
-    shingles = document_shingles([p.words for p in content], settings)
+    shingles = content_shingles(content, settings)
     signature = sketch.signature(shingles, settings.document) if len(shingles) else None
     documents = []
     exact_ids = set(session.scalars(
@@ -92,7 +92,8 @@ def match_text(
 def _passage_matches(session: Session, content: list, text: str, settings) -> list[dict]:
     signed = [(p.seq, to_blob(p.signature)) for p in content if p.signature is not None]
     by_seq = {p.seq: p for p in content}
-    candidates = index.passage_candidates(session, signed, -1, settings, count_first=True)
+    candidates = index.passage_candidates(session, signed, -1, settings, count_first=True,
+                                          band_keys={p.seq: p.band_keys for p in content})
     # Filtered and read as when ingesting (provenance.derive).
     texts: dict[int, str] = {}
     likely: dict[int, list] = {}

@@ -15,6 +15,7 @@ import xxhash
 from . import sketch
 from .reader import RawDocument
 from .settings import Settings
+from .text.attribution import Citation, citations
 from .text.normalize import boilerplate_key_text, content_words, normalize, phonetic_key, tokens
 from .text.segment import segment
 
@@ -29,6 +30,11 @@ class PreparedPassage:
     words: list[str]
     content_word_count: int
     signature: Optional[np.ndarray]
+    #: Computed here, in a worker process when there are several, rather than by the one
+    #: writer that stores and matches every document in turn: the token hashes its document
+    #: shingles are made of (see :func:`content_shingles`) and, when signed, its LSH band keys.
+    token_hashes: np.ndarray
+    band_keys: tuple[int, ...] = ()
 
 
 @dataclass
@@ -37,6 +43,7 @@ class PreparedDocument:
     content_hash: str
     word_count: int
     passages: list[PreparedPassage]
+    citations: list[Citation]
 
 
 def signed64(value: int) -> int:
@@ -86,6 +93,7 @@ def prepare(raw: RawDocument, settings: Settings) -> PreparedDocument:
                 words=words,
                 content_word_count=len(content_words(words)),
                 signature=None,
+                token_hashes=sketch.token_hashes(words),
             )
         )
     # All passages signed in one batch: per-passage signing cost more than segmenting.
@@ -93,7 +101,8 @@ def prepare(raw: RawDocument, settings: Settings) -> PreparedDocument:
     hashed = [(passage, hashes) for passage, hashes in hashed if hashes is not None]
     for (passage, _), signature in zip(hashed, sketch.signatures([h for _, h in hashed], settings.passage)):
         passage.signature = signature
-    return PreparedDocument(raw, content_hash(raw.text), total_words, passages)
+        passage.band_keys = tuple(sketch.band_keys(signature, settings.passage))
+    return PreparedDocument(raw, content_hash(raw.text), total_words, passages, citations(raw.text))
 
 
 def document_signature(word_lists: list[list[str]], settings: Settings) -> Optional[np.ndarray]:
@@ -106,3 +115,10 @@ def document_shingles(word_lists: list[list[str]], settings: Settings) -> np.nda
     """The distinct shingle hashes of the document's content passages, in order: the set
     whose Jaccard similarity the signature estimates."""
     return sketch.shingle_hashes([word for words in word_lists for word in words], settings.document.shingle_size)
+
+
+def content_shingles(passages: list[PreparedPassage], settings: Settings) -> np.ndarray:
+    """:func:`document_shingles` of these passages' words, from their token hashes."""
+    hashes = [p.token_hashes for p in passages]
+    return sketch.shingles_of(np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64),
+                              settings.document.shingle_size)

@@ -36,11 +36,22 @@ def shingle_hashes(words: list[str], size: int) -> np.ndarray:
     A text shorter than ``size`` words becomes one shingle of all its words, so it never gets
     an empty signature; an empty text gives an empty array.
     """
-    if not words:
+    return shingles_of(token_hashes(words), size)
+
+
+def token_hashes(words: list[str]) -> np.ndarray:
+    """:func:`token_hash` of each word, in order (uint64): what :func:`shingles_of` combines.
+    Worth keeping when the same words are shingled again in other company (a document's
+    content passages, known only once its boilerplate is)."""
+    return np.fromiter((token_hash(w) for w in words), dtype=np.uint64, count=len(words))
+
+
+def shingles_of(hashes: np.ndarray, size: int) -> np.ndarray:
+    """:func:`shingle_hashes` of the words whose :func:`token_hashes` are ``hashes``."""
+    if not len(hashes):
         return np.empty(0, dtype=np.uint32)
-    size = min(size, len(words), len(_POSITION_MULTIPLIERS))
-    hashes = np.fromiter((token_hash(w) for w in words), dtype=np.uint64, count=len(words))
-    count = len(words) - size + 1
+    size = min(size, len(hashes), len(_POSITION_MULTIPLIERS))
+    count = len(hashes) - size + 1
     with np.errstate(over="ignore"):
         combined = hashes[:count] * _POSITION_MULTIPLIERS[0]
         for offset in range(1, size):

@@ -892,7 +892,8 @@ class _InlinePool:
 
 def test_a_big_feed_is_prepared_a_few_documents_ahead(tmp_path, monkeypatch):
     """Memory must not grow with the input: one process prepares each document just before
-    storing it; with workers, at most UNITS_PER_WORKER units per worker are in flight."""
+    storing it; with workers, at most UNITS_PER_WORKER units per worker are in flight (the
+    first prepared in the calling process)."""
     from provenance import ingest as ingest_module
     from provenance.reader import InputFile
 
@@ -912,13 +913,44 @@ def test_a_big_feed_is_prepared_a_few_documents_ahead(tmp_path, monkeypatch):
     assert len(prepared) == 1, "one process: prepared one at a time"
 
     monkeypatch.setattr(ingest_module, "UNIT_DOCUMENTS", 10)
+    prepared.clear()
     pool = _InlinePool()
     stream = ingest_module.prepared_stream(feed, **options, pool=pool, workers=2)
     first = [next(stream) for _ in range(3)]
-    assert pool.submitted == 2 * ingest_module.UNITS_PER_WORKER, "a bounded window of 10-document units"
+    assert pool.submitted == 2 * ingest_module.UNITS_PER_WORKER - 1, (
+        "a bounded window of 10-document units, the first of them prepared here while the workers start"
+    )
+    assert len(prepared) == 10 + pool.submitted * 10
     outcomes = [outcome for _, outcome in first + list(stream) if outcome is not None]
     assert [o.raw.path.rsplit("#", 1)[1] for o in outcomes] == [f"s{n}" for n in range(300)], "in input order"
-    assert pool.submitted == 30
+    assert pool.submitted == 29
+
+
+def test_small_files_go_to_the_workers_several_to_a_unit(tmp_path, monkeypatch):
+    """A folder of small files is handed over UNIT_DOCUMENTS files at a time, and a feed
+    between them starts units of its own; what comes out is what one process yields."""
+    from provenance import ingest as ingest_module
+    from provenance.reader import InputFile
+
+    monkeypatch.setattr(ingest_module, "UNIT_DOCUMENTS", 4)
+    files = []
+    for number in range(11):
+        path = tmp_path / f"story{number:02}.txt"
+        path.write_text(f"Story {number} about the harbour and the mill. " * 5, encoding="utf-8")
+        files.append(InputFile(str(path), "text"))
+        if number == 5:
+            files.append(InputFile(str(_feed(tmp_path / "feed.jsonl", 6)), "jsonl"))
+    options = {"source": None, "max_bytes": 10**6, "settings": Settings()}
+
+    def shape(stream):
+        return [(item.path, None if outcome is None else outcome.raw.path) for item, outcome in stream]
+
+    pool = _InlinePool()
+    assert shape(ingest_module.prepared_stream(files, **options, pool=pool, workers=2)) == shape(
+        ingest_module.prepared_stream(files, **options)
+    )
+    # Units: stories 0-3 (prepared here), 4-5, the feed's 4 + 2 documents, stories 6-9, 10.
+    assert pool.submitted == 5
 
 
 def test_a_feed_ingested_by_workers_equals_one_process(tmp_path, monkeypatch):
