@@ -517,10 +517,30 @@ def inspect_boilerplate(state: Context, fmt) -> None:
 @_format_option
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
               help="Near-duplicate threshold for clusters [default: the database's, 0.8].")
+@click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N",
+              help=f"List the members of the first N clusters. 0: all [default: {TERMINAL_REPORT_LIMIT} for table, "
+                   "all for json and csv].")
 @click.pass_obj
-def inspect_clusters(state: Context, fmt, threshold) -> None:
-    """Duplicate clusters, one row per member, canonical first."""
-    _records(state, lambda session: inspection.cluster_rows(session, threshold), fmt)
+def inspect_clusters(state: Context, fmt, threshold, limit) -> None:
+    """Duplicate clusters, one row per member, canonical first.
+
+    \b
+    Examples:
+      provenance inspect clusters                   # the first 20, and how many more there are
+      provenance inspect clusters --format csv      # every one
+      provenance inspect clusters --threshold 0.9   # only the closer copies
+    """
+    if limit is None:
+        limit = TERMINAL_REPORT_LIMIT if fmt == "table" else 0
+    try:
+        with session_scope(state.engine()) as session:
+            rows, count = inspection.cluster_rows(session, threshold, limit=limit or None)
+    except ProvenanceError as error:
+        fail(error)
+    _out(render.records(rows, fmt))
+    if fmt == "table":
+        for line in render.more_not_shown(count - limit if limit else 0, "cluster(s)", limit):
+            _out(line)
 
 
 @inspect.command("sql")

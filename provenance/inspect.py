@@ -211,17 +211,22 @@ def boilerplate_library(session: Session) -> list[dict]:
     ]
 
 
-def cluster_rows(session: Session, threshold: Optional[float] = None) -> list[dict]:
+def cluster_rows(
+    session: Session, threshold: Optional[float] = None, limit: Optional[int] = None,
+) -> tuple[list[dict], int]:
+    """One row per member of the first ``limit`` duplicate clusters (all when None), canonical
+    first; and how many clusters there are."""
     settings = manifest.load(session)
     threshold = threshold if threshold is not None else (settings.near_duplicate_threshold if settings else 0.8)
+    found = clusters(session, threshold)
     rows = []
-    for cluster in clusters(session, threshold):
+    for cluster in found[:limit]:
         rows.append({"cluster": cluster["id"], "document_id": cluster["canonical"]["id"], "path": cluster["canonical"]["path"],
                      "role": "canonical", "relation": "", "similarity": 1.0, "reason": cluster["canonical"]["reason"]})
         for m in cluster["members"]:
             rows.append({"cluster": cluster["id"], "document_id": m["id"], "path": m["path"], "role": "member",
                          "relation": m["relation"], "similarity": m["similarity"], "reason": ""})
-    return rows
+    return rows, len(found)
 
 
 class ReadOnlyViolation(Exception):
