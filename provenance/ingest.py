@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from . import __version__, derive, index, manifest, sketch
 from .collect import fewer_collections
+from .db.bulk import insert_rows
 from .db.models import (
     Boilerplate,
     BoilerplateDocument,
@@ -109,6 +110,8 @@ _LATEST_VERSION = select(Document.id, Document.content_hash, Document.version).w
     Document.path == bindparam("path"), Document.is_latest.is_(True)
 )
 _INSERT_DOCUMENT = insert(Document.__table__).returning(Document.__table__.c.id)
+_PASSAGE_COLUMNS = ("document_id", "seq", "block", "start_offset", "end_offset", "key_hash", "word_count",
+                    "content_word_count", "signature")
 _PASSAGE_IDS = select(Passage.seq, Passage.id).where(Passage.document_id == bindparam("document"))
 _SIGN_DOCUMENT = (
     update(Document.__table__)
@@ -556,31 +559,19 @@ class Ingestor:
         if not prepared.passages:
             return {}
         rows = [
-            {
-                "document_id": document_id,
-                "seq": p.seq,
-                "block": p.block,
-                "start_offset": p.start,
-                "end_offset": p.end,
-                "key_hash": p.key_hash,
-                "word_count": len(p.words),
-                "content_word_count": p.content_word_count,
-                "signature": to_blob(p.signature) if p.signature is not None else None,
-            }
+            (document_id, p.seq, p.block, p.start, p.end, p.key_hash, len(p.words), p.content_word_count,
+             to_blob(p.signature) if p.signature is not None else None)
             for p in prepared.passages
         ]
         # One executemany, then the ids by (document, seq): RETURNING in parameter order
-        # would make SQLAlchemy send the rows one statement at a time.
-        connection = session.connection()
-        connection.execute(insert(Passage.__table__), rows)
-        ids = dict(connection.execute(_PASSAGE_IDS, {"document": document_id}).all())
-        prefilters = [
-            {"passage_id": ids[p.seq], "content_word_count": p.content_word_count,
-             "low_bytes": sketch.low_bytes(p.signature).tobytes()}
+        # would make SQLAlchemy send the rows one statement at a time. Both inserts go
+        # through insert_rows, without SQLAlchemy's per-row parameter processing.
+        insert_rows(session, Passage.__table__, _PASSAGE_COLUMNS, rows)
+        ids = dict(session.connection().execute(_PASSAGE_IDS, {"document": document_id}).all())
+        insert_rows(session, PassagePrefilter.__table__, ("passage_id", "content_word_count", "low_bytes"), [
+            (ids[p.seq], p.content_word_count, sketch.low_bytes(p.signature).tobytes())
             for p in prepared.passages if p.signature is not None
-        ]
-        if prefilters:
-            connection.execute(insert(PassagePrefilter.__table__), prefilters)
+        ])
         return ids
 
     # -- boilerplate ------------------------------------------------------------------
