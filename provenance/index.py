@@ -31,12 +31,6 @@ class Found:
 #: The statements every new document runs, built once and run on the connection: building
 #: a statement and running it through the session cost several times what SQLite takes to
 #: run it.
-_CROWDED_DOCUMENT_BUCKETS = (
-    select(DocumentBand.band_key)
-    .where(DocumentBand.band_key.in_(bindparam("keys", expanding=True)))
-    .group_by(DocumentBand.band_key)
-    .having(func.count() > bindparam("cap"))
-)
 _DROP_DOCUMENT_BANDS = delete(DocumentBand).where(DocumentBand.document_id == bindparam("document"))
 _DROP_DOCUMENT_PAIRS = delete(DocumentPair).where(
     or_(DocumentPair.first_id == bindparam("document"), DocumentPair.second_id == bindparam("document"))
@@ -46,21 +40,22 @@ _SAME_CONTENT = select(Document.id).where(
     Document.content_hash == bindparam("content_hash"), Document.is_latest.is_(True),
     Document.id != bindparam("document"), Document.path != bindparam("path"),
 )
-_BAND_NEIGHBOURS = select(DocumentBand.document_id).where(
-    DocumentBand.band_key.in_(bindparam("keys", expanding=True)), DocumentBand.document_id != bindparam("document")
+#: Those that test a document's band keys go to the driver (see select_in): an expanding IN
+#: list is rendered again by SQLAlchemy for every execution. ``{cap}``: an integer setting.
+_CROWDED_DOCUMENT_BUCKETS = (
+    f"SELECT band_key FROM {DocumentBand.__tablename__} WHERE band_key {{in}} GROUP BY band_key HAVING count(*) > {{cap}}"
 )
+_BAND_NEIGHBOURS = f"SELECT document_id FROM {DocumentBand.__tablename__} WHERE band_key {{in}}"
 _SIGNED_LATEST = select(Document.id, Document.signature, Document.content_hash).where(
     Document.id.in_(bindparam("ids", expanding=True)), Document.is_latest.is_(True), Document.path != bindparam("path")
 )
 _OWN_PASSAGES = select(Passage.id).where(Passage.document_id == bindparam("document"))
 
 
-def _crowded_document_buckets(connection, keys: list[int], cap: int) -> set[int]:
+def _crowded_document_buckets(session: Session, keys: list[int], cap: int) -> set[int]:
     """Document band keys whose bucket already holds more than ``cap`` entries."""
-    crowded: set[int] = set()
-    for batch in chunks(sorted(set(keys))):
-        crowded.update(connection.scalars(_CROWDED_DOCUMENT_BUCKETS, {"keys": batch, "cap": cap}))
-    return crowded
+    return {key for key, in select_in(session, _CROWDED_DOCUMENT_BUCKETS.replace("{cap}", str(int(cap))),
+                                      sorted(set(keys)))}
 
 
 def index_document(
@@ -87,12 +82,10 @@ def index_document(
     if signature is not None:
         keys = band_keys(signature, settings.document)
         insert_rows(session, DocumentBand.__table__, ("document_id", "band_key"), [(document_id, k) for k in keys])
-        crowded = _crowded_document_buckets(connection, keys, settings.bucket_cap)
+        crowded = _crowded_document_buckets(session, keys, settings.bucket_cap)
         found.oversized_buckets += len(crowded)
-        lookup = [k for k in keys if k not in crowded]
-        candidates = set(
-            connection.scalars(_BAND_NEIGHBOURS, {"keys": lookup, "document": document_id}) if lookup else ()
-        ) - set(pairs)
+        lookup = sorted({k for k in keys if k not in crowded})
+        candidates = {other for other, in select_in(session, _BAND_NEIGHBOURS, lookup)} - set(pairs) - {document_id}
         verified: list = []
         for batch in chunks(sorted(candidates)):
             verified.extend(

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from . import __version__, derive, index, manifest, sketch
 from .collect import fewer_collections
-from .db.bulk import insert_rows
+from .db.bulk import insert_rows, select_in
 from .db.models import (
     Boilerplate,
     BoilerplateDocument,
@@ -118,15 +118,14 @@ _SIGN_DOCUMENT = (
     .where(Document.__table__.c.id == bindparam("document"))
     .values(signature=bindparam("signature"), content_word_count=bindparam("content_word_count"))
 )
-_LIBRARY_ENTRIES = select(Boilerplate.id, Boilerplate.key_hash, Boilerplate.status).where(
-    Boilerplate.key_hash.in_(bindparam("keys", expanding=True))
-)
-#: How many distinct contents (latest versions) hold each passage key.
+#: The library's entries for a document's passage keys, and how many distinct contents (latest
+#: versions) hold each key: sent to the driver (see select_in), as an expanding IN list is
+#: rendered again by SQLAlchemy for every execution.
+_LIBRARY_ENTRIES = f"SELECT key_hash, id, status FROM {Boilerplate.__tablename__} WHERE key_hash {{in}}"
 _CONTENTS_HOLDING = (
-    select(Passage.key_hash, func.count(func.distinct(Document.content_hash)))
-    .join(Document, Document.id == Passage.document_id)
-    .where(Passage.key_hash.in_(bindparam("keys", expanding=True)), Document.is_latest.is_(True))
-    .group_by(Passage.key_hash)
+    f"SELECT p.key_hash, count(DISTINCT d.content_hash) FROM {Passage.__tablename__} AS p"
+    f" JOIN {Document.__tablename__} AS d ON d.id = p.document_id"
+    " WHERE p.key_hash {in} AND d.is_latest GROUP BY p.key_hash"
 )
 
 #: Statements that tag a new document's passages with boilerplate already in the library,
@@ -593,16 +592,15 @@ class Ingestor:
         if not eligible:
             return set()
         keys = sorted({p.key_hash for p in eligible})
-        connection = session.connection()
-        library = {row.key_hash: row for row in connection.execute(_LIBRARY_ENTRIES, {"keys": keys})}
+        library = {key: (entry_id, status) for key, entry_id, status in select_in(session, _LIBRARY_ENTRIES, keys)}
         repeats = Counter(p.key_hash for p in eligible)
         unknown = [k for k in keys if k not in library]
         recurring: set[int] = set()
         if unknown:
-            counts = connection.execute(_CONTENTS_HOLDING, {"keys": unknown}).all()
+            counts = select_in(session, _CONTENTS_HOLDING, unknown)
             crowded = [key for key, count in counts if count >= settings.boilerplate_min_documents]
             if crowded:
-                known = {k for k, row in library.items() if row.status == "boilerplate"}
+                known = {k for k, (_, status) in library.items() if status == "boilerplate"}
                 mine = document_signature(
                     [p.words for p in prepared.passages if p.key_hash not in known and repeats[p.key_hash] < 2],
                     settings,
@@ -614,7 +612,7 @@ class Ingestor:
         first_text = {}
         for p in eligible:
             first_text.setdefault(p.key_hash, prepared.raw.text[p.start : p.end])
-        known = {key: row.id for key, row in library.items() if row.status == "boilerplate"}
+        known = {key: entry_id for key, (entry_id, status) in library.items() if status == "boilerplate"}
         if known:
             _tag_own_passages(session, document_id, [
                 (known[p.key_hash], passage_ids[p.seq]) for p in prepared.passages if p.key_hash in known
