@@ -726,12 +726,14 @@ class Ingestor:
         summary.near_duplicates += found.near
         summary.oversized_buckets += found.oversized_buckets
         signed = [(row.id, row.signature) for row in content if row.signature is not None]
-        index.add_passages(session, signed, self.settings, replace=not new, band_keys=keys)
+        # Matched before its passages are indexed: the buckets then hold only other documents'
+        # passages, and a new document's own band rows (some 600) are not read back.
         if rematch:
             summary.derivations += derive.derive(
                 session, document_id, signed, words_by_passage, self.settings, crowded=self.crowded_buckets,
                 sketches=self.sketches, band_keys=keys,
             )
+        index.add_passages(session, signed, self.settings, replace=not new, band_keys=keys)
 
     def _refresh(self, session: Session, document_id: int, summary: IngestSummary) -> None:
         """Correct an earlier document after some of its passages became boilerplate.
