@@ -36,8 +36,13 @@ _DROP_DOCUMENT_PAIRS = delete(DocumentPair).where(
     or_(DocumentPair.first_id == bindparam("document"), DocumentPair.second_id == bindparam("document"))
 )
 _CONTENT_HASH_AND_PATH = select(Document.content_hash, Document.path).where(Document.id == bindparam("document"))
+#: ``is_latest IS NOT false`` (the same for a column that is never null) rather than ``IS
+#: true``: SQLite can use an index for the latter, and before a database has planner
+#: statistics (its whole first ingest) it chose the (is_latest, path) index over the one on
+#: content_hash and read every latest document for each new one (2.8 ms a document at 1,500).
+LATEST_AS_FILTER = Document.is_latest.is_not(False)
 _SAME_CONTENT = select(Document.id).where(
-    Document.content_hash == bindparam("content_hash"), Document.is_latest.is_(True),
+    Document.content_hash == bindparam("content_hash"), LATEST_AS_FILTER,
     Document.id != bindparam("document"), Document.path != bindparam("path"),
 )
 #: Those that test a document's band keys go to the driver (see select_in): an expanding IN

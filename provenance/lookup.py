@@ -55,7 +55,7 @@ def match_text(
     signature = sketch.signature(shingles, settings.document) if len(shingles) else None
     documents = []
     exact_ids = set(session.scalars(
-        select(Document.id).where(Document.content_hash == prepared.content_hash, Document.is_latest.is_(True))
+        select(Document.id).where(Document.content_hash == prepared.content_hash, index.LATEST_AS_FILTER)
     ))
     candidate_ids = set(exact_ids)
     if signature is not None:

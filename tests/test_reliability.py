@@ -1020,3 +1020,39 @@ def test_ingest_collects_garbage_less_often_and_puts_the_setting_back(tmp_path):
         Ingestor(engine).ingest_paths([str(folder / "feed.jsonl")], on_event=on_event)
     assert gc.get_threshold() == before
     assert during and set(during) == {max(before[0], GC_THRESHOLD)}
+
+
+def test_exact_copies_are_looked_up_by_content_hash_before_the_planner_has_statistics(tmp_path, seeds_dir):
+    """A database's first ingest runs before it has planner statistics (they are gathered
+    after each ingest). SQLite then preferred the (is_latest, path) index for "latest
+    documents with this content" and read every latest document for each new one; the
+    statements that look documents up by content hash must use its index whatever the
+    statistics."""
+    from sqlalchemy import event
+
+    from provenance.lookup import match_text
+    from provenance.db.session import session_scope
+
+    engine = make_engine(database_url(str(tmp_path / "first.db")))
+    upgrade_to_head(engine)
+    by_content: list[tuple[str, tuple]] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def capture(connection, cursor, statement, parameters, context, executemany):
+        if "content_hash = ?" in statement and not executemany:
+            by_content.append((statement, tuple(parameters)))
+
+    Ingestor(engine).ingest_paths([str(seeds_dir)])
+    with session_scope(engine) as session:
+        match_text(session, BELTA_SEED.read_text(encoding="utf-8"))
+    engine.dispose()
+    assert len({statement for statement, _ in by_content}) >= 2, "ingest's and the lookup's"
+    connection = sqlite3.connect(tmp_path / "first.db")
+    connection.execute("DELETE FROM sqlite_stat1")  # as in a first ingest
+    connection.commit()
+    connection.close()
+    connection = sqlite3.connect(tmp_path / "first.db")
+    for statement, parameters in by_content:
+        plan = " ".join(row[-1] for row in connection.execute("EXPLAIN QUERY PLAN " + statement, parameters))
+        assert "ix_document_content_hash" in plan, (statement, plan)
+    connection.close()
