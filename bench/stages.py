@@ -3,11 +3,13 @@ lookup takes, with and without the passage search.
 
     python bench/stages.py                                   # 1,000 new documents into 1,000
     python bench/stages.py --stored 2000 --new 500 --rounds 2
+    python bench/stages.py --stored 0 --new 4000             # a new database's first ingest
     python bench/stages.py --db big.db --stored 101200 --new 59 --lookups   # a bench/scale.py database
 
 The documents are bench/workers.py's seeded corpus (the one bench/scale.py ingests). Without
 ``--db``, its first ``--stored`` documents are ingested into a new SQLite database first (not
-timed). With ``--db`` (a database grown by bench/scale.py), the new documents are those that
+timed; ``--stored 0``: the new documents are that database's first ingest, before it has planner
+statistics). With ``--db`` (a database grown by bench/scale.py), the new documents are those that
 follow its corpus and its lookup probe, as in bench/candidates.py. Each round copies the
 database and ingests the ``--new`` documents into the copy through the library, as
 ``provenance ingest --workers 1`` does, timing the named functions on the way (wall
@@ -36,6 +38,7 @@ from candidates import new_documents  # noqa: E402
 from workers import CLI, ROOT, write_corpus  # noqa: E402
 
 from provenance import derive, index, ingest, lookup, manifest  # noqa: E402
+from provenance.db.migrate import upgrade_to_head  # noqa: E402
 from provenance.db.session import database_url, make_engine, session_scope  # noqa: E402
 
 #: (module, function name, the stage it runs within): the stages timed, in the order printed.
@@ -124,10 +127,15 @@ def main() -> None:
         else:
             corpus = write_corpus(scratch / "corpus", arguments.stored + arguments.new)
             stored = scratch / "stored.db"
-            done = subprocess.run([*CLI, "--db", str(stored), "ingest", *map(str, corpus[: arguments.stored]),
-                                   "--quiet", "--workers", "1"], capture_output=True, text=True, cwd=ROOT)
-            if done.returncode != 0:
-                raise SystemExit(f"ingest of the stored documents failed: {done.stderr[-2000:]}")
+            if arguments.stored:
+                done = subprocess.run([*CLI, "--db", str(stored), "ingest", *map(str, corpus[: arguments.stored]),
+                                       "--quiet", "--workers", "1"], capture_output=True, text=True, cwd=ROOT)
+                if done.returncode != 0:
+                    raise SystemExit(f"ingest of the stored documents failed: {done.stderr[-2000:]}")
+            else:  # a database's first ingest: an empty schema, without planner statistics
+                engine = make_engine(database_url(str(stored)))
+                upgrade_to_head(engine)
+                engine.dispose()
             files = corpus[arguments.stored :]
         lookups = lookup_medians(stored, files) if arguments.lookups else None
         seconds = timed_stages()

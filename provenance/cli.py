@@ -443,18 +443,12 @@ def inspect_documents(state: Context, fmt, limit) -> None:
       provenance inspect documents --format csv     # every one
       provenance inspect documents --limit 0        # every one, as a table
     """
-    if limit is None:
-        limit = TERMINAL_REPORT_LIMIT if fmt == "table" else 0
-    try:
-        with session_scope(state.engine()) as session:
-            listed = inspection.documents(session, limit=limit or None)
-            hidden = inspection.count_documents(session) - len(listed) if limit and len(listed) == limit else 0
-    except ProvenanceError as error:
-        fail(error)
-    _out(render.records(listed, fmt))
-    if fmt == "table":
-        for line in render.more_not_shown(hidden, "document(s)", limit):
-            _out(line)
+    def first(session, count: Optional[int]) -> tuple[list[dict], int]:
+        listed = inspection.documents(session, limit=count)
+        full = count is not None and len(listed) == count
+        return listed, (inspection.count_documents(session) - len(listed)) if full else 0
+
+    _limited_records(state, fmt, limit, first, "document(s)")
 
 
 @inspect.command("document")
@@ -531,17 +525,11 @@ def inspect_clusters(state: Context, fmt, threshold, limit) -> None:
       provenance inspect clusters --format csv      # every one
       provenance inspect clusters --threshold 0.9   # only the closer copies
     """
-    if limit is None:
-        limit = TERMINAL_REPORT_LIMIT if fmt == "table" else 0
-    try:
-        with session_scope(state.engine()) as session:
-            rows, count = inspection.cluster_rows(session, threshold, limit=limit or None)
-    except ProvenanceError as error:
-        fail(error)
-    _out(render.records(rows, fmt))
-    if fmt == "table":
-        for line in render.more_not_shown(count - limit if limit else 0, "cluster(s)", limit):
-            _out(line)
+    def first(session, count: Optional[int]) -> tuple[list[dict], int]:
+        rows, clusters = inspection.cluster_rows(session, threshold, limit=count)
+        return rows, (clusters - count) if count else 0
+
+    _limited_records(state, fmt, limit, first, "cluster(s)")
 
 
 @inspect.command("sql")
@@ -569,6 +557,24 @@ def inspect_sql(state: Context, statement, fmt) -> None:
         _out(render.to_csv(columns, rows), nl=False)
     else:
         _out(render.table(columns, rows))
+
+
+def _limited_records(state: Context, fmt: str, limit: Optional[int], first, noun: str) -> None:
+    """A listing cut at ``--limit``: by default the first TERMINAL_REPORT_LIMIT entries in a
+    terminal, followed by how many more there are, and every entry in JSON and CSV.
+    ``first(session, count)``: the rows of the first ``count`` entries (all when None) and
+    how many entries that leaves out."""
+    if limit is None:
+        limit = TERMINAL_REPORT_LIMIT if fmt == "table" else 0
+    try:
+        with session_scope(state.engine()) as session:
+            rows, hidden = first(session, limit or None)
+    except ProvenanceError as error:
+        fail(error)
+    _out(render.records(rows, fmt))
+    if fmt == "table":
+        for line in render.more_not_shown(hidden, noun, limit):
+            _out(line)
 
 
 def _records(state: Context, query, fmt: str) -> None:
