@@ -41,7 +41,8 @@ from provenance import derive, index, ingest, lookup, manifest  # noqa: E402
 from provenance.db.migrate import upgrade_to_head  # noqa: E402
 from provenance.db.session import database_url, make_engine, session_scope  # noqa: E402
 
-#: (module, function name, the stage it runs within): the stages timed, in the order printed.
+#: (module or class, function name, the stage it runs within): the stages timed, in the order
+#: printed. A batch's commit is what ``_store_batch`` spends outside ``_store``.
 STAGES = (
     (ingest, "prepare", None),
     (derive, "derive", None),
@@ -52,6 +53,12 @@ STAGES = (
     (derive, "summarise", "derive"),
     (index, "index_document", None),
     (index, "add_passages", None),
+    (ingest.Ingestor, "_store_batch", None),
+    (ingest.Ingestor, "_store", "_store_batch"),
+    (ingest.Ingestor, "_insert_passages", "_store"),
+    (ingest.Ingestor, "_tag_boilerplate", "_store"),
+    (ingest.Ingestor, "_refresh", "_store"),
+    (ingest.Ingestor, "_merge_recent_bands", None),
 )
 
 

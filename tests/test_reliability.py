@@ -34,7 +34,7 @@ from conftest import BELTA_SEED, TASS_SEED, one_line
 from provenance.cli import cli
 from provenance.db.migrate import upgrade_to_head
 from provenance.db.session import database_url, make_engine
-from provenance.ingest import Ingestor
+from provenance.ingest import BATCH_DOCUMENTS, Ingestor
 from provenance.prepare import prepare
 from provenance.reader import RawDocument
 from provenance.settings import Settings
@@ -177,6 +177,11 @@ def spawn(db: Path, *args: str, **popen) -> Iterator[subprocess.Popen]:
         process.communicate()
 
 
+#: Documents in a corpus that an ingest is stopped part way through: its first batch (see
+#: ingest.BATCH_DOCUMENTS) commits well before the end.
+MORE_THAN_A_BATCH = 2 * BATCH_DOCUMENTS + 44
+
+
 def wait_for_documents(process: subprocess.Popen, db: Path, minimum: int, timeout: float = 60) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -199,7 +204,7 @@ def invoke(db: Path, *args, color: bool = False):
 
 # -- 1. kill -9 in the middle of a large ingest ---------------------------------------
 def test_kill_9_mid_ingest_then_rerun_finishes_cleanly(tmp_path):
-    corpus = write_corpus(tmp_path / "corpus", 100, seed=1, near_copy_every=10)
+    corpus = write_corpus(tmp_path / "corpus", MORE_THAN_A_BATCH, seed=1, near_copy_every=10)
     db = tmp_path / "killed.db"
     with spawn(db, "ingest", str(tmp_path / "corpus"), "--quiet", stdout=subprocess.DEVNULL) as process:
         wait_for_documents(process, db, 10)
@@ -278,7 +283,7 @@ def _as_in_a_terminal() -> None:
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_far_it_got(tmp_path):
-    corpus = write_corpus(tmp_path / "corpus", 120, seed=2)
+    corpus = write_corpus(tmp_path / "corpus", MORE_THAN_A_BATCH, seed=2)
     db = tmp_path / "interrupted.db"
     with spawn(db, "ingest", str(tmp_path / "corpus"), "--format", "json", preexec_fn=_as_in_a_terminal) as process:
         wait_for_documents(process, db, 10)
