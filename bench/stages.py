@@ -5,6 +5,7 @@ lookup takes, with and without the passage search.
     python bench/stages.py --stored 2000 --new 500 --rounds 2
     python bench/stages.py --stored 0 --new 4000             # a new database's first ingest
     python bench/stages.py --db big.db --stored 101200 --new 59 --lookups   # a bench/scale.py database
+    python bench/stages.py --db big.db --stored 20000 --sketch-cache 50000  # a smaller sketch cache
 
 The documents are bench/workers.py's seeded corpus (the one bench/scale.py ingests). Without
 ``--db``, its first ``--stored`` documents are ingested into a new SQLite database first (not
@@ -14,7 +15,8 @@ follow its corpus and its lookup probe, as in bench/candidates.py. Each round co
 database and ingests the ``--new`` documents into the copy through the library, as
 ``provenance ingest --workers 1`` does, timing the named functions on the way (wall
 seconds, summed over calls; a stage run within another is printed as ``derive > summarise``).
-``--lookups`` then looks each new text up in the stored database, read only, with
+It also prints how many stored passages' sketches the ingest asked its cache for and the
+share already held (``--sketch-cache N`` sets the cache's size). ``--lookups`` then looks each new text up in the stored database, read only, with
 ``match_text`` in full and documents only in turn, and prints the medians. Run it on two
 checkouts (``PYTHONPATH=OTHER python bench/stages.py``) to compare them. Asserts nothing.
 """
@@ -79,6 +81,21 @@ def timed_stages() -> dict[str, float]:
     return seconds
 
 
+def counted_sketches() -> list[int]:
+    """Count, across rounds, the stored passages' sketches the ingest's cache is asked for
+    and how many of them it holds already: [asked, at hand]."""
+    counts = [0, 0]
+    original = derive.SketchCache.sketches
+
+    def counting(cache, session, ids):
+        counts[0] += len(ids)
+        counts[1] += sum(1 for passage_id in ids if passage_id in cache._sketches)
+        return original(cache, session, ids)
+
+    derive.SketchCache.sketches = counting
+    return counts
+
+
 def ingest_round(stored: Path, files: list[Path], scratch: Path, seconds: dict[str, float]) -> float:
     """Seconds to ingest ``files`` into a copy of ``stored``; stage times land in ``seconds``."""
     copy = scratch / "round.db"
@@ -123,7 +140,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="ingests of the new documents, each into a new copy (0: lookups only) [1]")
     parser.add_argument("--lookups", action="store_true", help="also time match_text for each new text")
+    parser.add_argument("--sketch-cache", type=int, metavar="N",
+                        help="stored passages' sketches the ingest keeps in memory [derive.SKETCH_CACHE_SIZE]")
     arguments = parser.parse_args()
+    if arguments.sketch_cache is not None:
+        derive.SKETCH_CACHE_SIZE = arguments.sketch_cache
     with tempfile.TemporaryDirectory(prefix="provenance-stages-") as folder:
         scratch = Path(folder)
         if arguments.db:
@@ -146,6 +167,7 @@ def main() -> None:
             files = corpus[arguments.stored :]
         lookups = lookup_medians(stored, files) if arguments.lookups else None
         seconds = timed_stages()
+        sketches = counted_sketches()
         rounds = []
         for _ in range(arguments.rounds):
             before = dict(seconds)
@@ -158,6 +180,8 @@ def main() -> None:
         rows += [[f"{within} > {name}" if within else name, *(f"{stage.get(name, 0.0):.2f}" for _, stage in rounds)]
                  for _, name, within in STAGES]
         print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+        print(f"sketch cache of {derive.SKETCH_CACHE_SIZE:,}: {sketches[0]:,} sketches asked for, "
+              f"{100 * sketches[1] / max(sketches[0], 1):.1f}% of them at hand")
     if lookups:
         print(f"match_text over the {len(files)} new texts, median: {lookups[0]:.1f} ms in full, "
               f"{lookups[1]:.1f} ms documents only")

@@ -191,9 +191,9 @@ _STILL_SOURCES = (
 _PAIRS_PER_STEP = 8_192
 
 #: Compact sketches an ingest run keeps in memory: about 0.3 kB each with 128 values, 60 MB
-#: when full (tracemalloc). 400 new documents into 20,000 asked for 863,889 sketches; 50,000
-#: kept 40% of them at hand, 200,000 kept 77%, and the candidate filter took 6.5-8.1 s
-#: instead of 8.5-9.6 (``bench/stages.py --db`` on a ``bench/scale.py`` database, alternating).
+#: when full (tracemalloc). 1,000 new documents into a 20,000-document ``bench/scale.py``
+#: database ask for some 2.2 million; 50,000 held about 42% of them, 200,000 about 86%
+#: (``bench/stages.py --db DB --sketch-cache N``, see the README's Speed section).
 SKETCH_CACHE_SIZE = 200_000
 
 
@@ -207,8 +207,8 @@ class SketchCache:
     estimate floors on them are read in full, at the time they are used.
     """
 
-    def __init__(self, capacity: int = SKETCH_CACHE_SIZE):
-        self.capacity = capacity
+    def __init__(self, capacity: Optional[int] = None):
+        self.capacity = SKETCH_CACHE_SIZE if capacity is None else capacity
         self._sketches: dict[int, tuple[int, bytes]] = {}  # in order of last use
         self._data_version: Optional[int] = None
 

@@ -796,8 +796,8 @@ def _process_alive(pid: int) -> bool:
 #: many documents, this much text, or this many seconds after its first document arrived,
 #: whichever comes first: enough to share index-page writes, short enough that the writer
 #: lock is held for a few seconds and a killed ingest loses little work. 128 documents or
-#: 5 s rather than 32 or 2 s: the commits of 1,000 new documents into 1,000 took 0.90 and
-#: 1.07 s against 2.30 and 2.40 s (``bench/stages.py``, alternating, two runs each).
+#: 5 s rather than 32 or 2 s: the commits of 1,000 new documents into 1,000 took 0.89 and
+#: 0.77 s against 1.95 and 1.91 s (``bench/stages.py`` on both checkouts, alternating).
 BATCH_DOCUMENTS = 128
 BATCH_CHARACTERS = 4_000_000
 BATCH_SECONDS = 5.0
