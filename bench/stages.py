@@ -88,9 +88,11 @@ def counted_sketches() -> list[int]:
     original = derive.SketchCache.sketches
 
     def counting(cache, session, ids):
-        counts[0] += len(ids)
-        counts[1] += sum(1 for passage_id in ids if passage_id in cache._sketches)
-        return original(cache, session, ids)
+        asked, at_hand = cache.asked, cache.at_hand
+        found = original(cache, session, ids)
+        counts[0] += cache.asked - asked
+        counts[1] += cache.at_hand - at_hand
+        return found
 
     derive.SketchCache.sketches = counting
     return counts

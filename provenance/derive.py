@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from itertools import islice
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
@@ -190,35 +189,52 @@ _STILL_SOURCES = (
 #: (some 10 MB with 128-value signatures) whatever the number of candidates.
 _PAIRS_PER_STEP = 8_192
 
-#: Compact sketches an ingest run keeps in memory: about 0.3 kB each with 128 values, 60 MB
-#: when full (tracemalloc). 1,000 new documents into a 20,000-document ``bench/scale.py``
-#: database ask for some 2.2 million; 50,000 held about 42% of them, 200,000 about 86%
-#: (``bench/stages.py --db DB --sketch-cache N``, see the README's Speed section).
-SKETCH_CACHE_SIZE = 200_000
+#: Compact sketches an ingest run keeps in memory, in arrays of some 140 bytes a slot with
+#: 128-value signatures (56 MB). 1,000 new documents into a 20,000-document
+#: ``bench/scale.py`` database ask for some 2.2 million, 11.6% of them for the first time;
+#: 400,000 slots held all the others, 200,000 some 83% of them (``bench/stages.py --db DB
+#: --sketch-cache N``, see the README's Speed section).
+SKETCH_CACHE_SIZE = 400_000
+
+
+class Sketches(NamedTuple):
+    """Compact sketches of stored passages: ``ids`` in ascending order, and for each its
+    content-word count and the low byte of each signature value (a row of ``low_bytes``)."""
+
+    ids: np.ndarray
+    word_counts: np.ndarray
+    low_bytes: np.ndarray
 
 
 class SketchCache:
     """Stored passages' compact sketches (content-word count, low bytes; see
-    :class:`PassagePrefilter`) by id, the least recently used dropped first.
+    :class:`PassagePrefilter`), in numpy arrays with one slot per ``id % capacity``.
 
     They never change once stored; whether the passage may be a source does (it can turn
     out to be boilerplate, its document can be superseded). So the candidates a run meets
     again and again (passages of common words) are read once, and only those that pass the
-    estimate floors on them are read in full, at the time they are used.
+    estimate floors on them are read in full, at the time they are used. Passage ids are
+    given in sequence, so a slot is taken over only by a passage stored ``capacity``
+    passages later; a lookup of many ids is a few array operations.
     """
 
     def __init__(self, capacity: Optional[int] = None):
-        self.capacity = SKETCH_CACHE_SIZE if capacity is None else capacity
-        self._sketches: dict[int, tuple[int, bytes]] = {}  # in order of last use
+        self.capacity = max(1, SKETCH_CACHE_SIZE if capacity is None else capacity)
+        self._ids = np.full(self.capacity, -1, dtype=np.int64)  # -1: an empty slot
+        self._word_counts = np.zeros(self.capacity, dtype=np.int32)
+        self._low_bytes: Optional[np.ndarray] = None  # allocated when the signature length is known
         self._data_version: Optional[int] = None
+        #: Sketches asked for, and how many of them were at hand (see bench/stages.py).
+        self.asked = 0
+        self.at_hand = 0
 
     def __len__(self) -> int:
-        return len(self._sketches)
+        return int(np.count_nonzero(self._ids >= 0))
 
     def clear(self) -> None:
         """Forget every sketch: call it when a transaction that stored passages is rolled
         back (SQLite gives their ids to the next passages stored)."""
-        self._sketches.clear()
+        self._ids.fill(-1)
 
     def begin(self, session: Session) -> None:
         """Call it as a writing transaction begins. On SQLite, where a deleted passage's id
@@ -231,26 +247,40 @@ class SketchCache:
             self.clear()
         self._data_version = version
 
-    def sketches(self, session: Session, ids: list[int]) -> dict[int, tuple[int, bytes]]:
-        """(content-word count, low bytes) of the signed passages among ``ids``."""
-        kept = self._sketches
-        found: dict[int, tuple[int, bytes]] = {}
-        missing = []
-        for passage_id in ids:
-            entry = kept.pop(passage_id, None)  # put back below, as the most recently used
-            if entry is None:
-                missing.append(passage_id)
-            else:
-                found[passage_id] = entry
-        kept.update(found)
-        read = {row[0]: (row[1], row[2]) for row in select_in(session, _PREFILTERS, missing)}
-        kept.update(read)
-        found.update(read)
-        excess = len(kept) - self.capacity
-        if excess > 0:  # the least recently used come first
-            for passage_id in list(islice(kept, excess)):
-                del kept[passage_id]
-        return found
+    def sketches(self, session: Session, ids: np.ndarray) -> Sketches:
+        """The compact sketches of the signed passages among ``ids`` (distinct, ascending)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        slots = ids % self.capacity
+        held = self._ids[slots] == ids
+        self.asked += len(ids)
+        self.at_hand += int(np.count_nonzero(held))
+        rows = select_in(session, _PREFILTERS, ids[~held].tolist())
+        read_ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        read_counts = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
+        if self._low_bytes is None:
+            if not rows:
+                return Sketches(ids[:0], read_counts, np.empty((0, 0), dtype=np.uint8))
+            self._low_bytes = np.zeros((self.capacity, len(rows[0][2])), dtype=np.uint8)
+        width = self._low_bytes.shape[1]
+        read_low = np.frombuffer(b"".join(row[2] for row in rows), dtype=np.uint8)
+        if read_low.size != len(rows) * width:
+            raise ValueError(f"stored passage sketches of different lengths cannot be compared (this run's "
+                             f"first had {width} values)")
+        read_low = read_low.reshape(len(rows), width)
+        # Results come from the hits and from what was read, never back from the slots: two
+        # passages read now can share a slot.
+        found = held.copy()
+        word_counts = np.where(held, self._word_counts[slots], 0)
+        low = self._low_bytes[slots]
+        at = np.searchsorted(ids, read_ids)
+        found[at] = True
+        word_counts[at] = read_counts
+        low[at] = read_low
+        read_slots = read_ids % self.capacity
+        self._ids[read_slots] = read_ids
+        self._word_counts[read_slots] = read_counts
+        self._low_bytes[read_slots] = read_low
+        return Sketches(ids[found], word_counts[found], low[found])
 
 
 def likely_sources(
@@ -270,47 +300,47 @@ def likely_sources(
     signatures of the few that pass, read with what scoring needs. The result is what the
     full signatures alone give.
     """
-    cache = cache if cache is not None else SketchCache()
-    compact = cache.sketches(session, sorted({c for found in candidates.values() for c in found}))
     mine_order = sorted(mine for mine, found in candidates.items() if found)
-    known = sorted(compact)
-    if not known or not mine_order:
+    if not mine_order:
         return []
-    at = {passage_id: k for k, passage_id in enumerate(known)}
-    # Every (mine, candidate) pair, in order of mine then candidate.
-    pair_mine: list[int] = []
-    pair_theirs: list[int] = []
-    for k, mine in enumerate(mine_order):
-        positions = sorted(at[c] for c in candidates[mine] if c in at)
-        pair_mine.extend([k] * len(positions))
-        pair_theirs.extend(positions)
-    mine_index, their_index = np.array(pair_mine, dtype=np.intp), np.array(pair_theirs, dtype=np.intp)
+    # Every (mine, candidate) pair as arrays, in order of mine then candidate.
+    per_mine = [np.fromiter(candidates[mine], dtype=np.int64, count=len(candidates[mine])) for mine in mine_order]
+    pair_ids = np.concatenate(per_mine)
+    pair_mine = np.repeat(np.arange(len(mine_order)), [len(found) for found in per_mine])
+    order = np.lexsort((pair_ids, pair_mine))
+    pair_ids, pair_mine = pair_ids[order], pair_mine[order]
+    wanted = np.unique(pair_ids)
+    cache = cache if cache is not None else SketchCache(capacity=len(wanted))  # one call: this call's size
+    compact = cache.sketches(session, wanted)
+    if not len(compact.ids):
+        return []
+    their_index = np.minimum(np.searchsorted(compact.ids, pair_ids), len(compact.ids) - 1)
+    signed = compact.ids[their_index] == pair_ids  # candidates without a sketch are not signed
+    mine_index, their_index = pair_mine[signed], their_index[signed]
     ours = np.stack([signatures[mine] for mine in mine_order])
-    theirs_low = np.frombuffer(b"".join(compact[c][1] for c in known), dtype=np.uint8).reshape(len(known), -1)
-    if theirs_low.shape[1] != ours.shape[1]:
-        raise ValueError(f"signatures of different lengths ({ours.shape[1]} and {theirs_low.shape[1]}) "
+    if compact.low_bytes.shape[1] != ours.shape[1]:
+        raise ValueError(f"signatures of different lengths ({ours.shape[1]} and {compact.low_bytes.shape[1]}) "
                          "cannot be compared")
     vocabularies = np.array([len(set(content_words(words[mine]))) for mine in mine_order])
-    their_words = np.array([compact[c][0] for c in known])
 
     def floors_met(estimates: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-        overlaps = estimated_overlap(estimates, vocabularies[mine_index[pairs]], their_words[their_index[pairs]])
+        overlaps = estimated_overlap(estimates, vocabularies[mine_index[pairs]], compact.word_counts[their_index[pairs]])
         return (estimates >= ESTIMATE_FLOOR) & (overlaps >= overlap_floor)
 
-    bounds = _estimates(theirs_low, low_bytes(ours), their_index, mine_index)
+    bounds = _estimates(compact.low_bytes, low_bytes(ours), their_index, mine_index)
     maybe = np.flatnonzero(floors_met(bounds, np.arange(len(mine_index))))
     # Read in full now, not when the compact sketch was: the passage must still be content
     # of a latest document.
     current = {
         row.id: row
         for row in map(CandidatePassage._make,
-                       select_in(session, _STILL_SOURCES, sorted({known[their_index[k]] for k in maybe})))
+                       select_in(session, _STILL_SOURCES, np.unique(compact.ids[their_index[maybe]]).tolist()))
         if row.signature is not None
     }
-    maybe = np.array([k for k in maybe if known[their_index[k]] in current], dtype=np.intp)
+    maybe = np.array([k for k in maybe if int(compact.ids[their_index[k]]) in current], dtype=np.intp)
     if not len(maybe):
         return []
-    rows = [current[known[their_index[k]]] for k in maybe]
+    rows = [current[int(compact.ids[their_index[k]])] for k in maybe]
     theirs = np.frombuffer(b"".join(row.signature for row in rows), dtype="<u4").reshape(len(rows), -1)
     estimates = _estimates(theirs, ours, np.arange(len(rows)), mine_index[maybe])
     likely = [

@@ -427,6 +427,38 @@ def test_cached_sketches_are_read_once_and_checked_when_used(tmp_path, monkeypat
         engine.dispose()
 
 
+@pytest.mark.parametrize("capacity", [1, 3])
+def test_sketches_sharing_a_cache_slot_are_each_returned_with_their_own_values(db, capacity):
+    """The sketch cache has one slot per ``id % capacity``: passages read in the same call
+    can share a slot, and each must still come back with its own word count and low bytes,
+    at once and when asked again."""
+    from provenance import derive
+
+    run(db, "ingest", str(SEED_000), str(SEED_001), "--quiet")
+    engine = make_engine(f"sqlite:///{db}")
+    try:
+        with session_scope(engine) as session:
+            truth = {
+                sketch.passage_id: (sketch.content_word_count, sketch.low_bytes)
+                for sketch in session.scalars(select(derive.PassagePrefilter))
+            }
+            assert len(truth) > 2 * capacity, "the seeds give more signed passages than slots"
+            unsigned = max(session.scalars(select(Passage.id))) + 1  # no sketch: left out
+            ids = np.array(sorted(truth) + [unsigned])
+            cache = derive.SketchCache(capacity=capacity)
+            for attempt in range(2):
+                found = cache.sketches(session, ids)
+                assert found.ids.tolist() == sorted(truth)
+                assert {
+                    int(pid): (int(count), low.tobytes())
+                    for pid, count, low in zip(found.ids, found.word_counts, found.low_bytes)
+                } == truth, f"attempt {attempt + 1}"
+            assert cache.asked == 2 * len(ids)
+            assert 0 < cache.at_hand <= capacity, "the second call found what the slots kept"
+    finally:
+        engine.dispose()
+
+
 def test_html_evidence_marks_each_word_the_other_side_shares():
     """Side by side, a word is marked where the other text has it too (whatever its case),
     only there, and its text stays escaped; stray marker bytes in a text mark nothing."""
