@@ -223,7 +223,7 @@ class SketchCache:
         self._ids = np.full(self.capacity, -1, dtype=np.int64)  # -1: an empty slot
         self._word_counts = np.zeros(self.capacity, dtype=np.int32)
         self._low_bytes: Optional[np.ndarray] = None  # allocated when the signature length is known
-        self._data_version: Optional[int] = None
+        self._seen: Optional[tuple] = None  # (driver connection, its data_version) at the last begin
         #: Sketches asked for, and how many of them were at hand (see bench/stages.py).
         self.asked = 0
         self.at_hand = 0
@@ -237,15 +237,17 @@ class SketchCache:
         self._ids.fill(-1)
 
     def begin(self, session: Session) -> None:
-        """Call it as a writing transaction begins. On SQLite, where a deleted passage's id
-        can be given to a new passage, every sketch is forgotten when another connection
-        has committed since this one's last transaction."""
+        """Call it as a transaction that uses the cache begins. On SQLite, where a deleted
+        passage's id can be given to a new passage, every sketch is forgotten when another
+        connection has committed since this one's last transaction, or when the connection
+        is not the one used last (``PRAGMA data_version`` counts per connection)."""
         if session.get_bind().dialect.name != "sqlite":
             return
-        version = session.connection().exec_driver_sql("PRAGMA data_version").scalar()
-        if version != self._data_version:
+        connection = session.connection()
+        seen = (connection.connection.driver_connection, connection.exec_driver_sql("PRAGMA data_version").scalar())
+        if self._seen is None or seen[0] is not self._seen[0] or seen[1] != self._seen[1]:
             self.clear()
-        self._data_version = version
+        self._seen = seen
 
     def sketches(self, session: Session, ids: np.ndarray) -> Sketches:
         """The compact sketches of the signed passages among ``ids`` (distinct, ascending)."""

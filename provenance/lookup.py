@@ -32,6 +32,7 @@ def _settings(session: Session):
 
 def match_text(
     session: Session, text: str, name: str = "<text>", threshold: Optional[float] = None, passages: bool = True,
+    sketches: Optional[derive.SketchCache] = None,
 ) -> dict:
     """Near-duplicate documents and reused passages for ``text``; nothing is written.
 
@@ -40,6 +41,11 @@ def match_text(
     database, since a passage's buckets grow with the corpus while a document's stay small:
     at 101,200 documents the median lookup took 6.6-6.8 ms against 100-107 ms in full
     (``python bench/stages.py --db DB --stored 101200 --new 59 --rounds 0 --lookups``).
+
+    ``sketches``: stored passages' compact sketches kept across calls (see
+    :class:`provenance.derive.SketchCache`). A process that looks up many texts in one
+    database passes the same one to each call: the candidates that common words bring
+    come back text after text, and are then read once.
     """
     settings = _settings(session)
     threshold = settings.near_duplicate_threshold if threshold is None else threshold
@@ -85,11 +91,15 @@ def match_text(
                  "boilerplate_passages": len(prepared.passages) - len(content)},
         "threshold": threshold,
         "documents": documents,
-        "passages": _passage_matches(session, content, text, settings) if passages else None,
+        "passages": _passage_matches(session, content, text, settings, sketches) if passages else None,
     }
 
 
-def _passage_matches(session: Session, content: list, text: str, settings) -> list[dict]:
+def _passage_matches(
+    session: Session, content: list, text: str, settings, sketches: Optional[derive.SketchCache],
+) -> list[dict]:
+    if sketches is not None:
+        sketches.begin(session)  # forgets them if another connection has written since
     signed = [(p.seq, to_blob(p.signature)) for p in content if p.signature is not None]
     by_seq = {p.seq: p for p in content}
     candidates = index.passage_candidates(session, signed, -1, settings, count_first=True,
@@ -99,7 +109,7 @@ def _passage_matches(session: Session, content: list, text: str, settings) -> li
     likely: dict[int, list] = {}
     for seq, row, _ in derive.likely_sources(
         session, candidates, {seq: p.signature for seq, p in by_seq.items() if p.signature is not None},
-        {seq: p.words for seq, p in by_seq.items()}, texts,
+        {seq: p.words for seq, p in by_seq.items()}, texts, cache=sketches,
     ):
         likely.setdefault(seq, []).append(row)
     policy = settings.match_policy()

@@ -427,6 +427,45 @@ def test_cached_sketches_are_read_once_and_checked_when_used(tmp_path, monkeypat
         engine.dispose()
 
 
+def test_lookups_sharing_a_sketch_cache_answer_as_alone_and_read_each_sketch_once(db, tmp_path, monkeypatch):
+    """match_text(sketches=...) keeps stored passages' sketches across lookups: the same
+    answers as a lookup on its own, no sketch read twice on one connection, and none kept
+    for a lookup on another connection (SQLite's data_version counts per connection)."""
+    from provenance import derive
+    from provenance.lookup import match_text
+
+    run(db, "ingest", str(SEED_000), str(SEED_001), "--quiet")
+    lines = seed_lines(SEED_001)
+    texts = [SEED_001.read_text(encoding="utf-8"), "\n".join(lines[len(lines) // 3 :])]
+    sketch_reads = []
+    real_select_in = derive.select_in
+
+    def counting_select_in(session, sql, values):
+        if sql == derive._PREFILTERS:
+            sketch_reads.extend(values)
+        return real_select_in(session, sql, values)
+
+    monkeypatch.setattr(derive, "select_in", counting_select_in)
+    engine, other = make_engine(f"sqlite:///{db}"), make_engine(f"sqlite:///{db}")
+    shared = derive.SketchCache()
+    try:
+        with session_scope(engine) as session:
+            alone = [match_text(session, text) for text in texts]
+            assert all(answer["passages"] for answer in alone), "each text reuses passages of the seeds"
+            del sketch_reads[:]
+            assert [match_text(session, text, sketches=shared) for text in texts] == alone
+            assert sketch_reads and len(sketch_reads) == len(set(sketch_reads)), "each sketch read once"
+            del sketch_reads[:]
+            assert [match_text(session, text, sketches=shared) for text in texts] == alone
+            assert sketch_reads == [], "all at hand the second time"
+        with session_scope(other) as session:
+            assert [match_text(session, text, sketches=shared) for text in texts] == alone
+            assert sketch_reads, "another connection's lookups read the sketches again"
+    finally:
+        engine.dispose()
+        other.dispose()
+
+
 @pytest.mark.parametrize("capacity", [1, 3])
 def test_sketches_sharing_a_cache_slot_are_each_returned_with_their_own_values(db, capacity):
     """The sketch cache has one slot per ``id % capacity``: passages read in the same call
