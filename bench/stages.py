@@ -19,13 +19,14 @@ It also prints how many stored passages' sketches the ingest asked its cache for
 share already held (``--sketch-cache N`` sets the cache's size). ``--lookups`` then looks
 each new text up in the stored database, read only, with ``match_text`` in full, documents
 only, and in full with one sketch cache shared across the texts, in turn, and prints the
-medians. Run it on two
-checkouts (``PYTHONPATH=OTHER python bench/stages.py``) to compare them. Asserts nothing.
+medians. Last it prints the process's peak resident set. Run it on two checkouts
+(``PYTHONPATH=OTHER python bench/stages.py``) to compare them. Asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import subprocess
 import sys
@@ -188,6 +189,9 @@ def main() -> None:
         print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
         print(f"sketch cache of {derive.SKETCH_CACHE_SIZE:,}: {sketches[0]:,} sketches asked for, "
               f"{100 * sketches[1] / max(sketches[0], 1):.1f}% of them at hand")
+    # Linux reports kilobytes. The whole script: the stored database's build (a subprocess,
+    # not counted), the lookups and the ingest rounds, each into its own copy.
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     if lookups:
         print(f"match_text over the {len(files)} new texts, median: {lookups[0]:.1f} ms in full, "
               f"{lookups[1]:.1f} ms documents only, {lookups[2]:.1f} ms in full with a shared sketch cache")
