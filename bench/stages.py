@@ -149,9 +149,13 @@ def main() -> None:
     parser.add_argument("--lookups", action="store_true", help="also time match_text for each new text")
     parser.add_argument("--sketch-cache", type=int, metavar="N",
                         help="stored passages' sketches the ingest keeps in memory [derive.SKETCH_CACHE_SIZE]")
+    parser.add_argument("--recent-bands", type=int, metavar="N",
+                        help="recent passage band rows that make a merge [index.RECENT_BANDS_MAX]")
     arguments = parser.parse_args()
     if arguments.sketch_cache is not None:
         derive.SKETCH_CACHE_SIZE = arguments.sketch_cache
+    if arguments.recent_bands is not None:
+        index.RECENT_BANDS_MAX = arguments.recent_bands
     with tempfile.TemporaryDirectory(prefix="provenance-stages-") as folder:
         scratch = Path(folder)
         if arguments.db:

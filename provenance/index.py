@@ -165,12 +165,18 @@ def add_passages(
         insert_rows(session, RecentPassageBand.__table__, ("band_key", "passage_id"), rows, ignore_duplicates=True)
 
 
-#: Recent passage band rows (about 700 per document) that make a merge worth it: small
-#: enough that the table stays in the page cache (some 17 MB on SQLite), large enough that
-#: merges are rare. A merge rewrites most of the big table's pages, so it costs about the
-#: same whatever it moves (3 s at 20,000 documents for 0.5 or 2 million rows, timed once) and that
-#: cost grows with the corpus: here it comes every 1,400 documents or so.
-RECENT_BANDS_MAX = 1_000_000
+#: Recent passage band rows (about 700 per document) that make a merge worth it. A merge
+#: rewrites most of the big table's pages, so it costs about the same whatever it moves (3 s
+#: at 20,000 documents for 0.5 or 2 million rows, timed once) and that cost grows with the
+#: corpus; a batch's commit rewrites the recent pages its rows landed on, more as the recent
+#: table grows. 3,000 new documents into a 56,000-document database (``bench/stages.py --db
+#: DB --new 3000 --recent-bands N``, 1 and 2 million in turn, twice): merges 21.6 and 14.9 s
+#: -> 10.4 and 10.8 s, commits 8.4 and 8.1 -> 9.1 and 10.6 s, the whole ingest 207.1 and
+#: 186.9 -> 194.5 and 178.7 s; at 20,000 the two were even (see the README). A merge comes
+#: every 2,800 documents or so. Merges per document fall as the size grows and commits cost
+#: more, so the best size grows with the square root of the big table's: a fixed one is a
+#: compromise.
+RECENT_BANDS_MAX = 2_000_000
 
 
 class Merge(NamedTuple):
