@@ -16,7 +16,8 @@ database and ingests the ``--new`` documents into the copy through the library, 
 ``provenance ingest --workers 1`` does, timing the named functions on the way (wall
 seconds, summed over calls; a stage run within another is printed as ``derive > summarise``).
 It also prints how many stored passages' sketches the ingest asked its cache for and the
-share already held (``--sketch-cache N`` sets the cache's size). ``--lookups`` then looks
+share already held (``--sketch-cache N`` sets the cache's size; ``--recent-bands N`` the recent
+passage band rows that make a merge). ``--lookups`` then looks
 each new text up in the stored database, read only, with ``match_text`` in full, documents
 only, and in full with one sketch cache shared across the texts, in turn, and prints the
 medians. Last it prints the process's peak resident set. Run it on two checkouts
