@@ -85,34 +85,19 @@ def timed_stages() -> dict[str, float]:
     return seconds
 
 
-def counted_sketches() -> list[int]:
-    """Count, across rounds, the stored passages' sketches the ingest's cache is asked for
-    and how many of them it holds already: [asked, at hand]."""
-    counts = [0, 0]
-    original = derive.SketchCache.sketches
-
-    def counting(cache, session, ids):
-        asked, at_hand = cache.asked, cache.at_hand
-        found = original(cache, session, ids)
-        counts[0] += cache.asked - asked
-        counts[1] += cache.at_hand - at_hand
-        return found
-
-    derive.SketchCache.sketches = counting
-    return counts
-
-
-def ingest_round(stored: Path, files: list[Path], scratch: Path, seconds: dict[str, float]) -> float:
-    """Seconds to ingest ``files`` into a copy of ``stored``; stage times land in ``seconds``."""
+def ingest_round(stored: Path, files: list[Path], scratch: Path, seconds: dict[str, float]) -> tuple[float, int, int]:
+    """Seconds to ingest ``files`` into a copy of ``stored``, and the stored passages' sketches
+    its cache was asked for and had at hand; stage times land in ``seconds``."""
     copy = scratch / "round.db"
     shutil.copyfile(stored, copy)
     engine = make_engine(database_url(str(copy)))
     try:
         with session_scope(engine) as session:
             settings = manifest.load(session)
+        ingestor = ingest.Ingestor(engine, settings)
         started = time.perf_counter()
-        ingest.Ingestor(engine, settings).ingest_paths([str(path) for path in files])
-        return time.perf_counter() - started
+        ingestor.ingest_paths([str(path) for path in files])
+        return time.perf_counter() - started, ingestor.sketches.asked, ingestor.sketches.at_hand
     finally:
         engine.dispose()
         copy.unlink()
@@ -179,11 +164,12 @@ def main() -> None:
             files = corpus[arguments.stored :]
         lookups = lookup_medians(stored, files) if arguments.lookups else None
         seconds = timed_stages()
-        sketches = counted_sketches()
+        sketches = [0, 0]  # asked for, at hand: over the rounds
         rounds = []
         for _ in range(arguments.rounds):
             before = dict(seconds)
-            total = ingest_round(stored, files, scratch, seconds)
+            total, asked, at_hand = ingest_round(stored, files, scratch, seconds)
+            sketches = [sketches[0] + asked, sketches[1] + at_hand]
             rounds.append((total, {name: seconds[name] - before.get(name, 0.0) for name, _ in seconds.items()}))
     print(f"{len(files)} new documents, {arguments.stored:,} stored; provenance from {Path(derive.__file__).parent}")
     if rounds:

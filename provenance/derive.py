@@ -247,7 +247,7 @@ class SketchCache:
             return
         connection = session.connection()
         seen = (connection.connection.driver_connection, connection.exec_driver_sql("PRAGMA data_version").scalar())
-        if self._seen is None or seen[0] is not self._seen[0] or seen[1] != self._seen[1]:
+        if seen != self._seen:  # a connection compares by identity
             self.clear()
         self._seen = seen
 
