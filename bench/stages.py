@@ -20,7 +20,9 @@ share already held (``--sketch-cache N`` sets the cache's size; ``--recent-bands
 passage band rows that make a merge). ``--lookups`` then looks
 each new text up in the stored database, read only, with ``match_text`` in full, documents
 only, and in full with one sketch cache shared across the texts, in turn, and prints the
-medians. Last it prints the process's peak resident set. Run it on two checkouts
+medians; and it times the command a user runs, ``provenance match`` (interpreter start
+included): the first new text alone, and all of them in one run, in full and documents only.
+Last it prints the process's peak resident set. Run it on two checkouts
 (``PYTHONPATH=OTHER python bench/stages.py``) to compare them. Asserts nothing.
 """
 
@@ -125,6 +127,22 @@ def lookup_medians(stored: Path, files: list[Path]) -> tuple[float, float, float
     return tuple(1000 * median(times[kind]) for kind in ("full", "documents", "shared"))
 
 
+def match_command_seconds(stored: Path, files: list[Path]) -> tuple[float, float, float]:
+    """Wall seconds of ``provenance match`` (interpreter start included): the first of
+    ``files`` alone, then all of them in one run, in full and with ``--documents-only``."""
+
+    def run(*args: str) -> float:
+        started = time.perf_counter()
+        done = subprocess.run([*CLI, "--db", str(stored), "match", *args], capture_output=True, text=True, cwd=ROOT)
+        if done.returncode != 0:
+            raise SystemExit(f"provenance match failed: {done.stderr[-2000:]}")
+        return time.perf_counter() - started
+
+    paths = [str(path) for path in files]
+    return (run(paths[0], "--format", "json"), run(*paths, "--format", "jsonl"),
+            run(*paths, "--format", "jsonl", "--documents-only"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--db", type=Path, help="a SQLite database grown by bench/scale.py (else one is built)")
@@ -163,6 +181,7 @@ def main() -> None:
                 engine.dispose()
             files = corpus[arguments.stored :]
         lookups = lookup_medians(stored, files) if arguments.lookups else None
+        commands = match_command_seconds(stored, files) if arguments.lookups else None
         seconds = timed_stages()
         sketches = [0, 0]  # asked for, at hand: over the rounds
         rounds = []
@@ -186,6 +205,10 @@ def main() -> None:
     if lookups:
         print(f"match_text over the {len(files)} new texts, median: {lookups[0]:.1f} ms in full, "
               f"{lookups[1]:.1f} ms documents only, {lookups[2]:.1f} ms in full with a shared sketch cache")
+        alone, together, documents_only = commands
+        print(f"provenance match (interpreter start included): one text alone {alone:.2f} s; the {len(files)} texts "
+              f"in one run {together:.2f} s ({1000 * together / len(files):.0f} ms a text), documents only "
+              f"{documents_only:.2f} s ({1000 * documents_only / len(files):.0f} ms a text)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional, TextIO
+from typing import Callable, Iterator, Optional, TextIO
 
 import click
 from sqlalchemy import Engine
@@ -587,17 +587,24 @@ def _records(state: Context, query, fmt: str) -> None:
 
 # -- match, explain -------------------------------------------------------------------
 @cli.command()
-@click.argument("file", required=False, type=click.Path(allow_dash=True))
-@click.option("--text", "inline", help="The text to look up, instead of FILE.")
+@click.argument("paths", nargs=-1, metavar="[PATH]...", type=click.Path(allow_dash=True))
+@click.option("--text", "inline", help="The text to look up, instead of PATH.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
               help="Similarity a stored document needs to count as a near-duplicate [default: the database's, 0.8].")
 @click.option("--documents-only", is_flag=True,
               help="Only look for stored documents that duplicate the text (exact or near), not for reused "
                    "passages: much faster on a big database. In JSON, \"passages\" is then null.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "jsonl"]), default="table", show_default=True,
+              help="json: one object for one text, a list of them for several; jsonl: one object a line.")
 @click.pass_obj
-def match(state: Context, file, inline, threshold, documents_only, fmt) -> None:
+def match(state: Context, paths, inline, threshold, documents_only, fmt) -> None:
     """Does this text duplicate or reuse anything stored? Nothing is stored.
+
+    PATH is a file, '-' for stdin, or a folder (its .txt, .md, .html and .jsonl files,
+    as ingest reads them; a .jsonl file holds one text a line). Several texts are looked up
+    in one run, one after another, which is much faster than a run for each: the process
+    starts once, and what the texts have in common is read once. A file that cannot be read
+    is reported on stderr and the others are still looked up (exit status 1).
 
     \b
     Examples:
@@ -605,33 +612,80 @@ def match(state: Context, file, inline, threshold, documents_only, fmt) -> None:
       provenance match --text "Lukashenko approved a draft amendment ..."
       cat draft.txt | provenance match - --format json
       provenance match incoming.txt --documents-only   # a quick dedup check before storing
+      provenance match inbox/ --documents-only --format jsonl   # every text in a folder
     """
     from . import lookup
-    from .reader import InputFile, read
+    from .reader import InputFile, discover, read
 
-    if (file is None) == (inline is None):
-        fail(ProvenanceError("give FILE, '-' or --text"))
+    if bool(paths) == (inline is not None):
+        fail(ProvenanceError("give PATH (a file, a folder or '-') or --text"))
+    inputs = [] if inline is not None else list(discover(list(paths)))
+    # One text (--text, or one file that is not a folder or JSONL) gets one answer;
+    # anything that can name several gets a list, however many it turns out to hold.
+    several = len(paths) > 1 or any(os.path.isdir(given) or given.lower().endswith(".jsonl") for given in paths)
+    problems = []
     if inline is not None:
-        text, name = inline, "<text>"
+        texts: list = [("<text>", inline)]
+    elif not several:
+        documents = [] if not isinstance(inputs[0], InputFile) else list(read(inputs[0]))
+        if not documents or not hasattr(documents[0], "text"):
+            fail(documents[0] if documents else inputs[0])
+        texts = [(paths[0], documents[0].text)]
     else:
-        documents = list(read(InputFile(file, "html" if file.lower().endswith((".html", ".htm")) else "text")))
-        problems = [d for d in documents if not hasattr(d, "text")]
-        if problems:
-            fail(problems[0])
-        text, name = documents[0].text, file
+        texts = _texts_to_match(inputs, problems, progress=not state.quiet and sys.stderr.isatty())
+    answers = 0
     try:
         with session_scope(state.engine()) as session:
-            data = lookup.match_text(session, text, name=name, threshold=threshold, passages=not documents_only)
+            for data in lookup.match_texts(session, texts, threshold=threshold, passages=not documents_only):
+                _out(_match_output(data, fmt, several, first=answers == 0), nl=not (several and fmt == "json"))
+                answers += 1
             session.rollback()
     except ProvenanceError as error:
         fail(error)
+    if several and not answers and not problems:
+        fail(ProvenanceError(f"no text to look up: no .txt, .md, .html or .jsonl file in {render.safe(' '.join(paths))}"))
+    if several and fmt == "json":
+        _out("[]" if not answers else "\n]")
+    if problems:
+        raise click.ClickException(f"{len(problems)} input(s) could not be read; {answers} text(s) looked up")
+
+
+def _texts_to_match(inputs: list, problems: list, progress: bool) -> Iterator[tuple[str, str]]:
+    """(name, text) of each document of ``inputs``, read as it is asked for; every input that
+    cannot be read is reported on stderr and added to ``problems``."""
+    from .reader import InputFile, read
+
+    bar = click.progressbar(length=len(inputs), label=f"matching {len(inputs)} file(s)", file=sys.stderr) if progress else None
+    try:
+        for item in inputs:
+            found = read(item) if isinstance(item, InputFile) else [item]
+            for document in found:
+                if hasattr(document, "text"):
+                    yield document.path, document.text
+                else:
+                    problems.append(document)
+                    if bar is not None:
+                        sys.stderr.write("\n")
+                    click.echo(f"error: {render.safe(document)}", err=True)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.render_finish()
+
+
+def _match_output(data: dict, fmt: str, several: bool, first: bool) -> str:
+    """One lookup's answer as ``match`` prints it; with ``several``, as one of many."""
+    if fmt == "jsonl":
+        return json.dumps(data, ensure_ascii=False)
     if fmt == "json":
-        _out(render.to_json(data))
-        return
+        if not several:
+            return render.to_json(data)
+        return ("[\n  " if first else ",\n  ") + render.to_json(data).replace("\n", "\n  ")
+    heading = f"{'' if first else chr(10)}== {render.safe(data['text']['name'])} ==\n" if several else ""
     if not data["documents"] and not data["passages"]:
-        click.echo(f"no stored document duplicates this text at threshold {data['threshold']}"
-                   + (" (passages not searched)" if data["passages"] is None else ", and no passage was reused"))
-        return
+        return heading + (f"no stored document duplicates this text at threshold {data['threshold']}"
+                          + (" (passages not searched)" if data["passages"] is None else ", and no passage was reused"))
     sections = []
     if data["documents"]:
         sections.append(f"Stored documents this text duplicates (threshold {data['threshold']})\n" + render.records(
@@ -643,7 +697,7 @@ def match(state: Context, file, inline, threshold, documents_only, fmt) -> None:
             [[f"{p['span'][0]}-{p['span'][1]}", p["label"], f"{p['similarity']:.2f}", f"#{p['document']['id']} {p['document']['path']}",
               f"{p['document_span'][0]}-{p['document_span'][1]}", render.clip(p["text"], 60)] for p in data["passages"]],
         ))
-    click.echo("\n\n".join(sections))
+    return heading + "\n\n".join(sections)
 
 
 @cli.command()

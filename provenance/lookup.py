@@ -2,13 +2,14 @@
 
 ``match_text``: does this text duplicate or reuse anything stored? It reads only the band
 tables and the candidates' rows, never the whole corpus; asked only about whole documents
-(``passages=False``) it reads the small document band table alone. ``explain``: why two stored
+(``passages=False``) it reads the small document band table alone. ``match_texts`` asks it
+of many texts in turn, sharing what they read. ``explain``: why two stored
 documents match or do not, with every measure behind the answer.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterable, Iterator, Optional
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -93,6 +94,17 @@ def match_text(
         "documents": documents,
         "passages": _passage_matches(session, content, text, settings, sketches) if passages else None,
     }
+
+
+def match_texts(
+    session: Session, texts: Iterable[tuple[str, str]], threshold: Optional[float] = None, passages: bool = True,
+) -> Iterator[dict]:
+    """:func:`match_text` of each (name, text) in turn, as it is asked for, with one sketch
+    cache for them all: the chance candidates that common words bring come back text after
+    text, and are read once (``bench/stages.py --lookups`` times both ways)."""
+    sketches = derive.SketchCache() if passages else None
+    for name, text in texts:
+        yield match_text(session, text, name=name, threshold=threshold, passages=passages, sketches=sketches)
 
 
 def _passage_matches(

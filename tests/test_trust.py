@@ -22,7 +22,9 @@ from typing import Optional
 import pytest
 from sqlalchemy import select
 
-from conftest import BELTA_SEED, TASS_SEED, cluster_ids, cluster_with, db_session, document_count, near_copy
+from conftest import (
+    BELTA_SEED, TASS_SEED, cluster_ids, cluster_with, db_session, document_count, error_lines, near_copy,
+)
 from provenance import index
 from provenance.cluster import components
 from provenance.db.models import Document, DocumentBand, DocumentPair
@@ -350,6 +352,59 @@ def test_match_documents_only_finds_the_same_documents_without_the_passage_searc
     unrelated = invoke("match", "--text", "Nothing stored resembles this sentence about gardening.", "--documents-only")
     assert unrelated.exit_code == 0, unrelated.output
     assert "passages not searched" in unrelated.stdout
+
+
+def test_match_looks_up_many_texts_in_one_run_each_answered_as_alone(
+    ingest, invoke, seeds_dir, tmp_path, belta_text, tass_text
+):
+    """A folder, a JSONL file and a missing path in one run: every readable text gets the
+    answer it gets alone (in order), every unreadable one a line on stderr, and exit 1."""
+    ingest(seeds_dir)
+    inbox = tmp_path / "inbox"
+    drafts = {
+        "a_belta.txt": near_copy(belta_text, changes=5, boilerplate=[]),
+        "b_unrelated.txt": "Farmers in the south reported a record apple harvest this autumn, and cooperatives "
+                           "opened new cold stores for the crop.",
+        "c_tass.md": near_copy(tass_text, changes=4, boilerplate=[]),
+    }
+    for name, text in drafts.items():
+        write(inbox / name, text)
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text(json.dumps({"id": "wire-1", "text": drafts["c_tass.md"]}) + "\n{not json\n"
+                    + json.dumps({"id": "wire-2", "text": drafts["a_belta.txt"]}) + "\n", encoding="utf-8")
+    missing = tmp_path / "gone.txt"
+
+    result = invoke("match", inbox, feed, missing, "--format", "json")
+    assert result.exit_code == 1, result.output
+    assert error_lines(result, str(missing)) and error_lines(result, f"{feed}:2")
+    answers = json.loads(result.stdout)
+    names = [answer["text"]["name"] for answer in answers]
+    assert names == [str(inbox / name) for name in drafts] + [f"{feed}#wire-1", f"{feed}#wire-2"]
+    alone = {name: json.loads(invoke("match", "--text", text, "--format", "json").stdout) for name, text in drafts.items()}
+    expected = [alone[name] for name in drafts] + [alone["c_tass.md"], alone["a_belta.txt"]]
+    for answer, single in zip(answers, expected):
+        assert {k: v for k, v in answer.items() if k != "text"} == {k: v for k, v in single.items() if k != "text"}
+        assert answer["text"]["content_hash"] == single["text"]["content_hash"]
+    found = [{d["path"] for d in answer["documents"]} for answer in answers]
+    assert found == [{str(BELTA_SEED)}, set(), {str(TASS_SEED)}, {str(TASS_SEED)}, {str(BELTA_SEED)}]
+    assert answers[0]["passages"] and not answers[1]["passages"]
+
+    lines = invoke("match", inbox, "--format", "jsonl", "--documents-only")
+    assert lines.exit_code == 0, lines.output
+    per_line = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert [answer["documents"] for answer in per_line] == [answer["documents"] for answer in answers[:3]]
+    assert all(answer["passages"] is None for answer in per_line)
+
+    table = invoke("match", inbox / "b_unrelated.txt", inbox / "a_belta.txt")
+    assert table.exit_code == 0, table.output
+    headings = [line for line in table.stdout.splitlines() if line.startswith("== ")]
+    assert headings == [f"== {inbox / 'b_unrelated.txt'} ==", f"== {inbox / 'a_belta.txt'} =="]
+    assert "no stored document duplicates this text" in table.stdout.split(headings[1])[0]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = invoke("match", empty, "--format", "json")
+    assert nothing.exit_code != 0 and "no text to look up" in nothing.stderr
 
 
 # -- 6. explain ---------------------------------------------------------------------------
