@@ -9,8 +9,12 @@ The new documents are the ones bench/workers.py's seeded corpus would write afte
 its lookup probe, so these start one later). Each is looked up as `match` would
 (candidates from the passage index, estimated Jaccard at least the estimate floor) and every
 candidate is scored exactly; the script prints how many candidates each overlap floor keeps
-and how many labelled pairs it would lose. ``--write-new`` keeps the documents, e.g. to
-ingest them into a copy of the database under a profiler. Read only; asserts nothing.
+and how many labelled pairs it would lose. Then it sorts every LSH candidate pair by the
+smallest bucket the two passages share (how many stored passages hold that band key), and
+counts in each size class the pairs, those past the estimate floor, and the labelled ones:
+what a lower bucket cap would save, and what it would lose on this corpus. ``--write-new``
+keeps the documents, e.g. to ingest them into a copy of the database under a profiler. Read
+only; asserts nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import argparse
 import os
 import sys
 import tempfile
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from tabulate import tabulate
@@ -28,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workers import write_corpus  # noqa: E402
 
 from provenance import derive, index, manifest  # noqa: E402
+from provenance.db.bulk import select_in  # noqa: E402
 from provenance.db.session import database_url, make_engine, session_scope, sqlite_path  # noqa: E402
 from provenance.match import score  # noqa: E402
 from provenance.prepare import passage_words, prepare  # noqa: E402
@@ -46,25 +51,65 @@ def new_documents(stored: int, count: int, folder: Path) -> list[Path]:
     return files[stored + 1 :]
 
 
-def scored_candidates(session, files: list[Path]) -> list[tuple[float, str]]:
-    """(estimated overlap, label or "") for every candidate above the estimate floor."""
+#: Lower bounds of the bucket size classes printed.
+BUCKET_SIZES = (1, 2, 5, 10, 20, 50, 100, 300)
+
+
+def scored_candidates(session, files: list[Path]) -> tuple[list[tuple[float, str]], Counter]:
+    """(estimated overlap, label or "") for every candidate above the estimate floor; and per
+    (smallest shared bucket's size class, "candidates" / "past the estimate floor" /
+    "labelled"), how many candidate pairs."""
     settings = manifest.load(session)
     policy = settings.match_policy()
     out = []
+    by_bucket: Counter = Counter()
     for path in files:
         text = path.read_text(encoding="utf-8")
         raw = RawDocument(path=str(path), text=text, format="text", encoding="utf-8", size_bytes=len(text))
         passages = {p.seq: p for p in prepare(raw, settings).passages if p.signature is not None}
         candidates = index.passage_candidates(session, [(s, to_blob(p.signature)) for s, p in passages.items()], -1, settings)
+        smallest = smallest_shared_buckets(session, passages, candidates, settings.bucket_cap)
         texts: dict[int, str] = {}
         likely = derive.likely_sources(session, candidates, {s: p.signature for s, p in passages.items()},
                                        {s: p.words for s, p in passages.items()}, texts, overlap_floor=0.0)
+        for size in smallest.values():
+            by_bucket[(size_class(size), "candidates")] += 1
         for mine, row, estimate in likely:
             theirs = passage_words(texts[row.document_id][row.start_offset : row.end_offset], settings)
             overlap = derive.estimated_overlap(estimate, len(set(content_words(passages[mine].words))),
                                                row.content_word_count)
-            out.append((float(overlap), score(passages[mine].words, theirs, policy).label or ""))
-    return out
+            label = score(passages[mine].words, theirs, policy).label or ""
+            out.append((float(overlap), label))
+            size = size_class(smallest[(mine, row.id)])
+            by_bucket[(size, "past the estimate floor")] += 1
+            by_bucket[(size, "labelled")] += bool(label)
+    return out, by_bucket
+
+
+def smallest_shared_buckets(
+    session, passages: dict, candidates: dict[int, set[int]], cap: int,
+) -> dict[tuple[int, int], int]:
+    """For each (new passage, candidate) pair, the size of the smallest bucket they share
+    (of those under the ``cap``, the only ones the lookup reads)."""
+    keys = sorted({key for passage in passages.values() for key in passage.band_keys})
+    members: dict[int, list[int]] = defaultdict(list)
+    for key, candidate in select_in(session, index._BUCKET_MEMBERS, keys):
+        members[key].append(candidate)
+    smallest: dict[tuple[int, int], int] = {}
+    for seq, passage in passages.items():
+        mine = candidates.get(seq, set())
+        for key in passage.band_keys:
+            size = len(members.get(key, ()))
+            if size > cap:
+                continue
+            for candidate in members.get(key, ()):
+                if candidate in mine:
+                    smallest[(seq, candidate)] = min(smallest.get((seq, candidate), size), size)
+    return smallest
+
+
+def size_class(size: int) -> int:
+    return max(low for low in BUCKET_SIZES if low <= size)
 
 
 def main() -> None:
@@ -84,7 +129,8 @@ def main() -> None:
         engine = make_engine(url, read_only=True)
         try:
             with session_scope(engine) as session:
-                pairs = scored_candidates(session, files)
+                settings_cap = manifest.load(session).bucket_cap
+                pairs, by_bucket = scored_candidates(session, files)
         finally:
             engine.dispose()
     labelled = [(overlap, label) for overlap, label in pairs if label]
@@ -98,6 +144,14 @@ def main() -> None:
         rows.append([floor, kept, f"{100 * kept / max(len(pairs), 1):.1f}%", lost])
     print(tabulate(rows, headers=["overlap floor", "candidates scored", "share", "labelled pairs lost"],
                    tablefmt="github"))
+    total = max(sum(by_bucket[(size, "candidates")] for size in BUCKET_SIZES), 1)
+    columns = ("candidates", "past the estimate floor", "labelled")
+    print(f"\nLSH candidate pairs by the smallest bucket they share (stored passages with that band key; "
+          f"buckets over the cap of {settings_cap} are never read):")
+    print(tabulate(
+        [[f"{size}+", *(by_bucket[(size, column)] for column in columns),
+          f"{100 * by_bucket[(size, 'candidates')] / total:.1f}%"] for size in BUCKET_SIZES],
+        headers=["smallest bucket", *columns, "share of candidates"], tablefmt="github"))
 
 
 if __name__ == "__main__":

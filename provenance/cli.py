@@ -158,7 +158,7 @@ def cli(ctx: click.Context, db: Optional[str], quiet: bool) -> None:
               help="Content-word similarity the passage LSH bands are designed for (first ingest "
                    "only) [default: 0.3]. Higher finds fewer reworded passages but gives far fewer "
                    "chance candidates, so ingest slows less as the database grows (0.4: ten times "
-                   "fewer; see README, Speed).")
+                   "fewer; see bench/README.md).")
 @click.option("--boilerplate-min-documents", type=click.IntRange(2, 1000), default=None,
               help="A passage recurring in this many unrelated documents is boilerplate [default: 3].")
 @click.option("--max-file-size", type=click.IntRange(1, 4096), default=DEFAULT_MAX_BYTES // 1_000_000 + 3,
@@ -633,12 +633,15 @@ def match(state: Context, paths, inline, threshold, documents_only, fmt) -> None
         texts = [(paths[0], documents[0].text)]
     else:
         texts = _texts_to_match(inputs, problems, progress=not state.quiet and sys.stderr.isatty())
-    answers = 0
+    answers, duplicating, reusing = 0, 0, 0
+    started = time.perf_counter()
     try:
         with session_scope(state.engine()) as session:
             for data in lookup.match_texts(session, texts, threshold=threshold, passages=not documents_only):
                 _out(_match_output(data, fmt, several, first=answers == 0), nl=not (several and fmt == "json"))
                 answers += 1
+                duplicating += bool(data["documents"])
+                reusing += bool(data["passages"])
             session.rollback()
     except ProvenanceError as error:
         fail(error)
@@ -646,6 +649,10 @@ def match(state: Context, paths, inline, threshold, documents_only, fmt) -> None
         fail(ProvenanceError(f"no text to look up: no .txt, .md, .html or .jsonl file in {render.safe(' '.join(paths))}"))
     if several and fmt == "json":
         _out("[]" if not answers else "\n]")
+    if several and not state.quiet:
+        reused = "passages not searched" if documents_only else f"{reusing} reuse stored passages"
+        click.echo(f"{answers} text(s) looked up in {time.perf_counter() - started:,.1f} s: {duplicating} duplicate "
+                   f"a stored document, {reused}", err=True)
     if problems:
         raise click.ClickException(f"{len(problems)} input(s) could not be read; {answers} text(s) looked up")
 

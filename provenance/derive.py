@@ -191,8 +191,8 @@ _PAIRS_PER_STEP = 8_192
 
 #: Compact sketches an ingest run keeps in memory, in arrays of some 140 bytes a slot with
 #: 128-value signatures (112 MB when every slot is used). 1,000 new documents into
-#: ``bench/scale.py`` databases (``bench/stages.py --db DB --sketch-cache N``, see the
-#: README's Speed section): into 20,000 they ask for 2.2 million, 11.6% of them for the first
+#: ``bench/scale.py`` databases (``bench/stages.py --db DB --sketch-cache N``, see
+#: bench/README.md): into 20,000 they ask for 2.2 million, 11.6% of them for the first
 #: time, and 400,000 slots held all the others; into 56,000 they ask for 4.5 million, and
 #: with 400,000, 800,000 and 1.6 million slots 59.6%, 76.7% and 84.4% were at hand (the candidate
 #: filter 23.1 and 25.0, 19.1 and 18.8, and 16.7 s; peak RSS 235, 285 and 323 MB).

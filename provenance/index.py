@@ -172,7 +172,7 @@ def add_passages(
 #: table grows. 3,000 new documents into a 56,000-document database (``bench/stages.py --db
 #: DB --new 3000 --recent-bands N``, 1 and 2 million in turn, twice): merges 21.6 and 14.9 s
 #: -> 10.4 and 10.8 s, commits 8.4 and 8.1 -> 9.1 and 10.6 s, the whole ingest 207.1 and
-#: 186.9 -> 194.5 and 178.7 s; at 20,000 the two were even (see the README). A merge comes
+#: 186.9 -> 194.5 and 178.7 s; at 20,000 the two were even (see bench/README.md). A merge comes
 #: every 2,800 documents or so. Merges per document fall as the size grows and commits cost
 #: more, so the best size grows with the square root of the big table's: a fixed one is a
 #: compromise.

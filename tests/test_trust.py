@@ -388,6 +388,7 @@ def test_match_looks_up_many_texts_in_one_run_each_answered_as_alone(
     found = [{d["path"] for d in answer["documents"]} for answer in answers]
     assert found == [{str(BELTA_SEED)}, set(), {str(TASS_SEED)}, {str(TASS_SEED)}, {str(BELTA_SEED)}]
     assert answers[0]["passages"] and not answers[1]["passages"]
+    assert "5 text(s) looked up" in result.stderr and "4 duplicate a stored document" in result.stderr
 
     lines = invoke("match", inbox, "--format", "jsonl", "--documents-only")
     assert lines.exit_code == 0, lines.output
