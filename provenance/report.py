@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Callable, Iterator, NamedTuple, Optional
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import Session, aliased
 
 from . import manifest
@@ -74,6 +74,20 @@ _SUPERSEDED = select(Document.id).where(Document.is_latest.is_(False))
 _CLUSTER_COLUMNS = (Document.id, Document.path, Document.content_hash, Document.published_at)
 
 
+#: The columns of every document in a verified pair. SQLite reads them from the index that
+#: holds just them (it would otherwise look each row up by id, and a row carries its whole
+#: text: at 100,000 documents, with a cold page cache, 1.7 s for the 28,364 documents); the
+#: planner of PostgreSQL chooses for itself.
+_IN_PAIRS = select(*_CLUSTER_COLUMNS).where(
+    Document.id.in_(select(DocumentPair.first_id).union(select(DocumentPair.second_id)))
+)
+_IN_PAIRS_SQLITE = text(
+    f"SELECT {', '.join(column.name for column in _CLUSTER_COLUMNS)} FROM {Document.__tablename__}"
+    f" INDEXED BY ix_document_id_content_hash_published_at_path WHERE id IN"
+    f" (SELECT first_id FROM {DocumentPair.__tablename__} UNION SELECT second_id FROM {DocumentPair.__tablename__})"
+).columns(*_CLUSTER_COLUMNS)
+
+
 class _Member(NamedTuple):
     """A clustered document: :data:`_CLUSTER_COLUMNS`, in their order."""
 
@@ -126,8 +140,7 @@ def clusters(
     if len(missing) > IN_CHUNK:
         # One statement for the lot (every document in a verified pair, a few more than
         # needed) rather than an IN list per chunk, each compiled with its hundreds of values.
-        in_pairs = select(DocumentPair.first_id).union(select(DocumentPair.second_id))
-        for row in connection.execute(select(*_CLUSTER_COLUMNS).where(Document.id.in_(in_pairs))).all():
+        for row in connection.execute(_IN_PAIRS_SQLITE if connection.dialect.name == "sqlite" else _IN_PAIRS).all():
             if row[0] in missing:
                 by_id[row[0]] = _Member._make(row)
     else:

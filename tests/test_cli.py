@@ -950,17 +950,28 @@ def test_a_one_document_report_shows_what_the_whole_report_says_about_it(report_
 
 
 def test_clusters_are_the_same_however_their_documents_are_read(db, populated, monkeypatch):
-    """Many clustered documents are read in one statement, a few in IN lists: the clusters
-    are the same either way."""
+    """Many clustered documents are read in one statement (on SQLite from the index that holds
+    their columns), a few in IN lists: the clusters are the same either way, dates included."""
+    from datetime import datetime
+
+    from sqlalchemy import update
+
     from provenance import report as reporting
 
     with db_session(db) as session:
+        biggest = max(reporting.clusters(session, 0.8), key=lambda c: c["size"])
+        dated = max(m["id"] for m in biggest["members"])  # dated earliest: it becomes the canonical
+        session.execute(update(Document).where(Document.id == dated).values(published_at=datetime(2001, 2, 3, 4, 5)))
         monkeypatch.setattr(reporting, "IN_CHUNK", 0)
         one_statement = reporting.clusters(session, 0.8)
         monkeypatch.setattr(reporting, "IN_CHUNK", 10**6)
         in_lists = reporting.clusters(session, 0.8)
+        plan = session.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {reporting._IN_PAIRS_SQLITE}").all()
     assert any(c["size"] >= 3 for c in in_lists)
     assert one_statement == in_lists
+    assert [c["canonical"] for c in in_lists if c["canonical"]["id"] == dated][0]["reason"] == (
+        "earliest published_at (2001-02-03T04:05:00)")
+    assert any("COVERING INDEX ix_document_id_content_hash_published_at_path" in row[-1] for row in plan), plan
 
 
 def test_a_member_never_verified_against_its_canonical_gets_the_estimate(report_json, db, populated):

@@ -67,6 +67,9 @@ class Document(Base):
         UniqueConstraint("path", "version"),
         Index(None, "content_hash"),
         Index(None, "is_latest", "path"),
+        # What the duplicate clusters read of every clustered document, kept apart from the
+        # rows, each of which carries its whole text (see provenance.report.clusters).
+        Index(None, "id", "content_hash", "published_at", "path"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     path: Mapped[str] = mapped_column(Text)
