@@ -627,9 +627,11 @@ def match(state: Context, paths, inline, threshold, documents_only, fmt) -> None
     if inline is not None:
         texts: list = [("<text>", inline)]
     elif not several:
-        documents = [] if not isinstance(inputs[0], InputFile) else list(read(inputs[0]))
+        if not isinstance(inputs[0], InputFile):
+            fail(inputs[0])
+        documents = list(read(inputs[0]))
         if not documents or not hasattr(documents[0], "text"):
-            fail(documents[0] if documents else inputs[0])
+            fail(documents[0] if documents else ProvenanceError(f"{render.safe(paths[0])}: no text in it; pass a text file"))
         texts = [(paths[0], documents[0].text)]
     else:
         texts = _texts_to_match(inputs, problems, progress=not state.quiet and sys.stderr.isatty())
