@@ -432,7 +432,7 @@ def highest_by_signature(session: Session, limit: int = ALL_PAIRS_LIMIT) -> Opti
 
 def build(
     session: Session, threshold: Optional[float] = None, document: Optional[str] = None, timestamps: bool = True,
-    limit: Optional[int] = None, stream: bool = False, evidence: bool = True,
+    limit: Optional[int] = None, stream: bool = False, evidence: bool = True, brief: bool = False,
 ) -> dict:
     """The whole report; ``document`` (id or path) narrows it to one document.
 
@@ -448,6 +448,9 @@ def build(
     never all in memory at once, and derivations never iterated are never read. With
     ``evidence=False`` each derivation's ``"passages"`` is None: neither the passage matches
     nor the texts they quote are read (most of a whole report's reading; what the CSV needs).
+    With ``brief=True`` each document entry holds only its id and path (what
+    :func:`dataset_plan` needs), read from an index rather than the document rows: at
+    100,000 documents the whole listing took 0.7-1.0 s, its two columns 0.2-0.4 s.
     """
     settings = manifest.load(session)
     if settings is None:
@@ -459,13 +462,15 @@ def build(
         raise ProvenanceError(f"--limit must be 0 or more, got {limit}")
     focus = resolve_document(session, document) if document else None
     focus_id = focus.id if focus else None
+    columns = (Document.id, Document.path) if brief else _REPORT_COLUMNS
     if focus is None:
-        query = select(*_REPORT_COLUMNS).where(Document.is_latest.is_(True)).order_by(Document.id)
-        shown = session.execute(query.limit(limit) if limit is not None else query).all()
+        query = select(*columns).where(Document.is_latest.is_(True)).order_by(Document.id)
+        shown = session.connection().execute(query.limit(limit) if limit is not None else query).all()
         document_count = len(shown) if limit is None else count_documents(session)
-        cluster_list = clusters(session, threshold, {d.id: d for d in shown})
+        # The clusters read what they need of their members themselves when the listing is brief.
+        cluster_list = clusters(session, threshold, None if brief else {d.id: d for d in shown})
     else:
-        shown = session.execute(select(*_REPORT_COLUMNS).where(Document.id == focus.id)).all() if focus.is_latest else []
+        shown = session.execute(select(*columns).where(Document.id == focus.id)).all() if focus.is_latest else []
         document_count = len(shown)
         cluster_list = [
             c for c in clusters(session, threshold, focus=focus.id)
@@ -474,6 +479,9 @@ def build(
     boilerplate_list = boilerplate(session)
 
     def document_entries() -> Iterator[dict]:
+        if brief:
+            yield from ({"id": id_, "path": path} for id_, path in shown)
+            return
         # Unpacked in _REPORT_COLUMNS' order: a row's attributes took twice as long.
         for id_, path, content_hash, published_at, source, ingested_at in shown:
             entry = {"id": id_, "path": path, "source": source, "content_hash": content_hash,

@@ -1173,6 +1173,28 @@ def test_a_dataset_plan_reads_no_passage_evidence(invoke, db, populated, monkeyp
     assert invoke("report", "--format", "csv").exit_code != 0, "csv lists derivations, so it reads them"
 
 
+def test_a_dataset_plan_from_the_brief_listing_is_the_plan_of_the_whole_report(invoke, db, populated, monkeypatch):
+    """`--format jsonl` and `paths` list each document's id and path only (read from an index),
+    its clusters reading their members themselves: the plan is the whole report's, for every
+    --keep, and read in one statement or in IN lists alike."""
+    from provenance import report as reporting
+
+    with db_session(db) as session:
+        whole = reporting.build(session)
+        brief = reporting.build(session, brief=True)
+        assert all(set(entry) == {"id", "path"} for entry in brief["documents"])
+        plans = {keep: reporting.dataset_plan(whole, keep) for keep in ("canonical", "earliest", "none")}
+    assert any(record["role"] == "member" for record in plans["canonical"])
+    for in_chunk in (0, 10**6):
+        monkeypatch.setattr(reporting, "IN_CHUNK", in_chunk)
+        for keep, plan in plans.items():
+            result = invoke("report", "--format", "jsonl", "--keep", keep)
+            assert result.exit_code == 0, result.output
+            assert [json.loads(line) for line in result.stdout.splitlines()] == plan
+            paths = invoke("report", "--format", "paths", "--keep", keep)
+            assert paths.stdout.splitlines() == [record["path"] for record in plan if not record["keep"]]
+
+
 def test_a_csv_report_lists_derivations_without_reading_their_evidence(invoke, db, populated, monkeypatch):
     """The CSV lists each derivation on one row, no passages: its passage matches and the
     texts they quote (most of a whole report's reading) are not read for it."""
