@@ -341,7 +341,7 @@ def report(state: Context, fmt, threshold, document, keep, limit, no_timestamps,
             # as they are built: a whole report of 100,000 documents is never held at once.
             data = reporting.build(session, threshold=threshold, document=document, timestamps=not no_timestamps,
                                    limit=limit or None, stream=fmt != "table", evidence=fmt != "csv",
-                                   brief=fmt in ("paths", "jsonl"))
+                                   brief=fmt in ("paths", "jsonl", "csv"))
             if fmt in ("json", "html"):
                 def write(handle: TextIO) -> None:
                     if fmt == "json":

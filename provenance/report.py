@@ -449,7 +449,7 @@ def build(
     ``evidence=False`` each derivation's ``"passages"`` is None: neither the passage matches
     nor the texts they quote are read (most of a whole report's reading; what the CSV needs).
     With ``brief=True`` each document entry holds only its id and path (what
-    :func:`dataset_plan` needs), read from an index rather than the document rows: at
+    :func:`dataset_plan` needs; the CSV lists no documents), read from an index rather than the document rows: at
     100,000 documents the whole listing took 0.7-1.0 s, its two columns 0.2-0.4 s.
     """
     settings = manifest.load(session)

@@ -1174,13 +1174,14 @@ def test_a_dataset_plan_reads_no_passage_evidence(invoke, db, populated, monkeyp
 
 
 def test_a_dataset_plan_from_the_brief_listing_is_the_plan_of_the_whole_report(invoke, db, populated, monkeypatch):
-    """`--format jsonl` and `paths` list each document's id and path only (read from an index),
-    its clusters reading their members themselves: the plan is the whole report's, for every
-    --keep, and read in one statement or in IN lists alike."""
-    from provenance import report as reporting
+    """`--format jsonl`, `paths` and `csv` list each document's id and path only (read from an
+    index), its clusters reading their members themselves: the plan is the whole report's, for
+    every --keep, and the CSV the whole report's rows, read in one statement or in IN lists alike."""
+    from provenance import render, report as reporting
 
     with db_session(db) as session:
         whole = reporting.build(session)
+        rows = list(csv.reader(io.StringIO(render.report_csv(whole))))
         brief = reporting.build(session, brief=True)
         assert all(set(entry) == {"id", "path"} for entry in brief["documents"])
         plans = {keep: reporting.dataset_plan(whole, keep) for keep in ("canonical", "earliest", "none")}
@@ -1193,6 +1194,9 @@ def test_a_dataset_plan_from_the_brief_listing_is_the_plan_of_the_whole_report(i
             assert [json.loads(line) for line in result.stdout.splitlines()] == plan
             paths = invoke("report", "--format", "paths", "--keep", keep)
             assert paths.stdout.splitlines() == [record["path"] for record in plan if not record["keep"]]
+        table = invoke("report", "--format", "csv")
+        assert table.exit_code == 0, table.output
+        assert list(csv.reader(io.StringIO(table.stdout))) == rows and len(rows) > 3
 
 
 def test_a_csv_report_lists_derivations_without_reading_their_evidence(invoke, db, populated, monkeypatch):
