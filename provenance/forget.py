@@ -53,6 +53,10 @@ def forget(session: Session, document_ids: list[int], settings: Settings, run_id
         )
     ) or 0
     passages = session.scalar(select(func.count()).select_from(Passage).where(Passage.document_id.in_(ids))) or 0
+    # The boilerplate entries these documents were counted in: only their counts change.
+    counted_in = set(session.scalars(
+        select(BoilerplateDocument.boilerplate_id).where(BoilerplateDocument.document_id.in_(ids)).distinct()
+    ))
     # Later versions that survive must not point at a forgotten one.
     session.execute(update(Document).where(Document.previous_version_id.in_(ids)).values(previous_version_id=None))
     for document_id in ids:  # the passage index has no foreign key to cascade along
@@ -70,12 +74,20 @@ def forget(session: Session, document_ids: list[int], settings: Settings, run_id
         session.flush()
         _reindex(session, newest, settings)
         restored += 1
-    # Boilerplate counts from what remains; learned entries seen nowhere now are dropped.
-    for entry in session.scalars(select(Boilerplate)).all():
-        documents, occurrences = session.execute(
-            select(func.count(), func.coalesce(func.sum(BoilerplateDocument.occurrences), 0))
-            .where(BoilerplateDocument.boilerplate_id == entry.id)
-        ).one()
+    # Their boilerplate counts from what remains; learned entries seen nowhere now are dropped.
+    # Only those entries, in one statement: a query for each entry of the whole library (1,353
+    # at 100,000 documents) made `forget` of one document 2.67-2.93 s instead of 2.02-2.10 s
+    # (one-off, four documents each way, in turn).
+    remaining = {
+        entry_id: (documents, occurrences)
+        for entry_id, documents, occurrences in session.execute(
+            select(BoilerplateDocument.boilerplate_id, func.count(),
+                   func.coalesce(func.sum(BoilerplateDocument.occurrences), 0))
+            .where(BoilerplateDocument.boilerplate_id.in_(counted_in)).group_by(BoilerplateDocument.boilerplate_id)
+        )
+    } if counted_in else {}
+    for entry in session.scalars(select(Boilerplate).where(Boilerplate.id.in_(counted_in))).all() if counted_in else []:
+        documents, occurrences = remaining.get(entry.id, (0, 0))
         if documents == 0 and entry.origin != "user":
             session.execute(update(Passage).where(Passage.boilerplate_id == entry.id).values(boilerplate_id=None))
             session.delete(entry)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from provenance.cli import cli
 from provenance.db.models import (
-    Citation, Derivation, Document, DocumentBand, DocumentPair, Passage, PassageBand, PassageMatch, RecentPassageBand,
+    Boilerplate, BoilerplateDocument, Citation, Derivation, Document, DocumentBand, DocumentPair, Passage, PassageBand, PassageMatch, RecentPassageBand,
 )
 from provenance.db.session import database_url, make_engine, session_scope
 
@@ -200,6 +200,34 @@ def test_forget_removes_a_document_and_what_depended_on_it(corpus):
                 select(func.count()).select_from(bands).outerjoin(Passage, Passage.id == bands.passage_id).where(Passage.id.is_(None))
             )
             assert orphans == 0, bands.__tablename__
+
+
+def test_forget_recounts_the_boilerplate_its_documents_were_counted_in(corpus):
+    """Forgetting a document recounts the boilerplate entries it was seen in from what remains,
+    and drops a learned entry seen nowhere any more."""
+    db, files = corpus
+
+    def library() -> tuple[dict, dict]:
+        """Each entry's stored counts, and the counts of the documents it is linked to."""
+        with session_scope(_engine(db)) as session:
+            stored = {e.text: (e.document_count, e.occurrence_count) for e in session.scalars(select(Boilerplate))}
+            linked = dict(
+                (text, (documents, occurrences)) for text, documents, occurrences in session.execute(
+                    select(Boilerplate.text, func.count(BoilerplateDocument.document_id),
+                           func.coalesce(func.sum(BoilerplateDocument.occurrences), 0))
+                    .outerjoin(BoilerplateDocument, BoilerplateDocument.boilerplate_id == Boilerplate.id)
+                    .group_by(Boilerplate.id, Boilerplate.text)
+                )
+            )
+        return stored, linked
+
+    before, linked = library()
+    assert before == linked and {"No time to read?", "Get a summary"} <= set(before)  # seen in the TASS seed
+    run(db, "forget", str(files["excerpt"]), "--yes")
+    assert library() == (before, before)
+    run(db, "forget", str(SEEDS / "001_5e92cb80f85b5761.txt"), "--yes")
+    after, linked = library()
+    assert after == linked and not {"No time to read?", "Get a summary"} & set(after)
 
 
 def test_forget_a_run(corpus):
