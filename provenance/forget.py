@@ -54,7 +54,7 @@ def forget(session: Session, document_ids: list[int], settings: Settings, run_id
     ) or 0
     passages = session.scalar(select(func.count()).select_from(Passage).where(Passage.document_id.in_(ids))) or 0
     # The boilerplate entries these documents were counted in: only their counts change.
-    counted_in = set(session.scalars(
+    counted_in = list(session.scalars(
         select(BoilerplateDocument.boilerplate_id).where(BoilerplateDocument.document_id.in_(ids)).distinct()
     ))
     # Later versions that survive must not point at a forgotten one.
@@ -85,8 +85,8 @@ def forget(session: Session, document_ids: list[int], settings: Settings, run_id
                    func.coalesce(func.sum(BoilerplateDocument.occurrences), 0))
             .where(BoilerplateDocument.boilerplate_id.in_(counted_in)).group_by(BoilerplateDocument.boilerplate_id)
         )
-    } if counted_in else {}
-    for entry in session.scalars(select(Boilerplate).where(Boilerplate.id.in_(counted_in))).all() if counted_in else []:
+    }
+    for entry in session.scalars(select(Boilerplate).where(Boilerplate.id.in_(counted_in))).all():
         documents, occurrences = remaining.get(entry.id, (0, 0))
         if documents == 0 and entry.origin != "user":
             session.execute(update(Passage).where(Passage.boilerplate_id == entry.id).values(boilerplate_id=None))

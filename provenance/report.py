@@ -81,9 +81,13 @@ _CLUSTER_COLUMNS = (Document.id, Document.path, Document.content_hash, Document.
 _IN_PAIRS = select(*_CLUSTER_COLUMNS).where(
     Document.id.in_(select(DocumentPair.first_id).union(select(DocumentPair.second_id)))
 )
+_CLUSTER_INDEX = next(
+    index.name for index in Document.__table__.indexes
+    if {column.name for column in index.columns} == {column.name for column in _CLUSTER_COLUMNS}
+)
 _IN_PAIRS_SQLITE = text(
     f"SELECT {', '.join(column.name for column in _CLUSTER_COLUMNS)} FROM {Document.__tablename__}"
-    f" INDEXED BY ix_document_id_content_hash_published_at_path WHERE id IN"
+    f" INDEXED BY {_CLUSTER_INDEX} WHERE id IN"
     f" (SELECT first_id FROM {DocumentPair.__tablename__} UNION SELECT second_id FROM {DocumentPair.__tablename__})"
 ).columns(*_CLUSTER_COLUMNS)
 
