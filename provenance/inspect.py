@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import Optional
 
-from sqlalchemy import Engine, func, or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Engine, case, func, or_, select
+from sqlalchemy.orm import Session
 
 from . import manifest
 from .db.migrate import current_revision, head_revision
@@ -171,35 +172,53 @@ def runs(session: Session) -> list[dict]:
     ]
 
 
+#: Every document's id, whether it is the latest version, and its publisher. SQLite reads
+#: them from the index that holds just them (the rowid is the id); the rows each carry their
+#: whole text.
+_PUBLISHERS = select(Document.id, Document.is_latest, Document.source)
+
+
 def sources(session: Session) -> list[dict]:
-    """Per publisher: documents, and how often its documents were reused or reused others."""
-    counts = dict(session.execute(
-        select(Document.source, func.count()).where(Document.is_latest.is_(True)).group_by(Document.source)
+    """Per publisher: documents, and how often its documents were reused or reused others.
+
+    Derivations and citations are counted by document, then credited to publishers in one
+    pass over :data:`_PUBLISHERS`. Joined to the document rows instead, they read a row with
+    its whole text for every document: at 100,000 documents with a cold page cache, 4.9 s of
+    the 5.4 s this took (a one-off timing of its statements).
+    """
+    reused_by_document = dict(session.execute(
+        select(Derivation.source_id, func.count()).group_by(Derivation.source_id)
     ).all())
-    derived_doc, source_doc = aliased(Document), aliased(Document)
-    reused = dict(session.execute(
-        select(source_doc.source, func.count()).select_from(Derivation)
-        .join(source_doc, source_doc.id == Derivation.source_id).group_by(source_doc.source)
-    ).all())
-    reusing = dict(session.execute(
-        select(derived_doc.source, func.count()).select_from(Derivation)
-        .join(derived_doc, derived_doc.id == Derivation.derived_id).group_by(derived_doc.source)
-    ).all())
-    credited = dict(session.execute(
-        select(derived_doc.source, func.count()).select_from(Derivation)
-        .join(derived_doc, derived_doc.id == Derivation.derived_id)
-        .where(Derivation.credited.is_(True)).group_by(derived_doc.source)
-    ).all())
+    reusing_by_document = {
+        row.derived_id: (row.derivations, row.credited or 0)
+        for row in session.execute(
+            select(Derivation.derived_id, func.count().label("derivations"),
+                   func.sum(case((Derivation.credited.is_(True), 1), else_=0)).label("credited"))
+            .group_by(Derivation.derived_id)
+        )
+    }
+    cited: dict[int, list[str]] = {}
+    for document_id, agency in session.execute(select(Citation.document_id, Citation.agency).distinct()):
+        cited.setdefault(document_id, []).append(agency)
+    rows = session.connection().execute(_PUBLISHERS).all()
+    documents = Counter(source for _, latest, source in rows if latest)
+    source_of = {document_id: source for document_id, _, source in rows}
+    reused: Counter = Counter()
+    for document_id, derivations in reused_by_document.items():
+        reused[source_of[document_id]] += derivations
+    reusing: Counter = Counter()
+    credited: Counter = Counter()
+    for document_id, (derivations, credited_derivations) in reusing_by_document.items():
+        reusing[source_of[document_id]] += derivations
+        credited[source_of[document_id]] += credited_derivations
     agencies: dict = {}
-    for source, agency in session.execute(
-        select(Document.source, Citation.agency).join(Citation, Citation.document_id == Document.id).distinct()
-    ):
-        agencies.setdefault(source, []).append(agency)
+    for document_id, named in cited.items():
+        agencies.setdefault(source_of[document_id], set()).update(named)
     return [
-        {"source": name, "documents": counts.get(name, 0), "reused_by_others": reused.get(name, 0),
-         "derived_from_others": reusing.get(name, 0), "credited_derivations": credited.get(name, 0),
-         "agencies_credited": ", ".join(sorted(agencies.get(name, [])))}
-        for name in sorted(counts, key=lambda n: (n is None, n or ""))
+        {"source": name, "documents": documents[name], "reused_by_others": reused[name],
+         "derived_from_others": reusing[name], "credited_derivations": credited[name],
+         "agencies_credited": ", ".join(sorted(agencies.get(name, ())))}
+        for name in sorted(documents, key=lambda n: (n is None, n or ""))
     ]
 
 

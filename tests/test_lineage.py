@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
+from provenance import inspect as inspection
 from provenance.cli import cli
 from provenance.db.models import (
     Boilerplate, BoilerplateDocument, Citation, Derivation, Document, DocumentBand, DocumentPair, Passage, PassageBand, PassageMatch, RecentPassageBand,
@@ -153,6 +154,42 @@ def test_inspect_sources_boilerplate_clusters(corpus):
     assert {"No time to read?", "Get a summary"} <= {b["text"] for b in library}
     clusters = json.loads(run(db, "inspect", "clusters", "--format", "json").stdout)
     assert {(c["path"], c["role"]) for c in clusters} == {(str(SEED_000.resolve()), "canonical"), (str(files["copy"].resolve()), "member")}
+
+
+def test_inspect_sources_counts_every_document_under_its_publisher(corpus):
+    """Every version's derivations and citations count for its publisher; only the latest
+    versions count as its documents. Checked against the rows, counted one by one."""
+    db, files = corpus
+    files["excerpt"].write_text(files["excerpt"].read_text(encoding="utf-8") + "A line added later.\n", encoding="utf-8")
+    run(db, "ingest", str(files["excerpt"].parent))  # a second version of the excerpt
+    with session_scope(_engine(db)) as session:
+        documents = session.scalars(select(Document)).all()
+        publisher = {document.id: document.source for document in documents}
+        expected: dict = {}
+        for document in documents:
+            if document.is_latest:
+                entry = expected.setdefault(document.source, {"documents": 0, "reused_by_others": 0,
+                                                              "derived_from_others": 0, "credited_derivations": 0,
+                                                              "agencies": set()})
+                entry["documents"] += 1
+        for derivation in session.scalars(select(Derivation)):
+            expected[publisher[derivation.source_id]]["reused_by_others"] += 1
+            expected[publisher[derivation.derived_id]]["derived_from_others"] += 1
+            expected[publisher[derivation.derived_id]]["credited_derivations"] += int(derivation.credited)
+        for citation in session.scalars(select(Citation)):
+            expected[publisher[citation.document_id]]["agencies"].add(citation.agency)
+        superseded = [document.id for document in documents if not document.is_latest]
+        assert session.scalar(select(func.count()).select_from(Derivation).where(Derivation.derived_id.in_(superseded)))
+        if session.connection().dialect.name == "sqlite":
+            plan = session.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {inspection._PUBLISHERS}").all()
+            assert any("COVERING INDEX ix_document_is_latest_source" in row[-1] for row in plan), plan
+    listed = json.loads(run(db, "inspect", "sources", "--format", "json").stdout)
+    assert [entry["source"] for entry in listed] == sorted(expected)
+    for entry in listed:
+        counted = expected[entry["source"]]
+        assert entry == {"source": entry["source"], **{k: v for k, v in counted.items() if k != "agencies"},
+                         "agencies_credited": ", ".join(sorted(counted["agencies"]))}
+    assert len(listed) >= 2 and any(e["credited_derivations"] for e in listed) and any(e["agencies_credited"] for e in listed)
 
 
 def test_inspect_sql_runs_one_statement_only(corpus):

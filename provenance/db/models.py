@@ -70,6 +70,9 @@ class Document(Base):
         # What the duplicate clusters read of every clustered document, kept apart from the
         # rows, each of which carries its whole text (see provenance.report.clusters).
         Index(None, "id", "content_hash", "published_at", "path"),
+        # Every document's id (the rowid it carries) and publisher, for the per-publisher
+        # counts (see provenance.inspect.sources), likewise apart from the rows.
+        Index(None, "is_latest", "source"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     path: Mapped[str] = mapped_column(Text)
