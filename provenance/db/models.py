@@ -67,9 +67,11 @@ class Document(Base):
         UniqueConstraint("path", "version"),
         Index(None, "content_hash"),
         Index(None, "is_latest", "path"),
-        # What the duplicate clusters read of every clustered document, kept apart from the
-        # rows, each of which carries its whole text (see provenance.report.clusters).
-        Index(None, "id", "content_hash", "published_at", "path"),
+        # Every column that listings read, by id, kept apart from the rows, each of which
+        # carries its whole text: what `inspect documents`, the report's documents and its
+        # duplicate clusters read (see provenance.report.LATEST_BY_ID and clusters).
+        Index("ix_document_listing", "id", "is_latest", "path", "version", "source", "format", "size_bytes",
+              "encoding", "content_hash", "published_at", "ingested_at", "run_id"),
         # Every document's id (the rowid it carries) and publisher, for the per-publisher
         # counts (see provenance.inspect.sources), likewise apart from the rows.
         Index(None, "is_latest", "source"),
