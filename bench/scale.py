@@ -18,14 +18,17 @@ TOAST), without PostgreSQL's fixed catalog overhead of a few MB per database; "p
 docs" divides it by the documents stored. At the end it prints the biggest tables.
 With ``--read-commands`` it also times, after each batch, what a user runs on the database:
 ``report`` (the terminal report, first 20 of each list), ``report --format json`` (all of it,
-written to /dev/null; also its peak resident MB), ``inspect --format json`` and ``match`` of
-one document not stored, each as a CLI command (wall seconds, interpreter start included;
+written to /dev/null; also its peak resident MB), ``inspect --format json``, ``inspect
+documents --format json`` (every document), ``inspect sources`` and ``match`` of one document
+not stored, each as a CLI command (wall seconds, interpreter start included;
 the start alone is printed below the table), and the median of five calls of the library's
 ``match_text`` for the same text in a warm process ("match_text ms"; "documents only ms" asks
 only which stored documents it duplicates, as ``match --documents-only``). ``--read-repeats N`` runs
 each command N times, in turn, and prints the median (a shared machine's noise is large beside
-a two-second command). ``--grow DB --batches 0 --read-commands`` times the read commands on
-DB as it stands, ingesting nothing.
+a two-second command). ``--cold`` drops the page cache before each run of a command (Linux,
+as root), so that each reads the database from disk, as the first command after a reboot or
+after other work has pushed the database out of memory does. ``--grow DB --batches 0
+--read-commands`` times the read commands on DB as it stands, ingesting nothing.
 
 Nothing is extrapolated: the figures are for the sizes measured. PostgreSQL is the server in
 PROVENANCE_BENCH_PG_URL, else a throwaway local one (see bench/workers.py).
@@ -62,9 +65,25 @@ def ingest(url: str, files: list[Path], workers: int, extra: tuple[str, ...] = (
     return time.perf_counter() - started
 
 
+#: Set by --cold: drop the page cache before each read command.
+COLD = False
+_DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def drop_page_cache() -> None:
+    """Empty the kernel's page cache (Linux, root), so that the next command reads from disk."""
+    os.sync()
+    try:
+        _DROP_CACHES.write_text("1\n")
+    except OSError as error:
+        raise SystemExit(f"--cold: cannot write {_DROP_CACHES} ({error.strerror}); it needs Linux and root")
+
+
 def command_run(url: str, *args: str) -> tuple[float, float]:
     """Wall seconds and peak resident MB of one read-only CLI command, as a user runs it
-    (interpreter start included)."""
+    (interpreter start included); from a dropped page cache with --cold."""
+    if COLD:
+        drop_page_cache()
     with tempfile.TemporaryFile() as errors:
         started = time.perf_counter()
         process = subprocess.Popen([*CLI, "--db", url, *args], stdout=subprocess.DEVNULL, stderr=errors, cwd=ROOT)
@@ -78,14 +97,14 @@ def command_run(url: str, *args: str) -> tuple[float, float]:
 
 
 def read_seconds(url: str, probe: Path, repeats: int = 1) -> list[str]:
-    """How long `report` (table and JSON), `inspect` and `match` take on the database as it
+    """How long `report` (table and JSON), `inspect` (summary, documents, sources) and `match` take on the database as it
     stands, the median of ``repeats`` runs of each (run in turn, so a burst of noise on a
     shared machine lands on one run of each, not on all runs of one), and the JSON report's
     peak resident MB (the most of its runs); ``probe`` is a document not stored (the lookup
     a user makes before publishing)."""
     commands = (
         ("report", "-o", os.devnull), ("report", "--format", "json", "-o", os.devnull), ("inspect", "--format", "json"),
-        ("match", str(probe), "--format", "json"),
+        ("inspect", "documents", "--format", "json"), ("inspect", "sources"), ("match", str(probe), "--format", "json"),
     )
     runs = [[command_run(url, *args) for args in commands] for _ in range(repeats)]
     seconds = [f"{median(run[0] for run in times):.2f}" for times in zip(*runs)]
@@ -210,6 +229,8 @@ def main() -> None:
                         help="after each batch also time `report`, `inspect` and `match` (CLI wall seconds)")
     parser.add_argument("--read-repeats", type=int, default=1, metavar="N",
                         help="with --read-commands: run each command N times and print the median [1]")
+    parser.add_argument("--cold", action="store_true",
+                        help="with --read-commands: drop the page cache before each run of a command (Linux, root)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="grow the SQLite database in this file and keep it (for profiling or more timing)")
     parser.add_argument("--grow", type=Path, default=None, metavar="DB",
@@ -220,6 +241,12 @@ def main() -> None:
     arguments = parser.parse_args()
     if arguments.read_repeats < 1:
         parser.error("--read-repeats needs at least 1")
+    if arguments.cold:
+        if not arguments.read_commands:
+            parser.error("--cold needs --read-commands")
+        global COLD
+        COLD = True
+        drop_page_cache()  # fails now, not after an ingest, where it cannot
     if arguments.batches < 0 or (arguments.batches == 0 and not (arguments.grow and arguments.read_commands)):
         parser.error("--batches 0 needs --grow DB and --read-commands (the reads alone); otherwise at least 1")
     if arguments.keep and arguments.keep.exists():
@@ -266,10 +293,11 @@ def main() -> None:
     rows = [row for backend_rows, _ in results for row in backend_rows]
     print(tabulate(rows, headers=["database", "batch", "documents", "batch docs/s", "database MB", "tables MB",
                                   "tables MB per 1,000 docs",
-                                  *(["report s", "report json s", "report json MB", "inspect s", "match s", "match_text ms",
+                                  *(["report s", "report json s", "report json MB", "inspect s",
+                                     "inspect documents json s", "inspect sources s", "match s", "match_text ms",
                                      "documents only ms"]
                                     if arguments.read_commands else [])],
-                   tablefmt="github"))
+                   tablefmt="github", disable_numparse=True))
     if arguments.read_commands:
         start = median(command_run("sqlite://", "--version")[0] for _ in range(arguments.read_repeats))
         print(f"\n(`provenance --version`, the interpreter and imports alone: {start:.2f} s)")
