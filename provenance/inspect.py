@@ -190,7 +190,7 @@ def sources(session: Session) -> list[dict]:
         select(Derivation.source_id, func.count()).group_by(Derivation.source_id)
     ).all())
     reusing_by_document = {
-        row.derived_id: (row.derivations, row.credited or 0)
+        row.derived_id: (row.derivations, row.credited)
         for row in session.execute(
             select(Derivation.derived_id, func.count().label("derivations"),
                    func.sum(case((Derivation.credited.is_(True), 1), else_=0)).label("credited"))
