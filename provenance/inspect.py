@@ -22,7 +22,7 @@ from .db.models import (
     PassageMatch,
 )
 from .db.session import sqlite_path
-from .report import LATEST_BY_ID, clusters, count_documents, resolve_document
+from .report import LATEST_BY_ID, cluster_entries, cluster_stars, count_documents, resolve_document
 
 
 def summarise(engine: Engine, session: Session) -> dict:
@@ -46,7 +46,7 @@ def summarise(engine: Engine, session: Session) -> dict:
         "settings": settings.as_dict() if settings else None,
     }
     if settings is not None:
-        summary["clusters"] = len(clusters(session, settings.near_duplicate_threshold))
+        summary["clusters"] = len(cluster_stars(session, settings.near_duplicate_threshold).stars)
         sketch = settings.document
         threshold = settings.near_duplicate_threshold
         summary["band_layout"] = {
@@ -237,15 +237,15 @@ def cluster_rows(
     first; and how many clusters there are."""
     settings = manifest.load(session)
     threshold = threshold if threshold is not None else (settings.near_duplicate_threshold if settings else 0.8)
-    found = clusters(session, threshold)
+    found = cluster_stars(session, threshold)
     rows = []
-    for cluster in found[:limit]:
+    for cluster in cluster_entries(found, limit):
         rows.append({"cluster": cluster["id"], "document_id": cluster["canonical"]["id"], "path": cluster["canonical"]["path"],
                      "role": "canonical", "relation": "", "similarity": 1.0, "reason": cluster["canonical"]["reason"]})
         for m in cluster["members"]:
             rows.append({"cluster": cluster["id"], "document_id": m["id"], "path": m["path"], "role": "member",
                          "relation": m["relation"], "similarity": m["similarity"], "reason": ""})
-    return rows, len(found)
+    return rows, len(found.stars)
 
 
 class ReadOnlyViolation(Exception):

@@ -303,10 +303,15 @@ def test_report_csv_and_table(ingest, report_json, invoke, db, seeds_dir, seed_c
 
 
 def test_report_limit_lists_the_first_entries_and_counts_all(ingest, report_json, invoke, db, seeds_dir, seed_copies,
-                                                             monkeypatch):
-    ingest(seeds_dir, seed_copies["exact"], seed_copies["near"])
+                                                             monkeypatch, tmp_path):
+    tass_copy = tmp_path / "wire" / "tass_copy.txt"  # a second cluster, after the BelTA seed's
+    tass_copy.parent.mkdir()
+    shutil.copyfile(TASS_SEED, tass_copy)
+    ingest(seeds_dir, seed_copies["exact"], seed_copies["near"], tass_copy)
     full = report_json(db)
     assert len(full["derivations"]) >= 2 and len(full["documents"]) >= 2
+    unshown = full["clusters"][1:]
+    assert any(m["relation"] == "exact" for c in unshown for m in c["members"]), "counted though not shown"
     assert "shown" not in full["summary"], "the JSON report is whole unless --limit is given"
     limited = report_json(db, "--limit", 1)
     summary = limited["summary"]
