@@ -173,8 +173,7 @@ def runs(session: Session) -> list[dict]:
 
 
 #: Every document's id, whether it is the latest version, and its publisher. SQLite reads
-#: them from the index that holds just them (the rowid is the id); the rows each carry their
-#: whole text.
+#: them from the listing index (ix_document_listing); the rows each carry their whole text.
 _PUBLISHERS = select(Document.id, Document.is_latest, Document.source)
 
 

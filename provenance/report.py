@@ -63,7 +63,7 @@ def resolve_document(session: Session, reference: str) -> Document:
     return found
 
 
-#: Superseded versions: few, and found through the (is_latest, path) index. Setting them
+#: Superseded versions: few, and found through an index that leads with is_latest. Setting them
 #: aside costs less than testing is_latest on the documents a pair or derivation joins.
 _SUPERSEDED = select(Document.id).where(Document.is_latest.is_(False))
 #: The latest documents, for a listing in order of id: asked this way rather than by

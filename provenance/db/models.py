@@ -68,13 +68,11 @@ class Document(Base):
         Index(None, "content_hash"),
         Index(None, "is_latest", "path"),
         # Every column that listings read, by id, kept apart from the rows, each of which
-        # carries its whole text: what `inspect documents`, the report's documents and its
-        # duplicate clusters read (see provenance.report.LATEST_BY_ID and clusters).
+        # carries its whole text: what `inspect documents`, the report's documents, its
+        # duplicate clusters and the per-publisher counts read (see provenance.report.LATEST_BY_ID
+        # and clusters, provenance.inspect.sources).
         Index("ix_document_listing", "id", "is_latest", "path", "version", "source", "format", "size_bytes",
               "encoding", "content_hash", "published_at", "ingested_at", "run_id"),
-        # Every document's id (the rowid it carries) and publisher, for the per-publisher
-        # counts (see provenance.inspect.sources), likewise apart from the rows.
-        Index(None, "is_latest", "source"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     path: Mapped[str] = mapped_column(Text)
