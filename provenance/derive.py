@@ -197,6 +197,8 @@ _PAIRS_PER_STEP = 8_192
 #: with 400,000, 800,000 and 1.6 million slots 59.6%, 76.7% and 84.4% were at hand (the candidate
 #: filter 23.1 and 25.0, 19.1 and 18.8, and 16.7 s; peak RSS 235, 285 and 323 MB).
 SKETCH_CACHE_SIZE = 800_000
+#: Slots a sketch cache starts with (see :class:`SketchCache`).
+FIRST_SLOTS = 16_384
 
 
 class Sketches(NamedTuple):
@@ -210,21 +212,27 @@ class Sketches(NamedTuple):
 
 class SketchCache:
     """Stored passages' compact sketches (content-word count, low bytes; see
-    :class:`PassagePrefilter`), in numpy arrays with one slot per ``id % capacity``.
+    :class:`PassagePrefilter`), in numpy arrays with one slot per ``id % slots``.
 
     They never change once stored; whether the passage may be a source does (it can turn
     out to be boilerplate, its document can be superseded). So the candidates a run meets
     again and again (passages of common words) are read once, and only those that pass the
     estimate floors on them are read in full, at the time they are used. Passage ids are
-    given in sequence, so a slot is taken over only by a passage stored ``capacity``
-    passages later; a lookup of many ids is a few array operations.
+    given in sequence, so a slot is taken over only by a passage stored ``slots`` passages
+    later; a lookup of many ids is a few array operations.
+
+    The arrays start at :data:`FIRST_SLOTS` and double, keeping what they hold, whenever
+    the sketches written since they were made outnumber half their slots, up to
+    ``capacity``: one lookup of a text (a few thousand candidates) then writes into a few
+    megabytes instead of faulting in pages all over 112 MB, while an ingest soon has them all.
     """
 
     def __init__(self, capacity: Optional[int] = None):
         self.capacity = max(1, SKETCH_CACHE_SIZE if capacity is None else capacity)
-        self._ids = np.full(self.capacity, -1, dtype=np.int64)  # -1: an empty slot
-        self._word_counts = np.zeros(self.capacity, dtype=np.int32)
+        self._ids = np.full(min(self.capacity, FIRST_SLOTS), -1, dtype=np.int64)  # -1: an empty slot
+        self._word_counts = np.zeros(len(self._ids), dtype=np.int32)
         self._low_bytes: Optional[np.ndarray] = None  # allocated when the signature length is known
+        self._written = 0  # sketches written into these arrays
         self._seen: Optional[tuple] = None  # (driver connection, its data_version) at the last begin
         #: Sketches asked for, and how many of them were at hand (see bench/stages.py).
         self.asked = 0
@@ -233,10 +241,16 @@ class SketchCache:
     def __len__(self) -> int:
         return int(np.count_nonzero(self._ids >= 0))
 
+    @property
+    def slots(self) -> int:
+        """Slots the arrays have now (at most ``capacity``)."""
+        return len(self._ids)
+
     def clear(self) -> None:
         """Forget every sketch: call it when a transaction that stored passages is rolled
         back (SQLite gives their ids to the next passages stored)."""
         self._ids.fill(-1)
+        self._written = 0
 
     def begin(self, session: Session) -> None:
         """Call it as a transaction that uses the cache begins. On SQLite, where a deleted
@@ -254,7 +268,7 @@ class SketchCache:
     def sketches(self, session: Session, ids: np.ndarray) -> Sketches:
         """The compact sketches of the signed passages among ``ids`` (distinct, ascending)."""
         ids = np.asarray(ids, dtype=np.int64)
-        slots = ids % self.capacity
+        slots = ids % self.slots
         held = self._ids[slots] == ids
         self.asked += len(ids)
         self.at_hand += int(np.count_nonzero(held))
@@ -264,7 +278,7 @@ class SketchCache:
         if self._low_bytes is None:
             if not rows:
                 return Sketches(ids[:0], read_counts, np.empty((0, 0), dtype=np.uint8))
-            self._low_bytes = np.zeros((self.capacity, len(rows[0][2])), dtype=np.uint8)
+            self._low_bytes = np.zeros((self.slots, len(rows[0][2])), dtype=np.uint8)
         width = self._low_bytes.shape[1]
         read_low = np.frombuffer(b"".join(row[2] for row in rows), dtype=np.uint8)
         if read_low.size != len(rows) * width:
@@ -280,11 +294,27 @@ class SketchCache:
         found[at] = True
         word_counts[at] = read_counts
         low[at] = read_low
-        read_slots = read_ids % self.capacity
+        self._written += len(read_ids)
+        if 2 * self._written > self.slots and self.slots < self.capacity:
+            self._grow(min(self.capacity, max(2 * self.slots, 2 * self._written)))
+        read_slots = read_ids % self.slots
         self._ids[read_slots] = read_ids
         self._word_counts[read_slots] = read_counts
         self._low_bytes[read_slots] = read_low
         return Sketches(ids[found], word_counts[found], low[found])
+
+    def _grow(self, slots: int) -> None:
+        """Move what the arrays hold into arrays of ``slots`` slots."""
+        kept = np.flatnonzero(self._ids >= 0)
+        ids, word_counts, low_bytes = self._ids[kept], self._word_counts[kept], self._low_bytes[kept]
+        self._ids = np.full(slots, -1, dtype=np.int64)
+        self._word_counts = np.zeros(slots, dtype=np.int32)
+        self._low_bytes = np.zeros((slots, low_bytes.shape[1]), dtype=np.uint8)
+        self._written = len(kept)
+        moved = ids % slots
+        self._ids[moved] = ids
+        self._word_counts[moved] = word_counts
+        self._low_bytes[moved] = low_bytes
 
 
 def likely_sources(

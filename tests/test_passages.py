@@ -498,6 +498,42 @@ def test_sketches_sharing_a_cache_slot_are_each_returned_with_their_own_values(d
         engine.dispose()
 
 
+def test_a_growing_sketch_cache_keeps_what_it_held_and_stops_at_its_capacity(db, monkeypatch):
+    """The cache's arrays start small and grow as sketches are read: what they held before
+    growing is still at hand after, with its own values, and they never pass ``capacity``."""
+    from provenance import derive
+
+    run(db, "ingest", str(SEED_000), str(SEED_001), "--quiet")
+    monkeypatch.setattr(derive, "FIRST_SLOTS", 2)
+    engine = make_engine(f"sqlite:///{db}")
+    try:
+        with session_scope(engine) as session:
+            truth = {
+                sketch.passage_id: (sketch.content_word_count, sketch.low_bytes)
+                for sketch in session.scalars(select(derive.PassagePrefilter))
+            }
+            ids = sorted(truth)
+            assert len(ids) > 8, "the seeds give enough signed passages to grow past two slots"
+            capacity = 4 * len(ids)
+            cache = derive.SketchCache(capacity=capacity)
+            assert cache.slots == 2
+            for one in ids:  # one at a time: the arrays grow several times
+                cache.sketches(session, np.array([one]))
+            assert len(ids) < cache.slots <= capacity
+            assert len(cache) == len(ids), "every sketch read is still held after growing"
+            found = cache.sketches(session, np.array(ids))
+            assert cache.at_hand == len(ids), "the second pass reads nothing"
+            assert {
+                int(pid): (int(count), low.tobytes())
+                for pid, count, low in zip(found.ids, found.word_counts, found.low_bytes)
+            } == truth
+            small = derive.SketchCache(capacity=3)
+            small.sketches(session, np.array(ids))
+            assert small.slots == 3, "never more slots than its capacity"
+    finally:
+        engine.dispose()
+
+
 def test_html_evidence_marks_each_word_the_other_side_shares():
     """Side by side, a word is marked where the other text has it too (whatever its case),
     only there, and its text stays escaped; stray marker bytes in a text mark nothing."""
