@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Callable, Iterator, NamedTuple, Optional
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import String, func, or_, select, text, type_coerce
 from sqlalchemy.orm import Session, aliased
 
 from . import manifest
@@ -28,8 +28,24 @@ MAX_CLUSTER_SIZE = 100
 LOW_COHESION_MARGIN = 0.05
 
 
-def _iso(value: Optional[datetime]) -> Optional[str]:
-    return value.isoformat() if value else None
+def iso(value) -> Optional[str]:
+    """``isoformat()`` of a datetime, or of a DateTime read as SQLite stores it (see
+    :func:`timestamp_text`): "2026-11-27 02:47:17.592710" becomes "2026-11-27T02:47:17.592710",
+    and zero microseconds are left out, as isoformat leaves them; any other text is parsed."""
+    if not value:
+        return None
+    if not isinstance(value, str):
+        return value.isoformat()
+    if len(value) == 26 and value[10] == " " and value[19] == ".":
+        return f"{value[:10]}T{value[11:19] if value.endswith('.000000') else value[11:]}"
+    return datetime.fromisoformat(value).isoformat()
+
+
+def timestamp_text(column, session: Session):
+    """A DateTime ``column`` as a listing reads it, for :func:`iso`: on SQLite the stored text
+    itself. Parsing 100,000 documents' two timestamps into datetimes and formatting them back
+    took 0.3 s of `inspect documents --format json`."""
+    return type_coerce(column, String).label(column.key) if session.connection().dialect.name == "sqlite" else column
 
 
 def canonical_order(document) -> tuple:
@@ -504,7 +520,7 @@ def build(
         raise ProvenanceError(f"--limit must be 0 or more, got {limit}")
     focus = resolve_document(session, document) if document else None
     focus_id = focus.id if focus else None
-    columns = (Document.id, Document.path) if brief else _REPORT_COLUMNS
+    columns = (Document.id, Document.path) if brief else (*_REPORT_COLUMNS[:-1], timestamp_text(Document.ingested_at, session))
     if focus is None:
         # Brief, the (is_latest, path) index holds the two columns, and is the smaller.
         latest = Document.is_latest.is_(True) if brief else LATEST_BY_ID
@@ -532,9 +548,9 @@ def build(
         # Unpacked in _REPORT_COLUMNS' order: a row's attributes took twice as long.
         for id_, path, content_hash, published_at, source, ingested_at in shown:
             entry = {"id": id_, "path": path, "source": source, "content_hash": content_hash,
-                     "published_at": _iso(published_at)}
+                     "published_at": iso(published_at)}
             if timestamps:
-                entry["ingested_at"] = _iso(ingested_at)
+                entry["ingested_at"] = iso(ingested_at)
             yield entry
 
     if stream:  # not even the derivations' rows are read until they are listed

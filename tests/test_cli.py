@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -585,6 +586,11 @@ def test_listings_read_the_listing_index_in_order_of_id(db, populated):
         statements.append((statement, parameters))
 
     with db_session(db) as session:
+        # Timestamps with and without microseconds (isoformat leaves zero ones out), and none.
+        first, second = session.scalars(select(Document).where(Document.is_latest.is_(True)).order_by(Document.id)).all()[:2]
+        first.published_at, second.published_at = datetime(2024, 5, 1), datetime(2024, 5, 1, 12, 30, 5, 250)
+        first.ingested_at = datetime(2026, 11, 27, 9, 0, 0)
+        session.flush()
         engine = session.get_bind()
         event.listen(engine, "before_cursor_execute", record)
         try:
@@ -600,6 +606,7 @@ def test_listings_read_the_listing_index_in_order_of_id(db, populated):
             if statement.startswith("SELECT document.id, document.path,") and "ORDER BY document.id" in statement
         ]
     assert superseded, "the fixture holds a superseded version, which the listings leave out"
+    assert any(d.published_at is None for d in latest), "and a document with no published_at"
     iso = lambda value: value.isoformat() if value else None  # noqa: E731
     assert listed == [
         {"id": d.id, "path": d.path, "version": d.version, "source": d.source, "format": d.format,
