@@ -325,16 +325,23 @@ class Listing:
         return self._entries()
 
 
-def _derivation_rows(session: Session, document_id: Optional[int], limit: Optional[int]) -> list:
-    derived, source = aliased(Document), aliased(Document)
-    query = (
-        select(*_DERIVATION_COLUMNS, derived.path.label("derived_path"), source.path.label("source_path"))
-        .join(derived, derived.id == Derivation.derived_id)
-        .join(source, source.id == Derivation.source_id)
-        .where(*_between_latest(document_id))
-        .order_by(Derivation.derived_id, Derivation.source_id)
+#: Documents' paths by id. SQLite is told to read them from the listing index (see
+#: _IN_PAIRS): joined to the rows, the whole report's 40,065 derivations' two paths took
+#: 2.4-2.9 s at 100,000 documents with a cold page cache, against 0.3-0.6 s from the index.
+_PATHS_SQLITE = f"SELECT id, path FROM {Document.__tablename__} INDEXED BY {_CLUSTER_INDEX} WHERE id {{in}}"
+_PATHS = f"SELECT id, path FROM {Document.__tablename__} WHERE id {{in}}"
+
+
+def _derivation_rows(session: Session, document_id: Optional[int], limit: Optional[int]) -> list[tuple]:
+    """:data:`_DERIVATION_COLUMNS` of the derivations listed, then their two documents' paths."""
+    query = select(*_DERIVATION_COLUMNS).where(*_between_latest(document_id)).order_by(
+        Derivation.derived_id, Derivation.source_id
     )
-    return session.execute(query.limit(limit) if limit is not None else query).all()
+    connection = session.connection()
+    rows = connection.execute(query.limit(limit) if limit is not None else query).all()
+    paths = dict(select_in(session, _PATHS_SQLITE if connection.dialect.name == "sqlite" else _PATHS,
+                           sorted({i for row in rows for i in row[1:3]})))
+    return [(*row, paths[row[1]], paths[row[2]]) for row in rows]
 
 
 def derivations(
