@@ -590,8 +590,8 @@ def test_listings_read_the_listing_index_in_order_of_id(db, populated, monkeypat
     real_select_in = reporting.select_in
 
     def recording_select_in(session, sql, values, *args, **kwargs):  # sent to the driver, past the events
-        first = tuple(values[:IN_CHUNK])
-        statements.append((sql.replace("{in}", f"IN ({', '.join(['?'] * len(first))})"), first))
+        chunk = tuple(values[:IN_CHUNK])
+        statements.append((sql.replace("{in}", f"IN ({', '.join(['?'] * len(chunk))})"), chunk))
         return real_select_in(session, sql, values, *args, **kwargs)
 
     monkeypatch.setattr(reporting, "select_in", recording_select_in)
