@@ -466,6 +466,23 @@ def test_lookups_sharing_a_sketch_cache_answer_as_alone_and_read_each_sketch_onc
         other.dispose()
 
 
+def _stored_sketches(session) -> dict:
+    """Every stored passage's compact sketch, read through the ORM: {id: (word count, low bytes)}."""
+    from provenance import derive
+
+    return {
+        sketch.passage_id: (sketch.content_word_count, sketch.low_bytes)
+        for sketch in session.scalars(select(derive.PassagePrefilter))
+    }
+
+
+def _sketches_by_id(found) -> dict:
+    """What a :class:`provenance.derive.SketchCache` returned, as :func:`_stored_sketches` gives it."""
+    return {
+        int(pid): (int(count), low.tobytes()) for pid, count, low in zip(found.ids, found.word_counts, found.low_bytes)
+    }
+
+
 @pytest.mark.parametrize("capacity", [1, 3])
 def test_sketches_sharing_a_cache_slot_are_each_returned_with_their_own_values(db, capacity):
     """The sketch cache has one slot per ``id % capacity``: passages read in the same call
@@ -477,10 +494,7 @@ def test_sketches_sharing_a_cache_slot_are_each_returned_with_their_own_values(d
     engine = make_engine(f"sqlite:///{db}")
     try:
         with session_scope(engine) as session:
-            truth = {
-                sketch.passage_id: (sketch.content_word_count, sketch.low_bytes)
-                for sketch in session.scalars(select(derive.PassagePrefilter))
-            }
+            truth = _stored_sketches(session)
             assert len(truth) > 2 * capacity, "the seeds give more signed passages than slots"
             unsigned = max(session.scalars(select(Passage.id))) + 1  # no sketch: left out
             ids = np.array(sorted(truth) + [unsigned])
@@ -488,10 +502,7 @@ def test_sketches_sharing_a_cache_slot_are_each_returned_with_their_own_values(d
             for attempt in range(2):
                 found = cache.sketches(session, ids)
                 assert found.ids.tolist() == sorted(truth)
-                assert {
-                    int(pid): (int(count), low.tobytes())
-                    for pid, count, low in zip(found.ids, found.word_counts, found.low_bytes)
-                } == truth, f"attempt {attempt + 1}"
+                assert _sketches_by_id(found) == truth, f"attempt {attempt + 1}"
             assert cache.asked == 2 * len(ids)
             assert 0 < cache.at_hand <= capacity, "the second call found what the slots kept"
     finally:
@@ -508,10 +519,7 @@ def test_a_growing_sketch_cache_keeps_what_it_held_and_stops_at_its_capacity(db,
     engine = make_engine(f"sqlite:///{db}")
     try:
         with session_scope(engine) as session:
-            truth = {
-                sketch.passage_id: (sketch.content_word_count, sketch.low_bytes)
-                for sketch in session.scalars(select(derive.PassagePrefilter))
-            }
+            truth = _stored_sketches(session)
             ids = sorted(truth)
             assert len(ids) > 8, "the seeds give enough signed passages to grow past two slots"
             capacity = 4 * len(ids)
@@ -523,10 +531,7 @@ def test_a_growing_sketch_cache_keeps_what_it_held_and_stops_at_its_capacity(db,
             assert len(cache) == len(ids), "every sketch read is still held after growing"
             found = cache.sketches(session, np.array(ids))
             assert cache.at_hand == len(ids), "the second pass reads nothing"
-            assert {
-                int(pid): (int(count), low.tobytes())
-                for pid, count, low in zip(found.ids, found.word_counts, found.low_bytes)
-            } == truth
+            assert _sketches_by_id(found) == truth
             small = derive.SketchCache(capacity=3)
             small.sketches(session, np.array(ids))
             assert small.slots == 3, "never more slots than its capacity"
