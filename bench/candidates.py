@@ -12,7 +12,9 @@ candidate is scored exactly; the script prints how many candidates each overlap 
 and how many labelled pairs it would lose. Then it sorts every LSH candidate pair by the
 smallest bucket the two passages share (how many stored passages hold that band key), and
 counts in each size class the pairs, those past the estimate floor, and the labelled ones:
-what a lower bucket cap would save, and what it would lose on this corpus. ``--write-new``
+what a lower bucket cap would save, and what it would lose on this corpus; and the same split
+by whether the pair shares one band or more, which is what ``lone_band_bucket_max`` decides on
+(run it on a database signed with 0 to see every lone band). ``--write-new``
 keeps the documents, e.g. to ingest them into a copy of the database under a profiler. Read
 only; asserts nothing.
 """
@@ -68,12 +70,13 @@ def scored_candidates(session, files: list[Path]) -> tuple[list[tuple[float, str
         raw = RawDocument(path=str(path), text=text, format="text", encoding="utf-8", size_bytes=len(text))
         passages = {p.seq: p for p in prepare(raw, settings).passages if p.signature is not None}
         candidates = index.passage_candidates(session, [(s, to_blob(p.signature)) for s, p in passages.items()], -1, settings)
-        smallest = smallest_shared_buckets(session, passages, candidates, settings.bucket_cap)
+        smallest, shared = smallest_shared_buckets(session, passages, candidates, settings.bucket_cap)
         texts: dict[int, str] = {}
         likely = derive.likely_sources(session, candidates, {s: p.signature for s, p in passages.items()},
                                        {s: p.words for s, p in passages.items()}, texts, overlap_floor=0.0)
-        for size in smallest.values():
+        for pair, size in smallest.items():
             by_bucket[(size_class(size), "candidates")] += 1
+            by_bucket[(size_class(size), shared[pair] > 1, "pairs")] += 1
         for mine, row, estimate in likely:
             theirs = passage_words(texts[row.document_id][row.start_offset : row.end_offset], settings)
             overlap = derive.estimated_overlap(estimate, len(set(content_words(passages[mine].words))),
@@ -83,29 +86,32 @@ def scored_candidates(session, files: list[Path]) -> tuple[list[tuple[float, str
             size = size_class(smallest[(mine, row.id)])
             by_bucket[(size, "past the estimate floor")] += 1
             by_bucket[(size, "labelled")] += bool(label)
+            by_bucket[(size, shared[(mine, row.id)] > 1, "labelled")] += bool(label)
     return out, by_bucket
 
 
 def smallest_shared_buckets(
     session, passages: dict, candidates: dict[int, set[int]], cap: int,
-) -> dict[tuple[int, int], int]:
+) -> tuple[dict[tuple[int, int], int], Counter]:
     """For each (new passage, candidate) pair, the size of the smallest bucket they share
-    (of those under the ``cap``, the only ones the lookup reads)."""
+    (of those under the ``cap``, the only ones the lookup reads), and how many buckets they share."""
     keys = sorted({key for passage in passages.values() for key in passage.band_keys})
     members: dict[int, list[int]] = defaultdict(list)
     for key, candidate in select_in(session, index._BUCKET_MEMBERS, keys):
         members[key].append(candidate)
     smallest: dict[tuple[int, int], int] = {}
+    shared: Counter = Counter()
     for seq, passage in passages.items():
         mine = candidates.get(seq, set())
-        for key in passage.band_keys:
+        for key in set(passage.band_keys):
             size = len(members.get(key, ()))
             if size > cap:
                 continue
             for candidate in members.get(key, ()):
                 if candidate in mine:
                     smallest[(seq, candidate)] = min(smallest.get((seq, candidate), size), size)
-    return smallest
+                    shared[(seq, candidate)] += 1
+    return smallest, shared
 
 
 def size_class(size: int) -> int:
@@ -152,6 +158,11 @@ def main() -> None:
         [[f"{size}+", *(by_bucket[(size, column)] for column in columns),
           f"{100 * by_bucket[(size, 'candidates')] / total:.1f}%"] for size in BUCKET_SIZES],
         headers=["smallest bucket", *columns, "share of candidates"], tablefmt="github"))
+    print("\nThe same pairs by whether they share one band or more (pairs / labelled):")
+    print(tabulate(
+        [[f"{size}+", *(f"{by_bucket[(size, more, 'pairs')]} / {by_bucket[(size, more, 'labelled')]}"
+                        for more in (False, True))] for size in BUCKET_SIZES],
+        headers=["smallest bucket", "one band", "two or more"], tablefmt="github"))
 
 
 if __name__ == "__main__":

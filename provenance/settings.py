@@ -18,6 +18,10 @@ NORMALISER_VERSION = "nfkc-casefold-quotes-dashes/1"
 TOKENISER_VERSION = "unicode-words-cjk-bigrams/1"
 
 
+#: See :attr:`Settings.lone_band_bucket_max`.
+LONE_BAND_BUCKET_MAX = 50
+
+
 @dataclass(frozen=True)
 class SketchSettings:
     """MinHash and LSH banding for one granularity (documents or passages)."""
@@ -103,6 +107,14 @@ class Settings:
     #: An LSH bucket holding more entries than this is skipped when looking up candidates:
     #: such a bucket is a template or boilerplate signal, and would make lookups quadratic.
     bucket_cap: int = 1000
+    #: Two passages that share one band, and only one, through a bucket holding more than
+    #: this many other passages are not candidates (0: they are). Such a bucket is made of
+    #: common words, and a lone band shared there is nearly always chance: at 100,000 stored,
+    #: 83% of 20 new documents' candidate pairs, and 1 of their 148 pairs that earned a
+    #: label (bench/candidates.py). Pairs that share two bands or more, such as every copy of
+    #: a syndicated passage, are candidates however busy the buckets. Databases signed
+    #: before this setting existed keep 0.
+    lone_band_bucket_max: int = LONE_BAND_BUCKET_MAX
     #: Documents at or above this estimated Jaccard are near-duplicates (report can raise it).
     near_duplicate_threshold: float = 0.8
     #: Passage grading thresholds (see provenance.match.MatchPolicy).
@@ -126,6 +138,10 @@ class Settings:
     rewrite_neighbour_chars: int = 400
     #: A derivation needs matched passages holding at least this many content words.
     derivation_min_content_words: int = 10
+
+    def __post_init__(self) -> None:
+        if self.lone_band_bucket_max < 0:
+            raise ValueError(f"lone_band_bucket_max must be 0 (no limit) or more, got {self.lone_band_bucket_max}")
 
     def match_policy(self):
         from .match import MatchPolicy
@@ -161,6 +177,7 @@ class Settings:
         data = json.loads(text)
         data["document"] = SketchSettings(**data["document"])
         data["passage"] = SketchSettings(**data["passage"])
+        data.setdefault("lone_band_bucket_max", 0)  # signed before it existed: every lone band counts
         return cls(**data)
 
     def differences(self, other: "Settings") -> list[str]:

@@ -977,6 +977,27 @@ def test_passage_threshold_sets_the_passage_band_layout_once(invoke, db, seeds_d
     assert invoke("ingest", seeds_dir, "--quiet").exit_code == 0  # omitting it uses the stored one
 
 
+def test_a_database_signed_before_the_lone_band_limit_keeps_every_lone_band(invoke, db, seeds_dir, seed_copies):
+    """A new database records the lone-band bucket limit; one whose manifest predates the
+    setting reads as 0 (every shared band makes a candidate, as when it was signed), and
+    further ingests into it are neither refused nor change it."""
+    from provenance import manifest
+    from provenance.settings import LONE_BAND_BUCKET_MAX
+
+    assert invoke("ingest", seeds_dir, "--quiet").exit_code == 0
+    with db_session(db) as session:
+        assert manifest.load(session).lone_band_bucket_max == LONE_BAND_BUCKET_MAX > 0
+        entry = session.get(ManifestEntry, "settings")
+        older = json.loads(entry.value)
+        del older["lone_band_bucket_max"]
+        entry.value = json.dumps(older)
+        session.commit()
+    assert invoke("ingest", seed_copies["near"], "--quiet", "--num-perm", "128").exit_code == 0
+    with db_session(db) as session:
+        assert manifest.load(session).lone_band_bucket_max == 0
+        assert "lone_band_bucket_max" not in json.loads(session.get(ManifestEntry, "settings").value)
+
+
 def test_ingest_leaves_planner_statistics(invoke, db, seeds_dir):
     """Without statistics SQLite plans the report's derivation query as documents x
     documents; an ingest that stored documents leaves them for the next reader."""

@@ -8,6 +8,7 @@ library.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -521,7 +522,6 @@ def _crowded_corpus(tmp_path: Path, bucket_cap: int, url: Optional[str] = None):
     from provenance.db.session import database_url, make_engine
     from provenance.ingest import Ingestor
     from provenance.settings import Settings
-    import dataclasses
 
     shared = (
         "The finance ministry said on Tuesday that the new customs rules for grain exports will apply from "
@@ -609,6 +609,53 @@ def test_bucket_cap_counts_only_other_documents_passages(tmp_path, db_url, bucke
     engine.dispose()
 
 
+@pytest.mark.parametrize("count_first", [False, True])
+def test_a_lone_band_in_a_busy_bucket_makes_no_candidate(db_url, count_first):
+    """A stored passage that shares only one band with a new one, in a bucket holding more
+    than lone_band_bucket_max others, is not its candidate; one that shares two bands (two
+    busy ones, or a busy one and a quiet one) is, and so is one whose only band is quiet.
+    With 0 every band counts, as before the setting. Counted first (SQLite), the busy
+    buckets are not read: SQLite finds the passages in two of them, with the same result."""
+    from provenance.db.bulk import insert_rows
+    from provenance.db.migrate import upgrade_to_head
+    from provenance.db.models import PassageBand, RecentPassageBand
+    from provenance.db.session import make_engine
+    from provenance.settings import Settings
+
+    engine = make_engine(db_url)
+    upgrade_to_head(engine)
+    busy, other_busy, quiet, far = 11, 22, 33, 44
+    mine, elsewhere = 1000, 2000
+    with db_session_for(engine) as session:
+        # busy: 1-5; other_busy: 1 and 6-9 (1 shares both busy bands); quiet: 2 (also in
+        # busy), 10 and 11; far: a busy bucket only the other new passage has.
+        insert_rows(session, PassageBand.__table__, ("band_key", "passage_id"),
+                    [*((busy, p) for p in range(1, 6)), *((other_busy, p) for p in (1, 6, 7, 8)),
+                     (quiet, 2), (quiet, 10), *((far, p) for p in range(12, 17))])
+        insert_rows(session, RecentPassageBand.__table__, ("band_key", "passage_id"), [(other_busy, 9), (quiet, 11)])
+        signed = [(mine, b""), (elsewhere, b"")]
+        keys = {mine: (busy, other_busy, quiet), elsewhere: (far, quiet)}
+        found = {}
+        for limit in (0, 3, 5):
+            settings = dataclasses.replace(Settings(), lone_band_bucket_max=limit)
+            found[limit] = index.passage_candidates(session, signed, -1, settings, band_keys=keys,
+                                                    count_first=count_first)
+    assert found[0] == {mine: set(range(1, 12)), elsewhere: {2, 10, 11, *range(12, 17)}}
+    assert found[3] == {mine: {1, 2, 10, 11}, elsewhere: {2, 10, 11}}
+    assert found[5] == found[0], "a bucket of five others is not more than five"
+    engine.dispose()
+
+
+def test_copies_in_busy_buckets_share_every_band_and_stay_candidates(tmp_path):
+    """Five documents sharing one paragraph: its buckets hold four other passages each,
+    over a lone-band limit of 2, but the copies share all their bands, so each is found."""
+    engine, ingestor, shared = _crowded_corpus(tmp_path, bucket_cap=1000)
+    ingestor.settings = dataclasses.replace(ingestor.settings, lone_band_bucket_max=2)
+    candidates, oversized, _ = _shared_passage_lookup(engine, ingestor, shared)
+    assert len(candidates) == 4 and oversized == []
+    engine.dispose()
+
+
 def test_a_bucket_is_crowded_by_its_members_in_both_band_tables_together(db_url):
     """Counting first (SQLite) stops at the limit in each band table; a bucket is still
     crowded when neither table alone holds the limit but the two together do, and a bucket
@@ -628,21 +675,21 @@ def test_a_bucket_is_crowded_by_its_members_in_both_band_tables_together(db_url)
         insert_rows(session, RecentPassageBand.__table__, ("band_key", "passage_id"),
                     [(split, 12), (split, 13), (small, 14)])
         keys = [split, small, big, empty]
-        rows, full = index._bucket_members(session, keys, 4, count_first=False)
+        rows, full, _ = index._bucket_members(session, keys, 4, count_first=False)
         sqlite = session.connection().dialect.name == "sqlite"
         assert len(rows) == (13 if sqlite else 4 + 3 + 4) and full == set(), "PostgreSQL reads at most 4 a key"
         if sqlite:
-            rows, full = index._bucket_members(session, keys, 4, count_first=True)
-            assert full == {split, big}
+            rows, full, busy = index._bucket_members(session, keys, 4, count_first=True)
+            assert full == {split, big} and busy == set()
             assert sorted(rows) == [(small, 4), (small, 5), (small, 14)]
+            rows, full, busy = index._bucket_members(session, keys, 4, count_first=True, busy_over=2)
+            assert full == {split, big} and busy == {small} and rows == [], "three members are over two"
     engine.dispose()
 
 
 def test_default_band_layouts_are_what_datasketch_chooses():
     """The defaults spell out bands x rows (so start-up need not import scipy); they must
     stay what MinHashLSH picks for their thresholds and weights."""
-    import dataclasses
-
     from provenance.settings import Settings
 
     for sketch in (Settings().document, Settings().passage):
