@@ -26,7 +26,7 @@ from .db.session import (
 )
 from .errors import ProvenanceError
 from .reader import DEFAULT_MAX_BYTES
-from .settings import Settings, SketchSettings
+from .settings import LONE_BAND_BUCKET_MAX, Settings, SketchSettings
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 FORMATS = ["table", "json", "csv"]
@@ -159,6 +159,11 @@ def cli(ctx: click.Context, db: Optional[str], quiet: bool) -> None:
                    "only) [default: 0.3]. Higher finds fewer reworded passages but gives far fewer "
                    "chance candidates, so ingest slows less as the database grows (0.4: ten times "
                    "fewer; see bench/README.md).")
+@click.option("--lone-band-bucket-max", type=click.IntRange(0, 1_000_000), default=None, metavar="N",
+              help="Two passages sharing a single passage band, in a bucket of more than N other passages "
+                   f"(common words), are not compared (first ingest only) [default: {LONE_BAND_BUCKET_MAX}]. "
+                   "0 compares them all: a little more recall on reworded passages, for 1.4x the ingest "
+                   "time and twice the match time at 100,000 documents (README, Speed).")
 @click.option("--boilerplate-min-documents", type=click.IntRange(2, 1000), default=None,
               help="A passage recurring in this many unrelated documents is boilerplate [default: 3].")
 @click.option("--max-file-size", type=click.IntRange(1, 4096), default=DEFAULT_MAX_BYTES // 1_000_000 + 3,
@@ -174,7 +179,7 @@ def cli(ctx: click.Context, db: Optional[str], quiet: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line (errors still print).")
 @click.pass_obj
 def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, seed, passage_threshold,
-           boilerplate_min_documents, max_file_size, workers, fmt, quiet) -> None:
+           lone_band_bucket_max, boilerplate_min_documents, max_file_size, workers, fmt, quiet) -> None:
     """Ingest files and folders (recursively); '-' reads one document from stdin.
 
     Formats: .txt, .md, .html/.htm (visible text), .jsonl (one document a line: "text"
@@ -194,7 +199,8 @@ def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, see
     try:
         engine = state.engine(create=True)
         requested = _requested_settings(
-            engine, threshold, num_perm, shingle_size, seed, boilerplate_min_documents, passage_threshold
+            engine, threshold, num_perm, shingle_size, seed, boilerplate_min_documents, passage_threshold,
+            lone_band_bucket_max,
         )
         ingestor = Ingestor(engine, requested)
     except (ProvenanceError, ValueError) as error:
@@ -231,12 +237,14 @@ def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, see
 
 
 def _requested_settings(
-    engine, threshold, num_perm, shingle_size, seed, boilerplate_min_documents, passage_threshold=None
+    engine, threshold, num_perm, shingle_size, seed, boilerplate_min_documents, passage_threshold=None,
+    lone_band_bucket_max=None,
 ) -> Optional[Settings]:
     """Settings asked for on the command line, merged over what the database already has."""
     from . import manifest
 
-    if all(v is None for v in (threshold, num_perm, shingle_size, seed, boilerplate_min_documents, passage_threshold)):
+    if all(v is None for v in (threshold, num_perm, shingle_size, seed, boilerplate_min_documents, passage_threshold,
+                               lone_band_bucket_max)):
         return None
     with session_scope(engine) as session:
         base = manifest.load(session) or Settings()
@@ -261,6 +269,7 @@ def _requested_settings(
         passage=passage,
         near_duplicate_threshold=threshold if threshold is not None else base.near_duplicate_threshold,
         boilerplate_min_documents=boilerplate_min_documents or base.boilerplate_min_documents,
+        lone_band_bucket_max=base.lone_band_bucket_max if lone_band_bucket_max is None else lone_band_bucket_max,
     )
 
 

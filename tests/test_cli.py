@@ -977,6 +977,17 @@ def test_passage_threshold_sets_the_passage_band_layout_once(invoke, db, seeds_d
     assert invoke("ingest", seeds_dir, "--quiet").exit_code == 0  # omitting it uses the stored one
 
 
+def test_lone_band_bucket_max_is_set_by_the_first_ingest(invoke, db, seeds_dir):
+    from provenance import manifest
+
+    assert invoke("ingest", seeds_dir, "--quiet", "--lone-band-bucket-max", "0").exit_code == 0
+    with db_session(db) as session:
+        assert manifest.load(session).lone_band_bucket_max == 0
+    again = invoke("ingest", seeds_dir, "--lone-band-bucket-max", "20")
+    assert again.exit_code != 0 and "lone_band_bucket_max: 0 != 20" in again.output
+    assert invoke("ingest", seeds_dir, "--quiet", "--lone-band-bucket-max", "0").exit_code == 0
+
+
 def test_a_database_signed_before_the_lone_band_limit_keeps_every_lone_band(invoke, db, seeds_dir, seed_copies):
     """A new database records the lone-band bucket limit; one whose manifest predates the
     setting reads as 0 (every shared band makes a candidate, as when it was signed), and
