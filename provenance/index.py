@@ -246,12 +246,17 @@ def _delete_bands(session: Session, pairs: list[tuple[int, int]]) -> None:
         delete_rows(session, table, ("band_key", "passage_id"), pairs)
 
 
-#: Members of a batch of passage buckets, from both tables of the index in one statement
-#: (one snapshot, whatever a merge commits meanwhile): range scans of the key alone.
-_BUCKET_MEMBERS = " UNION ALL ".join(
-    f"SELECT band_key, passage_id FROM {table} WHERE band_key {{in}}"
-    for table in (PassageBand.__tablename__, RecentPassageBand.__tablename__)
-)
+def _from_both_tables(columns: str, condition: str) -> str:
+    """``SELECT columns ... WHERE condition`` over both tables of the passage index, in one
+    statement (one snapshot, whatever a merge commits meanwhile)."""
+    return " UNION ALL ".join(
+        f"SELECT {columns} FROM {table} WHERE {condition}"
+        for table in (PassageBand.__tablename__, RecentPassageBand.__tablename__)
+    )
+
+
+#: Members of a batch of passage buckets: range scans of the key alone.
+_BUCKET_MEMBERS = _from_both_tables("band_key, passage_id", "band_key {in}")
 #: How many members each of a batch of passage buckets holds, counted by SQLite without
 #: handing the rows over, and only up to ``{limit}`` in each table: at 100,000 documents
 #: three quarters of the rows in a new text's buckets were in the few buckets too crowded
@@ -270,10 +275,7 @@ _BUCKET_SIZES = "WITH k(band_key) AS ({values}) SELECT band_key, " + " + ".join(
 #: subquery from being flattened into a join that the planner could turn back into a scan.
 _BUCKET_MEMBERS_POSTGRESQL = (
     "SELECT k.band_key, m.passage_id FROM unnest(CAST({array} AS BIGINT[])) AS k(band_key) CROSS JOIN LATERAL ("
-    + " UNION ALL ".join(
-        f"SELECT passage_id FROM {table} WHERE band_key = k.band_key"
-        for table in (PassageBand.__tablename__, RecentPassageBand.__tablename__)
-    )
+    + _from_both_tables("passage_id", "band_key = k.band_key")
     + " LIMIT {limit} OFFSET 0) AS m"
 )
 
@@ -308,12 +310,7 @@ def _bucket_members(
 #: The passages found in two or more of a batch of buckets (one passage's busy ones, see
 #: :func:`passage_candidates`), grouped by SQLite rather than handed over row by row.
 _IN_TWO_BUCKETS = (
-    "SELECT passage_id FROM ("
-    + " UNION ALL ".join(
-        f"SELECT passage_id FROM {table} WHERE band_key {{in}}"
-        for table in (PassageBand.__tablename__, RecentPassageBand.__tablename__)
-    )
-    + ") GROUP BY passage_id HAVING count(*) > 1"
+    f"SELECT passage_id FROM ({_from_both_tables('passage_id', 'band_key {in}')}) GROUP BY passage_id HAVING count(*) > 1"
 )
 
 
