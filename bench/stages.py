@@ -6,6 +6,7 @@ lookup takes, with and without the passage search.
     python bench/stages.py --stored 0 --new 4000             # a new database's first ingest
     python bench/stages.py --db big.db --stored 101200 --new 59 --lookups   # a bench/scale.py database
     python bench/stages.py --db big.db --stored 20000 --sketch-cache 50000  # a smaller sketch cache
+    python bench/stages.py --db big.db --stored 100000 --lone-band-bucket-max 0   # every lone band counts
 
 The documents are bench/workers.py's seeded corpus (the one bench/scale.py ingests). Without
 ``--db``, its first ``--stored`` documents are ingested into a new SQLite database first (not
@@ -17,7 +18,9 @@ database and ingests the ``--new`` documents into the copy through the library, 
 seconds, summed over calls; a stage run within another is printed as ``derive > summarise``).
 It also prints how many stored passages' sketches the ingest asked its cache for and the
 share already held (``--sketch-cache N`` sets the cache's size; ``--recent-bands N`` the recent
-passage band rows that make a merge). ``--lookups`` then looks
+passage band rows that make a merge; ``--lone-band-bucket-max N`` first copies the database with
+that value written into its settings manifest, to compare a database with and without it).
+``--lookups`` then looks
 each new text up in the stored database, read only, with ``match_text`` in full, documents
 only, and in full with one sketch cache shared across the texts, in turn, and prints the
 medians; and it times the command a user runs, ``provenance match`` (interpreter start
@@ -29,6 +32,7 @@ Last it prints the process's peak resident set. Run it on two checkouts
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import shutil
 import subprocess
@@ -47,6 +51,7 @@ from workers import CLI, ROOT, write_corpus  # noqa: E402
 
 from provenance import derive, index, ingest, lookup, manifest  # noqa: E402
 from provenance.db.migrate import upgrade_to_head  # noqa: E402
+from provenance.db.models import ManifestEntry  # noqa: E402
 from provenance.db.session import database_url, make_engine, session_scope  # noqa: E402
 
 #: (module or class, function name, the stage it runs within): the stages timed, in the order
@@ -85,6 +90,22 @@ def timed_stages() -> dict[str, float]:
 
         setattr(module, name, wrapper)
     return seconds
+
+
+def with_lone_band_limit(stored: Path, limit: int, scratch: Path) -> Path:
+    """A copy of ``stored`` whose settings manifest holds ``lone_band_bucket_max = limit``."""
+    copy = scratch / "stored-lone-band.db"
+    shutil.copyfile(stored, copy)
+    engine = make_engine(database_url(str(copy)))
+    try:
+        with session_scope(engine) as session:
+            settings = dataclasses.replace(manifest.load(session), lone_band_bucket_max=limit)
+            for key, value in (("settings", settings.to_json()), ("fingerprint", settings.fingerprint())):
+                session.get(ManifestEntry, key).value = value
+            session.commit()
+    finally:
+        engine.dispose()
+    return copy
 
 
 def ingest_round(stored: Path, files: list[Path], scratch: Path, seconds: dict[str, float]) -> tuple[float, int, int]:
@@ -155,7 +176,11 @@ def main() -> None:
                         help="stored passages' sketches the ingest keeps in memory [derive.SKETCH_CACHE_SIZE]")
     parser.add_argument("--recent-bands", type=int, metavar="N",
                         help="recent passage band rows that make a merge [index.RECENT_BANDS_MAX]")
+    parser.add_argument("--lone-band-bucket-max", type=int, metavar="N",
+                        help="with --db: measure a copy whose settings hold this lone_band_bucket_max")
     arguments = parser.parse_args()
+    if arguments.lone_band_bucket_max is not None and not arguments.db:
+        parser.error("--lone-band-bucket-max needs --db (a new database gets it from the product's default)")
     if arguments.sketch_cache is not None:
         derive.SKETCH_CACHE_SIZE = arguments.sketch_cache
     if arguments.recent_bands is not None:
@@ -166,6 +191,8 @@ def main() -> None:
             if not arguments.db.is_file():
                 raise SystemExit(f"{arguments.db}: no such database (grow one with bench/scale.py --keep FILE)")
             stored = arguments.db
+            if arguments.lone_band_bucket_max is not None:
+                stored = with_lone_band_limit(stored, arguments.lone_band_bucket_max, scratch)
             files = new_documents(arguments.stored, arguments.new, scratch / "new")
         else:
             corpus = write_corpus(scratch / "corpus", arguments.stored + arguments.new)
