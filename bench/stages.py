@@ -102,7 +102,6 @@ def with_lone_band_limit(stored: Path, limit: int, scratch: Path) -> Path:
             settings = dataclasses.replace(manifest.load(session), lone_band_bucket_max=limit)
             for key, value in (("settings", settings.to_json()), ("fingerprint", settings.fingerprint())):
                 session.get(ManifestEntry, key).value = value
-            session.commit()
     finally:
         engine.dispose()
     return copy
