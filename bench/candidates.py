@@ -25,7 +25,7 @@ import argparse
 import os
 import sys
 import tempfile
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 from tabulate import tabulate
@@ -34,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workers import write_corpus  # noqa: E402
 
 from provenance import derive, index, manifest  # noqa: E402
-from provenance.db.bulk import select_in  # noqa: E402
 from provenance.db.session import database_url, make_engine, session_scope, sqlite_path  # noqa: E402
 from provenance.match import score  # noqa: E402
 from provenance.prepare import passage_words, prepare  # noqa: E402
@@ -96,9 +95,7 @@ def smallest_shared_buckets(
     """For each (new passage, candidate) pair, the size of the smallest bucket they share
     (of those under the ``cap``, the only ones the lookup reads), and how many buckets they share."""
     keys = sorted({key for passage in passages.values() for key in passage.band_keys})
-    members: dict[int, list[int]] = defaultdict(list)
-    for key, candidate in select_in(session, index._BUCKET_MEMBERS, keys):
-        members[key].append(candidate)
+    members, _, _ = index._bucket_members(session, keys, limit=cap + 1, count_first=False)
     smallest: dict[tuple[int, int], int] = {}
     shared: Counter = Counter()
     for seq, passage in passages.items():
