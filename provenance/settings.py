@@ -19,7 +19,7 @@ TOKENISER_VERSION = "unicode-words-cjk-bigrams/1"
 
 
 #: See :attr:`Settings.lone_band_bucket_max`.
-LONE_BAND_BUCKET_MAX = 50
+LONE_BAND_BUCKET_MAX = 10
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,10 @@ class Settings:
     #: Two passages that share one band, and only one, through a bucket holding more than
     #: this many other passages are not candidates (0: they are). Such a bucket is made of
     #: common words, and a lone band shared there is nearly always chance: at 100,000 stored,
-    #: 83% of 20 new documents' candidate pairs, and 1 of their 148 pairs that earned a
+    #: about 94% of 20 new documents' candidate pairs, and 1 of their 149 pairs that earned a
     #: label (bench/candidates.py). Pairs that share two bands or more, such as every copy of
     #: a syndicated passage, are candidates however busy the buckets. Databases signed
-    #: before this setting existed keep 0.
+    #: before this setting existed keep 0; those signed while its default was 50 keep 50.
     lone_band_bucket_max: int = LONE_BAND_BUCKET_MAX
     #: Documents at or above this estimated Jaccard are near-duplicates (report can raise it).
     near_duplicate_threshold: float = 0.8
