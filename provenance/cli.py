@@ -162,7 +162,7 @@ def cli(ctx: click.Context, db: Optional[str], quiet: bool) -> None:
 @click.option("--lone-band-bucket-max", type=click.IntRange(0, 1_000_000), default=None, metavar="N",
               help="Two passages sharing a single passage band, in a bucket of more than N other passages "
                    f"(common words), are not compared (first ingest only) [default: {LONE_BAND_BUCKET_MAX}]. "
-                   "0 compares them all: a little more recall on reworded passages, for 1.4x the ingest "
+                   "0 compares them all: a little more recall on reworded passages, for 1.6x the ingest "
                    "time and twice the match time at 100,000 documents (README, Speed).")
 @click.option("--boilerplate-min-documents", type=click.IntRange(2, 1000), default=None,
               help="A passage recurring in this many unrelated documents is boilerplate [default: 3].")
