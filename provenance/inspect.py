@@ -66,7 +66,6 @@ def summarise(engine: Engine, session: Session) -> dict:
 _LISTED_COLUMNS = (Document.id, Document.path, Document.version, Document.source, Document.format,
                    Document.size_bytes, Document.encoding, Document.content_hash, Document.published_at,
                    Document.ingested_at, Document.run_id)
-_LISTED_NAMES = tuple(column.key for column in _LISTED_COLUMNS)
 _TIMESTAMPS = ("published_at", "ingested_at")
 
 
@@ -75,12 +74,15 @@ def documents(session: Session, limit: Optional[int] = None) -> list[dict]:
     columns = [timestamp_text(column, session) if column.key in _TIMESTAMPS else column for column in _LISTED_COLUMNS]
     query = select(*columns).where(LATEST_BY_ID).order_by(Document.id)
     rows = session.connection().execute(query.limit(limit) if limit is not None else query).all()
-    out = []
-    for row in rows:  # zipped with the names: a row's _asdict() took 7 us, most of 100,000 documents' listing
-        entry = dict(zip(_LISTED_NAMES, row))
-        entry["published_at"], entry["ingested_at"] = iso(entry["published_at"]), iso(entry["ingested_at"])
-        out.append(entry)
-    return out
+    # Spelled out rather than zipped with the names (a row's _asdict() took 7 us, most of
+    # 100,000 documents' listing; dict(zip()) and two assignments 0.4 s of the 1.1 s left).
+    return [
+        {"id": id_, "path": path, "version": version, "source": source, "format": format_,
+         "size_bytes": size_bytes, "encoding": encoding, "content_hash": content_hash,
+         "published_at": iso(published_at), "ingested_at": iso(ingested_at), "run_id": run_id}
+        for (id_, path, version, source, format_, size_bytes, encoding, content_hash, published_at, ingested_at, run_id)
+        in rows
+    ]
 
 
 def document(session: Session, reference: str) -> dict:
