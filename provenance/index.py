@@ -246,11 +246,12 @@ def _delete_bands(session: Session, pairs: list[tuple[int, int]]) -> None:
         delete_rows(session, table, ("band_key", "passage_id"), pairs)
 
 
-def _from_both_tables(columns: str, condition: str) -> str:
-    """``SELECT columns ... WHERE condition`` over both tables of the passage index, in one
-    statement (one snapshot, whatever a merge commits meanwhile)."""
+def _from_both_tables(columns: str, condition: str, group_by: str = "") -> str:
+    """``SELECT columns ... WHERE condition [GROUP BY group_by]`` over both tables of the
+    passage index, in one statement (one snapshot, whatever a merge commits meanwhile)."""
+    grouped = f" GROUP BY {group_by}" if group_by else ""
     return " UNION ALL ".join(
-        f"SELECT {columns} FROM {table} WHERE {condition}"
+        f"SELECT {columns} FROM {table} WHERE {condition}{grouped}"
         for table in (PassageBand.__tablename__, RecentPassageBand.__tablename__)
     )
 
@@ -259,10 +260,7 @@ def _from_both_tables(columns: str, condition: str) -> str:
 #: and table with its members' ids joined by commas. At 100,000 documents a new document's
 #: buckets hold some 7,000 members (most in the few busy buckets of common words), and a
 #: row per member cost more to hand over and loop through than SQLite took to find them.
-_BUCKET_MEMBERS = " UNION ALL ".join(
-    f"SELECT band_key, group_concat(passage_id) FROM {table} WHERE band_key {{in}} GROUP BY band_key"
-    for table in (PassageBand.__tablename__, RecentPassageBand.__tablename__)
-)
+_BUCKET_MEMBERS = _from_both_tables("band_key, group_concat(passage_id)", "band_key {in}", group_by="band_key")
 #: How many members each of a batch of passage buckets holds, counted by SQLite without
 #: handing the rows over, and only up to ``{limit}`` in each table: at 100,000 documents
 #: three quarters of the rows in a new text's buckets were in the few buckets too crowded
