@@ -7,7 +7,6 @@ lookup takes, with and without the passage search.
     python bench/stages.py --db big.db --stored 101200 --new 59 --lookups   # a bench/scale.py database
     python bench/stages.py --db big.db --stored 20000 --sketch-cache 50000  # a smaller sketch cache
     python bench/stages.py --db big.db --stored 100000 --lone-band-bucket-max 0   # every lone band counts
-    python bench/stages.py --db big.db --stored 100000 --no-read-ahead   # buckets read by the writer alone
 
 The documents are bench/workers.py's seeded corpus (the one bench/scale.py ingests). Without
 ``--db``, its first ``--stored`` documents are ingested into a new SQLite database first (not
@@ -20,10 +19,7 @@ seconds, summed over calls; a stage run within another is printed as ``derive > 
 It also prints how many stored passages' sketches the ingest asked its cache for and the
 share already held (``--sketch-cache N`` sets the cache's size; ``--recent-bands N`` the recent
 passage band rows that make a merge; ``--lone-band-bucket-max N`` first copies the database with
-that value written into its settings manifest, to compare a database with and without it;
-``--no-read-ahead``: the writer reads every bucket itself, no thread reading the big passage
-band table's ahead of it; ``_store > take`` is the writer's wait for those reads and its parsing
-of them).
+that value written into its settings manifest, to compare a database with and without it).
 ``--lookups`` then looks
 each new text up in the stored database, read only, with ``match_text`` in full, documents
 only, and in full with one sketch cache shared across the texts, in turn, and prints the
@@ -75,7 +71,6 @@ STAGES = (
     (ingest.Ingestor, "_insert_passages", "_store"),
     (ingest.Ingestor, "_tag_boilerplate", "_store"),
     (ingest.Ingestor, "_refresh", "_store"),
-    (index.BucketPrefetch, "take", "_store"),
     (ingest.Ingestor, "_merge_recent_bands", None),
 )
 
@@ -182,8 +177,6 @@ def main() -> None:
                         help="recent passage band rows that make a merge [index.RECENT_BANDS_MAX]")
     parser.add_argument("--lone-band-bucket-max", type=int, metavar="N",
                         help="with --db: measure a copy whose settings hold this lone_band_bucket_max")
-    parser.add_argument("--no-read-ahead", action="store_true",
-                        help="no thread reading the big passage band table's buckets ahead (index.BucketPrefetch)")
     arguments = parser.parse_args()
     if arguments.lone_band_bucket_max is not None and not arguments.db:
         parser.error("--lone-band-bucket-max needs --db (a new database gets it from the product's default)")
@@ -191,8 +184,6 @@ def main() -> None:
         derive.SKETCH_CACHE_SIZE = arguments.sketch_cache
     if arguments.recent_bands is not None:
         index.RECENT_BANDS_MAX = arguments.recent_bands
-    if arguments.no_read_ahead:
-        ingest.Ingestor._bucket_prefetch = lambda self: None
     with tempfile.TemporaryDirectory(prefix="provenance-stages-") as folder:
         scratch = Path(folder)
         if arguments.db:
@@ -225,8 +216,7 @@ def main() -> None:
             total, asked, at_hand = ingest_round(stored, files, scratch, seconds)
             sketches = [sketches[0] + asked, sketches[1] + at_hand]
             rounds.append((total, {name: seconds[name] - before.get(name, 0.0) for name, _ in seconds.items()}))
-    print(f"{len(files)} new documents, {arguments.stored:,} stored; provenance from {Path(derive.__file__).parent}"
-          f"{'; buckets not read ahead' if arguments.no_read_ahead else ''}")
+    print(f"{len(files)} new documents, {arguments.stored:,} stored; provenance from {Path(derive.__file__).parent}")
     if rounds:
         headers = ["stage"] + [f"round {n} s" for n in range(1, len(rounds) + 1)]
         rows = [["ingest (whole)", *(f"{total:.2f}" for total, _ in rounds)]]

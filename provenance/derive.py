@@ -70,19 +70,15 @@ def derive(
     crowded: Optional[set[int]] = None,
     sketches: Optional[SketchCache] = None,
     band_keys: Optional[dict[int, tuple[int, ...]]] = None,
-    big_members: Optional[dict[int, list[int]]] = None,
 ) -> int:
     """Find and store the derivations between a new document and earlier ones.
 
     ``crowded``: over-full LSH buckets already known (see :func:`index.passage_candidates`);
     ``sketches``: stored passages' sketches already read (see :class:`SketchCache`);
-    ``band_keys``: the passages' band keys, if computed already (see :func:`index.keys_of`);
-    ``big_members``: buckets' members read ahead (see :class:`index.BucketPrefetch`).
+    ``band_keys``: the passages' band keys, if computed already (see :func:`index.keys_of`).
     """
     policy = settings.match_policy()
-    candidates = index.passage_candidates(
-        session, signed, document_id, settings, crowded=crowded, band_keys=band_keys, big_members=big_members,
-    )
+    candidates = index.passage_candidates(session, signed, document_id, settings, crowded=crowded, band_keys=band_keys)
     my_signatures = {pid: from_blob(blob) for pid, blob in signed}
     texts: dict[int, str] = {}
     likely = likely_sources(session, candidates, my_signatures, words_by_passage, texts, cache=sketches)

@@ -7,14 +7,13 @@ without re-reading or re-signing the corpus.
 from __future__ import annotations
 
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
-from typing import Mapping, NamedTuple, Optional, Sequence
+from typing import Mapping, NamedTuple, Optional
 
 import numpy as np
-from sqlalchemy import Engine, bindparam, delete, func, insert, or_, select
+from sqlalchemy import bindparam, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from .db.bulk import IN_CHUNK, chunks, delete_rows, insert_rows, select_in
@@ -242,11 +241,7 @@ def remove_passages(session: Session, passage_ids: list[int], settings: Settings
 
 
 def _delete_bands(session: Session, pairs: list[tuple[int, int]]) -> None:
-    """Delete (band_key, passage_id) rows from both tables of the passage index (and from
-    what a :class:`BucketPrefetch` of the transaction read or will read)."""
-    prefetch = session.info.get(BucketPrefetch.SESSION_KEY)
-    if prefetch is not None:
-        prefetch.forget(pairs)
+    """Delete (band_key, passage_id) rows from both tables of the passage index."""
     for table in (RecentPassageBand.__table__, PassageBand.__table__):
         delete_rows(session, table, ("band_key", "passage_id"), pairs)
 
@@ -291,16 +286,13 @@ _BUCKET_MEMBERS_POSTGRESQL = (
 
 def _bucket_members(
     session: Session, keys: list[int], limit: int, count_first: bool, busy_over: Optional[int] = None,
-    big_members: Optional[Mapping[int, list[int]]] = None,
 ) -> tuple[dict[int, list[int]], set[int], Optional[set[int]]]:
     """The members (passage ids) of the buckets ``keys`` by key, empty buckets left out; the
     keys of buckets holding ``limit`` members or more that were not read whole; and, when
     counted, the keys of the buckets holding more than ``busy_over`` members but under
     ``limit``, not read either (None when not counted). PostgreSQL reads at most ``limit``
     members of each bucket; SQLite reads them all, unless ``count_first``: then it counts
-    them first and reads only the buckets under ``limit`` and not over ``busy_over``.
-    ``big_members``: the big table's members of some of the buckets, read already (SQLite,
-    not counted first; see :class:`BucketPrefetch`): only the recent table is read for those."""
+    them first and reads only the buckets under ``limit`` and not over ``busy_over``."""
     if session.connection().dialect.name == "postgresql":
         sql = _BUCKET_MEMBERS_POSTGRESQL.replace("{limit}", str(int(limit)))
         members: dict[int, list[int]] = {}
@@ -308,16 +300,7 @@ def _bucket_members(
             members.setdefault(key, []).append(passage_id)
         return members, set(), None
     if not count_first:
-        if not big_members:
-            return _joined_members(session, keys), set(), None
-        ahead = [key for key in keys if key in big_members]
-        members = _joined_members(session, [key for key in keys if key not in big_members])
-        recent = _joined_members(session, ahead, _RECENT_MEMBERS)
-        for key in ahead:
-            both = big_members[key] + recent.get(key, [])
-            if both:
-                members[key] = both
-        return members, set(), None
+        return _joined_members(session, keys), set(), None
     full: set[int] = set()
     busy: set[int] = set()
     usable: list[int] = []
@@ -331,145 +314,16 @@ def _bucket_members(
     return _joined_members(session, usable), full, busy
 
 
-def _joined_members(session: Session, keys: Sequence[int], sql: str = _BUCKET_MEMBERS) -> dict[int, list[int]]:
-    """Bucket members by key, from the joined ids of :data:`_BUCKET_MEMBERS` or a statement
-    like it (SQLite)."""
+def _joined_members(session: Session, keys: list[int]) -> dict[int, list[int]]:
+    """Bucket members by key, from :data:`_BUCKET_MEMBERS`'s joined ids (SQLite)."""
     members: dict[int, list[int]] = {}
-    for key, joined in select_in(session, sql, keys):
+    for key, joined in select_in(session, _BUCKET_MEMBERS, keys):
         ids = list(map(int, joined.split(",")))
         if key in members:  # in both tables
             members[key].extend(ids)
         else:
             members[key] = ids
     return members
-
-
-#: The recent table's members alone, for buckets whose big-table members were read ahead.
-_RECENT_MEMBERS = (
-    f"SELECT band_key, group_concat(passage_id) FROM {RecentPassageBand.__tablename__} WHERE band_key {{in}} GROUP BY band_key"
-)
-#: The big table's members of a batch of buckets joined into one row (``key:id,id;key:id``),
-#: as :class:`BucketPrefetch` reads them: the sqlite3 module takes the GIL back for every
-#: row, and in a second thread each take waits for the writer's thread to let go of it (up
-#: to 5 ms, the interpreter's switch interval).
-_BIG_MEMBERS_IN_ONE_ROW = (
-    "SELECT group_concat(band_key || ':' || members, ';') FROM (SELECT band_key, group_concat(passage_id) AS members "
-    f"FROM {PassageBand.__tablename__} WHERE band_key {{in}} GROUP BY band_key)"
-)
-
-
-class BucketPrefetch:
-    """Reads the big passage band table's buckets of the documents an ingest is about to
-    match, in a thread and on a read-only connection of its own, while the writer matches
-    the ones before them. SQLite lets go of the GIL while it searches the B-tree, and that
-    search is the part of a lookup that grows with the corpus (its 1.2 GB B-tree at 100,000
-    documents).
-
-    It works within one writer transaction (:meth:`begin` to :meth:`end`): no other writer
-    can commit meanwhile, so its reads see what the writer saw when it began. The writer
-    adds rows only to the recent table, which it still reads itself, and the big table's
-    rows it deletes meanwhile are taken out of what is handed over (:meth:`forget`, called
-    by every deletion from the index), so the writer is handed what it would have read.
-    SQLite files only.
-    """
-
-    #: Where the writer's session holds it, for :func:`_delete_bands`.
-    SESSION_KEY = "provenance.bucket_prefetch"
-    #: Documents read ahead of the one being matched: enough that the writer seldom waits (at
-    #: 100,000 documents a document's buckets took 15 ms to read in the thread, its storing
-    #: and matching some 50 ms), few enough that what was read is not held for long.
-    AHEAD = 8
-    #: The reader's page cache, in KiB: enough for the B-tree's interior pages (some 6 MB at
-    #: 100,000 documents); its leaves are read once per new document anyway.
-    CACHE_KIB = 16 * 1024
-
-    def __init__(self, engine: Engine, crowded: set[int]):
-        """``engine``: a read-only engine of the writer's database (see make_engine);
-        ``crowded``: the writer's crowded buckets, which are never read (see
-        :func:`passage_candidates`)."""
-        self._engine = engine
-        self._crowded = crowded
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="provenance-buckets")
-        self._queue: list[Sequence[int]] = []
-        self._position: dict[int, int] = {}
-        self._reads: dict[int, Future] = {}
-        self._forgotten: dict[int, set[int]] = {}
-        self._session: Optional[Session] = None
-
-    def begin(self, session: Session, documents: Sequence[tuple[int, Sequence[int]]]) -> None:
-        """Start reading ahead, in this order, the buckets of ``documents`` (a token and the
-        band keys of each) for the writer's ``session``, at the start of its transaction
-        (before it deletes anything from the index)."""
-        self.end()
-        self._session = session
-        session.info[self.SESSION_KEY] = self
-        self._queue = [keys for _, keys in documents]
-        self._position = {token: position for position, (token, _) in enumerate(documents)}
-        self._read_ahead(0)
-
-    def take(self, token: int) -> Optional[dict[int, list[int]]]:
-        """The big table's members of the document's buckets by key, as the writer's
-        transaction sees them (an empty list for an empty bucket; crowded buckets left out);
-        None for a document not announced to :meth:`begin`, or when the read failed (read
-        them as usual)."""
-        position = self._position.get(token)
-        if position is None:
-            return None
-        for earlier in [p for p in self._reads if p < position]:  # documents stored without matching
-            self._reads.pop(earlier).cancel()
-        self._read_ahead(position)
-        read = self._reads.pop(position)
-        try:
-            wanted, joined = read.result()
-        except Exception:  # a read that failed is done again by the writer, which reports it
-            return None
-        members: dict[int, list[int]] = {key: [] for key in wanted}
-        for buckets in joined:
-            for bucket in buckets.split(";"):
-                key, ids = bucket.split(":")
-                members[int(key)] = list(map(int, ids.split(",")))
-        for key in members.keys() & self._forgotten.keys():
-            gone = self._forgotten[key]
-            members[key] = [member for member in members[key] if member not in gone]
-        return members
-
-    def forget(self, pairs: Sequence[tuple[int, int]]) -> None:
-        """(band_key, passage_id) rows the writer deleted from the index in this transaction."""
-        for key, passage_id in pairs:
-            self._forgotten.setdefault(key, set()).add(passage_id)
-
-    def end(self) -> None:
-        """The writer's transaction is over: drop what was read for it."""
-        for read in self._reads.values():
-            read.cancel()
-        self._reads.clear()
-        self._queue, self._position, self._forgotten = [], {}, {}
-        if self._session is not None:
-            self._session.info.pop(self.SESSION_KEY, None)
-            self._session = None
-
-    def close(self) -> None:
-        """Stop the thread and close its connections."""
-        self.end()
-        # In the reader's thread: SQLite connections may be closed only where they were opened.
-        self._executor.submit(self._engine.dispose).result()
-        self._executor.shutdown(wait=True, cancel_futures=True)
-
-    def _read_ahead(self, start: int) -> None:
-        """Ask for the reads of the documents from ``start`` on, up to :data:`AHEAD` of them."""
-        for position in range(start, min(start + self.AHEAD, len(self._queue))):
-            if position not in self._reads:
-                self._reads[position] = self._executor.submit(self._read, self._queue[position])
-
-    def _read(self, keys: Sequence[int]) -> tuple[list[int], list[str]]:
-        """The keys read, and their non-empty buckets joined into a string per statement
-        (parsed by :meth:`take`, in the writer's thread, which holds the GIL anyway)."""
-        wanted = sorted({key for key in keys if key not in self._crowded})
-        with self._engine.connect() as connection:
-            connection.exec_driver_sql(f"PRAGMA cache_size=-{self.CACHE_KIB}")
-            with Session(bind=connection) as session:
-                joined = [buckets for (buckets,) in select_in(session, _BIG_MEMBERS_IN_ONE_ROW, wanted) if buckets]
-        return wanted, joined
 
 
 #: The passages found in two or more of a batch of buckets (one passage's busy ones, see
@@ -482,7 +336,7 @@ _IN_TWO_BUCKETS = (
 def passage_candidates(
     session: Session, signed: list[tuple[int, bytes]], document_id: int, settings: Settings,
     oversized: Optional[list[int]] = None, crowded: Optional[set[int]] = None, count_first: bool = False,
-    band_keys: Optional[Mapping[int, tuple[int, ...]]] = None, big_members: Optional[Mapping[int, list[int]]] = None,
+    band_keys: Optional[Mapping[int, tuple[int, ...]]] = None,
 ) -> dict[int, set[int]]:
     """For each of the document's signed passages, the passages of other documents that
     share a band with it.
@@ -495,8 +349,7 @@ def passage_candidates(
     no such memory (at 101,200 documents it saved about 10 ms of 100-130 per new text,
     timed in pairs in both orders), and not for an ingest, which would count every bucket
     of every document (1,000 documents into 1,000: 3.3 s more in the bucket reads).
-    ``band_keys``: as for :func:`add_passages`. ``big_members``: the big table's members
-    of some of the buckets, read ahead (see :class:`BucketPrefetch`).
+    ``band_keys``: as for :func:`add_passages`.
 
     A passage that shares a single band with another, through a bucket holding more than
     ``settings.lone_band_bucket_max`` other passages, is not its candidate (see Settings).
@@ -521,9 +374,7 @@ def passage_candidates(
     # on top is not read: SQLite finds which of its members are in another busy bucket too.
     # (A passage's keys must fit one statement for that.)
     busy_over = lone_max + len(own) if lone_max and settings.passage.bands <= IN_CHUNK else None
-    members, full, counted_busy = _bucket_members(
-        session, sorted(set(by_key) - skipped), limit, count_first, busy_over, big_members,
-    )
+    members, full, counted_busy = _bucket_members(session, sorted(set(by_key) - skipped), limit, count_first, busy_over)
     crowded.update(full)
     skipped.update(full)
     if own:

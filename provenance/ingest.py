@@ -47,8 +47,8 @@ from .db.models import (
     RecentPassageBand,
 )
 from .db.session import (
-    analyse_grown_table, is_transient, is_unique_violation, make_engine, refresh_moved_tables, refresh_statistics,
-    session_scope, sqlite_path, write_scope,
+    analyse_grown_table, is_transient, is_unique_violation, refresh_moved_tables, refresh_statistics, session_scope,
+    write_scope,
 )
 from .errors import InputError, ProvenanceError
 from .prepare import (
@@ -186,7 +186,6 @@ class Ingestor:
         #: Passage LSH buckets found over the cap, remembered so each is read only once.
         self.crowded_buckets: set[int] = set()
         self.sketches = derive.SketchCache()
-        self._prefetch: Optional[index.BucketPrefetch] = None
 
     # -- the boilerplate library, by hand ----------------------------------------------
     def mark(self, text: str, status: str) -> dict:
@@ -311,7 +310,6 @@ class Ingestor:
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
-            self.close()
             if pool:
                 pool.terminate()
             summary.interrupted = summary.interrupted or stop.requested
@@ -364,12 +362,8 @@ class Ingestor:
                 self.store_document(prepared, summary, on_event)
             return
         stored: list[tuple[PreparedDocument, str, IngestSummary]] = []
-        prefetch = self._bucket_prefetch()
         try:
             with self._writing() as session:
-                if prefetch is not None:
-                    prefetch.begin(session, [(id(prepared), [key for passage in prepared.passages
-                                                             for key in passage.band_keys]) for prepared in batch])
                 for prepared in batch:
                     if stop is not None and stop.requested:
                         break
@@ -378,35 +372,14 @@ class Ingestor:
         except KeyboardInterrupt:
             raise
         except Exception:
-            if prefetch is not None:
-                prefetch.end()
             for prepared in batch:
                 if stop is not None and stop.requested:
                     break
                 self.store_document(prepared, summary, on_event)
             return
-        finally:
-            if prefetch is not None:
-                prefetch.end()
         for prepared, outcome, counts in stored:
             summary.absorb(counts)
             on_event("document", prepared.raw.path, outcome)
-
-    def _bucket_prefetch(self) -> Optional[index.BucketPrefetch]:
-        """The reader of passage buckets ahead of the writer (see index.BucketPrefetch), for
-        an ingest into a SQLite file; started at its first batch, closed at its end."""
-        if self._prefetch is None:
-            url = self.engine.url.render_as_string(hide_password=False)
-            if self.engine.dialect.name != "sqlite" or not sqlite_path(url):
-                return None
-            self._prefetch = index.BucketPrefetch(make_engine(url, read_only=True), self.crowded_buckets)
-        return self._prefetch
-
-    def close(self) -> None:
-        """Stop the bucket reader's thread and connections (at the end of every ingest)."""
-        if self._prefetch is not None:
-            self._prefetch.close()
-            self._prefetch = None
 
     def _merge_recent_bands(self) -> None:
         """Between batches, in a transaction of its own: move the passage index's recent
@@ -569,10 +542,8 @@ class Ingestor:
                 )
             )
         by_id = {passage_ids[p.seq]: p for p in prepared.passages}
-        prefetch = session.info.get(index.BucketPrefetch.SESSION_KEY)
         self._index_document(session, document_id, {pid: p.words for pid, p in by_id.items()}, summary,
-                             rematch=True, new=True, prepared=by_id,
-                             big_members=prefetch.take(id(prepared)) if prefetch is not None else None)
+                             rematch=True, new=True, prepared=by_id)
         for other_id in sorted(affected - {document_id}):
             self._refresh(session, other_id, summary)
         if prepared.word_count < self.settings.document.shingle_size:
@@ -730,14 +701,12 @@ class Ingestor:
         rematch: bool = False,
         new: bool = False,
         prepared: Optional[dict[int, PreparedPassage]] = None,
-        big_members: Optional[dict[int, list[int]]] = None,
     ) -> None:
         """(Re)sign a document from its content passages, find its duplicates and sources.
 
         ``new``: the document was just stored, so none of its passages is indexed yet.
         ``prepared``: its passages by id as prepare made them, with the token hashes and band
-        keys computed there (see :class:`PreparedPassage`). ``big_members``: its buckets'
-        members read ahead (see index.BucketPrefetch)."""
+        keys computed there (see :class:`PreparedPassage`)."""
         connection = session.connection()
         content = connection.execute(derive.CONTENT_PASSAGES, {"document": document_id}).all()
         content_words_lists = [words_by_passage[row.id] for row in content]
@@ -762,7 +731,7 @@ class Ingestor:
         if rematch:
             summary.derivations += derive.derive(
                 session, document_id, signed, words_by_passage, self.settings, crowded=self.crowded_buckets,
-                sketches=self.sketches, band_keys=keys, big_members=big_members,
+                sketches=self.sketches, band_keys=keys,
             )
         index.add_passages(session, signed, self.settings, replace=not new, band_keys=keys)
 

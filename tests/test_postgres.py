@@ -470,59 +470,6 @@ def test_merging_recent_passage_bands_does_not_change_what_is_found(tmp_path, db
     assert merged["passage_band"] == waiting["passage_band_recent"] and len(merged["passage_band"]) > 1000
 
 
-def _passage_matches(url: str) -> Counter:
-    """Every stored passage match, named by its documents' paths."""
-    from provenance.db.models import PassageMatch
-
-    engine = make_engine(url)
-    try:
-        with session_scope(engine) as session:
-            derived, source = aliased(Document), aliased(Document)
-            return Counter(tuple(row) for row in session.execute(
-                select(derived.path, source.path, PassageMatch.label, PassageMatch.similarity,
-                       PassageMatch.derived_start, PassageMatch.derived_end, PassageMatch.source_start,
-                       PassageMatch.source_end)
-                .join(Derivation, Derivation.id == PassageMatch.derivation_id)
-                .join(derived, derived.id == Derivation.derived_id).join(source, source.id == Derivation.source_id)
-            ))
-    finally:
-        engine.dispose()
-
-
-def test_buckets_read_ahead_change_nothing_that_is_stored(tmp_path, monkeypatch):
-    """An ingest into a SQLite file reads the big passage band table's buckets ahead of the
-    writer, in a thread (index.BucketPrefetch). Merged after every batch of four documents,
-    so that the big table is read: the same documents, clusters, derivations and passage
-    matches as an ingest that reads every bucket itself."""
-    from provenance import index as index_module
-    from provenance.db.session import database_url
-
-    files = sorted(write_corpus(tmp_path / "corpus"))
-    monkeypatch.setattr(ingest_module, "BATCH_DOCUMENTS", 4)
-    monkeypatch.setattr(index_module, "RECENT_BANDS_MAX", 1)
-    handed: list[int] = []  # buckets handed over ahead, per document
-    take = index_module.BucketPrefetch.take
-
-    def counting_take(self, token):
-        members = take(self, token)
-        if members is not None:
-            handed.append(sum(1 for ids in members.values() if ids))
-        return members
-
-    monkeypatch.setattr(index_module.BucketPrefetch, "take", counting_take)
-    results = {}
-    for ahead in (True, False):
-        if not ahead:
-            monkeypatch.setattr(ingest_module.Ingestor, "_bucket_prefetch", lambda self: None)
-        url = database_url(str(tmp_path / f"ahead-{ahead}.db"))
-        result = CliRunner().invoke(cli, ["--db", url, "ingest", *map(str, files), "--format", "json"])
-        assert result.exit_code == 0, result.output
-        results[ahead] = stored(url), _passage_matches(url)
-    assert results[True] == results[False]
-    assert len(results[True][0]["derivations"]) >= 10 and len(results[True][1]) >= 10, "the corpus has links to lose"
-    assert len(handed) >= 30 and sum(handed) > 100, "most documents' buckets were read ahead, from the big table"
-
-
 def _planner_rows_after_ingest(tmp_path: Path, url: str, monkeypatch, documents: int, merge_at: int) -> dict:
     """Ingest ``documents`` of the corpus in batches of four, merging when ``merge_at``
     recent rows wait, with the end-of-ingest analysis turned off (so what the merges and

@@ -692,59 +692,6 @@ def test_a_bucket_is_crowded_by_its_members_in_both_band_tables_together(db_url)
     engine.dispose()
 
 
-def test_buckets_read_ahead_are_what_the_writer_would_read(tmp_path):
-    """index.BucketPrefetch reads the big table's buckets in a thread, on a connection of
-    its own, within a writer's transaction. What it hands over is what the writer's own
-    read would find: rows the writer deleted (before or after the read was asked for) are
-    taken out, rows waiting in the recent table are left to the writer, crowded buckets
-    are not read, and a read that fails is left to the writer."""
-    from provenance.db.bulk import insert_rows
-    from provenance.db.migrate import upgrade_to_head
-    from provenance.db.models import PassageBand, RecentPassageBand
-    from provenance.db.session import database_url, make_engine, write_scope
-
-    url = database_url(str(tmp_path / "ahead.db"))
-    engine = make_engine(url)
-    upgrade_to_head(engine)
-    a, b, c, crowded_key, empty = 11, 22, 33, 44, 55
-    with write_scope(engine) as session:
-        insert_rows(session, PassageBand.__table__, ("band_key", "passage_id"),
-                    [(a, 1), (a, 2), (a, 3), (b, 4), (c, 5), (crowded_key, 6)])
-    crowded = {crowded_key}
-    prefetch = index.BucketPrefetch(make_engine(url, read_only=True), crowded)
-    try:
-        with write_scope(engine) as session:
-            prefetch.begin(session, [(101, [a, b, crowded_key]), (102, [a, c, empty]), (103, [b]), (104, [a])])
-            insert_rows(session, RecentPassageBand.__table__, ("band_key", "passage_id"), [(a, 7)])
-            index._delete_bands(session, [(a, 1)])  # while the first reads may still be pending
-            prefetch._reads[1].result()
-            index._delete_bands(session, [(a, 2), (c, 5)])  # after the second read was made
-            writer = sorted(session.execute(select(PassageBand.band_key, PassageBand.passage_id)).all())
-            assert writer == [(a, 3), (b, 4), (crowded_key, 6)], "the writer sees its deletions; its new rows are recent"
-            assert prefetch.take(101) == {a: [3], b: [4]}
-            assert prefetch.take(102) == {a: [3], c: [], empty: []}, "empty buckets are read, and empty"
-            # 103 was stored without matching (unchanged, say): 104 is still handed over.
-            assert prefetch.take(104) == {a: [3]}
-            assert prefetch.take(101) == {a: [3], b: [4]}, "asked again, read again"
-            assert prefetch.take(999) is None, "not announced"
-            assert session.info[index.BucketPrefetch.SESSION_KEY] is prefetch
-            prefetch.end()
-            assert index.BucketPrefetch.SESSION_KEY not in session.info
-        with write_scope(engine) as session:
-            prefetch.begin(session, [(105, [a, b])])
-            assert prefetch.take(105) == {a: [3], b: [4]}, "the next transaction: what the last one committed"
-    finally:
-        prefetch.close()
-    unreadable = index.BucketPrefetch(make_engine(database_url(str(tmp_path / "missing.db")), read_only=True), set())
-    try:
-        with write_scope(engine) as session:
-            unreadable.begin(session, [(106, [a])])
-            assert unreadable.take(106) is None, "a read that failed leaves the buckets to the writer"
-    finally:
-        unreadable.close()
-        engine.dispose()
-
-
 def test_default_band_layouts_are_what_datasketch_chooses():
     """The defaults spell out bands x rows (so start-up need not import scipy); they must
     stay what MinHashLSH picks for their thresholds and weights."""
