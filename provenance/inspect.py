@@ -23,7 +23,7 @@ from .db.models import (
 )
 from .db.session import sqlite_path
 from .report import (
-    LATEST_BY_ID, cluster_entries, cluster_stars, count_documents, iso, resolve_document, timestamp_text,
+    LATEST_BY_ID, cluster_entries, cluster_stars, count_documents, count_rows, iso, resolve_document, timestamp_text,
 )
 
 
@@ -37,9 +37,9 @@ def summarise(engine: Engine, session: Session) -> dict:
         "schema_revision": current_revision(engine),
         "schema_head": head_revision(),
         "documents": count_documents(session),
-        "versions": count(select(func.count()).select_from(Document)),
+        "versions": count_rows(session, Document),
         "runs": count(select(func.count()).select_from(IngestRun)),
-        "passages": count(select(func.count()).select_from(Passage)),
+        "passages": count_rows(session, Passage),
         "boilerplate_passages": count(select(func.count()).select_from(Passage).where(Passage.boilerplate_id.is_not(None))),
         "boilerplate_library": count(select(func.count()).select_from(Boilerplate)),
         "derivations": count(select(func.count()).select_from(Derivation)),

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, aliased
 from . import manifest
 from .cluster import components, star_clusters
 from .db.bulk import IN_CHUNK, chunks, select_in
-from .db.models import Boilerplate, Citation, Derivation, Document, DocumentPair, PassageMatch
+from .db.models import Boilerplate, Citation, Derivation, Document, DocumentPair, PassageMatch, RowCount
 from .errors import ProvenanceError, path_text
 
 # numpy (and provenance.sketch, which needs it) is imported only by highest_by_signature,
@@ -287,9 +287,19 @@ def _between_latest(document_id: Optional[int]) -> list:
     return conditions
 
 
+def count_rows(session: Session, model: type) -> int:
+    """A table's rows: as SQLite's triggers counted them (:class:`~provenance.db.models.RowCount`),
+    else counted."""
+    table = model.__table__
+    counted = session.scalar(select(RowCount.rows).where(RowCount.table_name == table.name))
+    return counted if counted is not None else session.scalar(select(func.count()).select_from(table)) or 0
+
+
 def count_documents(session: Session) -> int:
-    """Latest documents: versions replaced by a newer one are not counted."""
-    return session.scalar(select(func.count()).select_from(Document).where(Document.is_latest.is_(True))) or 0
+    """Latest documents: every version less the superseded ones, which are few (counting the
+    latest instead read 6.8 MB of index at 100,000 documents: 0.14-0.16 s of `inspect` with a
+    cold page cache)."""
+    return count_rows(session, Document) - (session.scalar(select(func.count()).select_from(_SUPERSEDED.subquery())) or 0)
 
 
 def count_derivations(session: Session, document_id: Optional[int] = None) -> int:

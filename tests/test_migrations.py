@@ -5,19 +5,22 @@ The schema tests run on SQLite and, when PROVENANCE_TEST_DB_URL is set, on Postg
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from conftest import MIGRATIONS, BELTA_SEED, TASS_SEED, db_session
+from conftest import MIGRATIONS, BELTA_SEED, TASS_SEED, db_session, near_copy
 from provenance.db import models  # noqa: F401  (registers every table)
 from provenance.db.base import Base
 from provenance.db.migrate import alembic_config, current_revision, head_revision, migrations_dir
-from provenance.db.models import Document, Passage, PassagePrefilter
+from provenance.db.models import Document, Passage, PassagePrefilter, RowCount
 from provenance.db.session import database_url, make_engine
 
 
@@ -135,3 +138,69 @@ def test_upgrade_fills_the_passage_prefilter_of_passages_stored_before_it(db_url
     finally:
         engine.dispose()
     assert prefilters() == written
+
+
+def _stored(db_url) -> dict[str, tuple[int, int | None]]:
+    """Per counted table: its rows, counted, and as the row_count table holds them (None: no row)."""
+    with db_session(db_url) as session:
+        return {
+            model.__tablename__: (
+                session.scalar(select(func.count()).select_from(model)),
+                session.scalar(select(RowCount.rows).where(RowCount.table_name == model.__tablename__)),
+            )
+            for model in (Document, Passage)
+        }
+
+
+def _tallies_agree(stored: dict, backend: str) -> bool:
+    return all(tallied == (rows if backend == "sqlite" else None) for rows, tallied in stored.values())
+
+
+def test_inspect_counts_follow_ingests_new_versions_and_forget(db_url, backend, ingest, invoke, tmp_path):
+    """On SQLite triggers count documents and passages as they are written and deleted
+    (row_count), and `inspect` shows those counts; on PostgreSQL the table holds no count and
+    `inspect` counts."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    belta, tass = folder / "belta.txt", folder / "tass.txt"
+    shutil.copyfile(BELTA_SEED, belta)
+    shutil.copyfile(TASS_SEED, tass)
+
+    def shown() -> tuple[int, int, int]:
+        result = invoke("inspect", "--format", "json", db_path=db_url)
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        return summary["documents"], summary["versions"], summary["passages"]
+
+    ingest(folder, db_path=db_url)
+    stored = _stored(db_url)
+    first = stored["passage"][0]
+    assert first >= 10 and shown() == (2, 2, first) and _tallies_agree(stored, backend)
+
+    belta.write_text(near_copy(BELTA_SEED.read_text(encoding="utf-8")), encoding="utf-8")
+    ingest(folder, db_path=db_url)  # a second version of belta.txt; the first keeps its passages
+    stored = _stored(db_url)
+    versions = stored["passage"][0]
+    assert versions > first and shown() == (2, 3, versions) and _tallies_agree(stored, backend)
+
+    assert invoke("forget", tass, "--yes", db_path=db_url).exit_code == 0  # its passages go by cascade
+    stored = _stored(db_url)
+    left = stored["passage"][0]
+    assert 0 < left < versions and shown() == (1, 2, left) and _tallies_agree(stored, backend)
+
+
+def test_upgrade_counts_the_rows_stored_before_it(db_url, backend, ingest):
+    """Migration 0012 counts what is there and leaves triggers that go on counting."""
+    ingest(BELTA_SEED, db_path=db_url)
+    engine = _engine(db_url)
+    try:
+        _run(engine, "downgrade", "0011")
+        assert "row_count" not in _tables(engine)
+        _run(engine, "upgrade", "head")
+    finally:
+        engine.dispose()
+    stored = _stored(db_url)
+    assert stored["document"][0] == 1 and stored["passage"][0] >= 5 and _tallies_agree(stored, backend)
+    ingest(TASS_SEED, db_path=db_url)
+    more = _stored(db_url)
+    assert more["document"][0] == 2 and more["passage"][0] > stored["passage"][0] and _tallies_agree(more, backend)
