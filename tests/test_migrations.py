@@ -46,6 +46,17 @@ def _tables(engine) -> set[str]:
         return set(sa_inspect(connection).get_table_names())
 
 
+def _migrate_again(db_url, before: str, table: str) -> None:
+    """Downgrade to ``before`` (asserting that ``table`` went with it) and upgrade to head."""
+    engine = _engine(db_url)
+    try:
+        _run(engine, "downgrade", before)
+        assert table not in _tables(engine)
+        _run(engine, "upgrade", "head")
+    finally:
+        engine.dispose()
+
+
 def test_library_uses_the_repository_migrations():
     assert migrations_dir().resolve() == MIGRATIONS.resolve()
 
@@ -130,13 +141,7 @@ def test_upgrade_fills_the_passage_prefilter_of_passages_stored_before_it(db_url
         (row.id, row.content_word_count, np.frombuffer(row.signature, dtype="<u4").astype(np.uint8).tobytes())
         for row in signed
     ]
-    engine = _engine(db_url)
-    try:
-        _run(engine, "downgrade", "0006")
-        assert "passage_prefilter" not in _tables(engine)
-        _run(engine, "upgrade", "head")
-    finally:
-        engine.dispose()
+    _migrate_again(db_url, "0006", "passage_prefilter")
     assert prefilters() == written
 
 
@@ -192,13 +197,7 @@ def test_inspect_counts_follow_ingests_new_versions_and_forget(db_url, backend, 
 def test_upgrade_counts_the_rows_stored_before_it(db_url, backend, ingest):
     """Migration 0012 counts what is there and leaves triggers that go on counting."""
     ingest(BELTA_SEED, db_path=db_url)
-    engine = _engine(db_url)
-    try:
-        _run(engine, "downgrade", "0011")
-        assert "row_count" not in _tables(engine)
-        _run(engine, "upgrade", "head")
-    finally:
-        engine.dispose()
+    _migrate_again(db_url, "0011", "row_count")
     stored = _stored(db_url)
     assert stored["document"][0] == 1 and stored["passage"][0] >= 5 and _tallies_agree(stored, backend)
     ingest(TASS_SEED, db_path=db_url)
