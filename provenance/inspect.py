@@ -23,7 +23,7 @@ from .db.models import (
 )
 from .db.session import sqlite_path
 from .report import (
-    LATEST_BY_ID, cluster_entries, cluster_stars, count_documents, count_rows, iso, resolve_document, timestamp_text,
+    LATEST_BY_ID, cluster_entries, cluster_stars, count_clusters, count_documents, count_rows, iso, resolve_document, timestamp_text,
 )
 
 
@@ -48,7 +48,7 @@ def summarise(engine: Engine, session: Session) -> dict:
         "settings": settings.as_dict() if settings else None,
     }
     if settings is not None:
-        summary["clusters"] = len(cluster_stars(session, settings.near_duplicate_threshold).stars)
+        summary["clusters"] = count_clusters(session, settings.near_duplicate_threshold)
         sketch = settings.document
         threshold = settings.near_duplicate_threshold
         summary["band_layout"] = {

@@ -1065,9 +1065,9 @@ def test_a_one_document_report_shows_what_the_whole_report_says_about_it(report_
                                           if document.id in (d["derived"]["id"], d["source"]["id"])]
 
 
-def test_clusters_are_the_same_however_their_documents_are_read(db, populated, monkeypatch):
-    """Many clustered documents are read in one statement (on SQLite from the index that holds
-    their columns), a few in IN lists: the clusters are the same either way, dates included."""
+def test_clusters_are_the_same_however_their_documents_are_read(db, populated):
+    """Clustered documents are read by id from the index that holds their columns (on SQLite),
+    or handed in as the report read them: the clusters are the same either way, dates included."""
     from datetime import datetime
 
     from sqlalchemy import update
@@ -1078,14 +1078,15 @@ def test_clusters_are_the_same_however_their_documents_are_read(db, populated, m
         biggest = max(reporting.clusters(session, 0.8), key=lambda c: c["size"])
         dated = max(m["id"] for m in biggest["members"])  # dated earliest: it becomes the canonical
         session.execute(update(Document).where(Document.id == dated).values(published_at=datetime(2001, 2, 3, 4, 5)))
-        monkeypatch.setattr(reporting, "IN_CHUNK", 0)
-        one_statement = reporting.clusters(session, 0.8)
-        monkeypatch.setattr(reporting, "IN_CHUNK", 10**6)
-        in_lists = reporting.clusters(session, 0.8)
-        plan = session.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {reporting._IN_PAIRS_SQLITE}").all()
-    assert any(c["size"] >= 3 for c in in_lists)
-    assert one_statement == in_lists
-    assert [c["canonical"] for c in in_lists if c["canonical"]["id"] == dated][0]["reason"] == (
+        read_here = reporting.clusters(session, 0.8)
+        handed_in = reporting.clusters(session, 0.8, {
+            row[0]: row for row in session.execute(select(*reporting._REPORT_COLUMNS)).all()
+        })
+        plan = session.connection().exec_driver_sql(
+            f"EXPLAIN QUERY PLAN {reporting._MEMBERS_SQLITE.replace('{in}', 'IN (1, 2)')}").all()
+    assert any(c["size"] >= 3 for c in read_here)
+    assert read_here == handed_in
+    assert [c["canonical"] for c in read_here if c["canonical"]["id"] == dated][0]["reason"] == (
         "earliest published_at (2001-02-03T04:05:00)")
     assert any("COVERING INDEX ix_document_listing" in row[-1] for row in plan), plan
 
@@ -1289,10 +1290,10 @@ def test_a_dataset_plan_reads_no_passage_evidence(invoke, db, populated, monkeyp
     assert invoke("report", "--format", "csv").exit_code != 0, "csv lists derivations, so it reads them"
 
 
-def test_a_dataset_plan_from_the_brief_listing_is_the_plan_of_the_whole_report(invoke, db, populated, monkeypatch):
+def test_a_dataset_plan_from_the_brief_listing_is_the_plan_of_the_whole_report(invoke, db, populated):
     """`--format jsonl`, `paths` and `csv` list each document's id and path only (read from an
     index), its clusters reading their members themselves: the plan is the whole report's, for
-    every --keep, and the CSV the whole report's rows, read in one statement or in IN lists alike."""
+    every --keep, and the CSV the whole report's rows."""
     from provenance import render, report as reporting
 
     with db_session(db) as session:
@@ -1302,17 +1303,15 @@ def test_a_dataset_plan_from_the_brief_listing_is_the_plan_of_the_whole_report(i
         assert all(set(entry) == {"id", "path"} for entry in brief["documents"])
         plans = {keep: reporting.dataset_plan(whole, keep) for keep in ("canonical", "earliest", "none")}
     assert any(record["role"] == "member" for record in plans["canonical"])
-    for in_chunk in (0, 10**6):
-        monkeypatch.setattr(reporting, "IN_CHUNK", in_chunk)
-        for keep, plan in plans.items():
-            result = invoke("report", "--format", "jsonl", "--keep", keep)
-            assert result.exit_code == 0, result.output
-            assert [json.loads(line) for line in result.stdout.splitlines()] == plan
-            paths = invoke("report", "--format", "paths", "--keep", keep)
-            assert paths.stdout.splitlines() == [record["path"] for record in plan if not record["keep"]]
-        table = invoke("report", "--format", "csv")
-        assert table.exit_code == 0, table.output
-        assert list(csv.reader(io.StringIO(table.stdout))) == rows and len(rows) > 3
+    for keep, plan in plans.items():
+        result = invoke("report", "--format", "jsonl", "--keep", keep)
+        assert result.exit_code == 0, result.output
+        assert [json.loads(line) for line in result.stdout.splitlines()] == plan
+        paths = invoke("report", "--format", "paths", "--keep", keep)
+        assert paths.stdout.splitlines() == [record["path"] for record in plan if not record["keep"]]
+    table = invoke("report", "--format", "csv")
+    assert table.exit_code == 0, table.output
+    assert list(csv.reader(io.StringIO(table.stdout))) == rows and len(rows) > 3
 
 
 def test_a_csv_report_lists_derivations_without_reading_their_evidence(invoke, db, populated, monkeypatch):

@@ -227,7 +227,7 @@ def test_reruns_give_byte_identical_reports(tmp_path, belta_text, tass_text):
 
 
 # -- 4. a template shared along a chain ---------------------------------------------------
-def test_template_chain_is_clustered_against_the_canonical(ingest, report_json, db, tmp_path, belta_text):
+def test_template_chain_is_clustered_against_the_canonical(ingest, invoke, report_json, db, tmp_path, belta_text):
     """X_i holds paragraphs P_i, P_i+1, P_i+2: neighbours share two of three paragraphs,
     documents three apart share none. With two paragraphs a document, neighbours sit at a
     Jaccard of about 1/3, too close to 0.3 for the chain to exist reliably."""
@@ -263,6 +263,9 @@ def test_template_chain_is_clustered_against_the_canonical(ingest, report_json, 
             assert member["similarity"] == pytest.approx(expected, abs=1e-4)
     clustered = [position[i] for c in report["clusters"] for i in cluster_ids(c)]
     assert len(clustered) == len(set(clustered))
+    # The summary counts the stars the chain splits into, not the one group it links.
+    assert len(report["clusters"]) >= 2
+    assert inspect_summary(invoke, db)["clusters"] == len(report["clusters"])
 
 
 # -- 5. match -----------------------------------------------------------------------------
