@@ -595,6 +595,14 @@ def test_listings_read_the_listing_index_in_order_of_id(db, populated, monkeypat
         return real_select_in(session, sql, values, *args, **kwargs)
 
     monkeypatch.setattr(reporting, "select_in", recording_select_in)
+    real_plain_rows = inspection.plain_rows
+
+    def recording_plain_rows(session, statement):  # sent to the driver too
+        compiled = statement.compile(dialect=session.connection().dialect, compile_kwargs={"render_postcompile": True})
+        statements.append((str(compiled), tuple(compiled.params[name] for name in compiled.positiontup)))
+        return real_plain_rows(session, statement)
+
+    monkeypatch.setattr(inspection, "plain_rows", recording_plain_rows)
 
     with db_session(db) as session:
         # Timestamps with and without microseconds (isoformat leaves zero ones out), and none.
