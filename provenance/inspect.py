@@ -10,6 +10,7 @@ from sqlalchemy import Engine, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from . import manifest
+from .db.bulk import plain_rows
 from .db.migrate import current_revision, head_revision
 from .db.models import (
     Boilerplate,
@@ -21,10 +22,10 @@ from .db.models import (
     Passage,
     PassageMatch,
 )
-from .db.bulk import plain_rows
 from .db.session import sqlite_path
 from .report import (
-    LATEST_BY_ID, cluster_entries, cluster_stars, count_clusters, count_documents, count_rows, iso, resolve_document, timestamp_text,
+    LATEST_BY_ID, cluster_entries, cluster_stars, count_clusters, count_documents, count_rows, iso, resolve_document,
+    timestamp_text,
 )
 
 

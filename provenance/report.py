@@ -107,7 +107,9 @@ _LISTING_INDEX = next(
 #: documents of the groups in 0.05 s warm, 0.38-0.44 s with a cold page cache, where one
 #: statement for every document in a pair (28,363, found through a UNION of the pairs'
 #: ids, its values typed by SQLAlchemy) took 0.26 and 0.55-0.57 s (one-off).
-_MEMBERS = f"SELECT {', '.join(column.name for column in _CLUSTER_COLUMNS)} FROM {Document.__tablename__} WHERE id {{in}}"
+_MEMBERS = (
+    f"SELECT {', '.join(column.name for column in _CLUSTER_COLUMNS)} FROM {Document.__tablename__} WHERE id {{in}}"
+)
 _MEMBERS_SQLITE = _MEMBERS.replace(" WHERE", f" INDEXED BY {_LISTING_INDEX} WHERE")
 
 

@@ -171,4 +171,3 @@ def plain_rows(session: Session, statement: Executable) -> list[tuple]:
         return cursor.fetchall()
     finally:
         cursor.close()
-
