@@ -82,21 +82,39 @@ def drop_page_cache() -> None:
         raise SystemExit(f"--cold: cannot write {_DROP_CACHES} ({error.strerror}); it needs Linux and root")
 
 
+#: Run by a fresh interpreter, which starts the command, waits for it and prints its wall
+#: seconds, exit code and peak resident KB (dropping the page cache first when its first
+#: argument says so). Linux counts in a process's peak the memory of the process it was forked
+#: from, so a command started by this script reported this script's peak whenever that was the
+#: larger: 631 MB for every command timed after bench/postgres_copy.py had compared two
+#: 160 MB JSON reports in memory (a one-off check: /bin/true started by a process holding
+#: 600 MB reports 614 MB, started through this 14 MB).
+_RUN_AND_MEASURE = """
+import os, subprocess, sys, time
+if sys.argv[1] == "cold":
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as caches:
+        caches.write("1\\n")
+started = time.perf_counter()
+process = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(process.pid, 0)
+print(time.perf_counter() - started, os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
 def command_run(url: str, *args: str) -> tuple[float, float]:
     """Wall seconds and peak resident MB of one read-only CLI command, as a user runs it
     (interpreter start included); from a dropped page cache with --cold."""
-    if COLD:
-        drop_page_cache()
     with tempfile.TemporaryFile() as errors:
-        started = time.perf_counter()
-        process = subprocess.Popen([*CLI, "--db", url, *args], stdout=subprocess.DEVNULL, stderr=errors, cwd=ROOT)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
+        measured = subprocess.run(
+            [sys.executable, "-c", _RUN_AND_MEASURE, "cold" if COLD else "warm", *CLI, "--db", url, *args],
+            stdout=subprocess.PIPE, stderr=errors, cwd=ROOT, text=True,
+        )
+        seconds, code, peak_kb = measured.stdout.split() if measured.returncode == 0 else ("0", "1", "0")
+        if int(code) != 0:
             errors.seek(0)
-            raise SystemExit(f"{args[0]} failed ({process.returncode}): {errors.read()[-2000:].decode(errors='replace')}")
-    return seconds, usage.ru_maxrss / 1024
+            raise SystemExit(f"{args[0]} failed ({code}): {errors.read()[-2000:].decode(errors='replace')}")
+    return float(seconds), int(peak_kb) / 1024
 
 
 def write_bytecode() -> None:
