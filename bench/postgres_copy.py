@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import database_size, read_seconds, write_bytecode  # noqa: E402
 from workers import CLI, ROOT, PostgresBackend, _given, local_postgres, write_corpus  # noqa: E402
 
-from provenance.db.migrate import upgrade_to_head  # noqa: E402
+from provenance.db.migrate import check_database, head_revision, upgrade_to_head  # noqa: E402
 from provenance.db.models import Base, RowCount  # noqa: E402
 from provenance.db.session import make_engine  # noqa: E402
 
@@ -153,9 +153,20 @@ def main() -> None:
     arguments = parser.parse_args()
     if not arguments.db.is_file():
         parser.error(f"{arguments.db}: no such file (grow one with bench/scale.py --keep)")
-    write_bytecode()
     sqlite_url = f"sqlite:///{arguments.db.resolve()}"
+    engine = make_engine(sqlite_url, read_only=True)
+    try:
+        revision = check_database(engine)
+    finally:
+        engine.dispose()
+    if revision != head_revision():  # the copy's schema is made at head: the columns must match
+        parser.error(f"{arguments.db} is at schema revision {revision}, not {head_revision()}: "
+                     f"run `provenance --db {arguments.db} db upgrade` first")
+    write_bytecode()
     stored, _, _ = database_size(sqlite_url)
+    if 2 * arguments.new > stored:
+        parser.error(f"--new {arguments.new}: the baseline takes the corpus's first {2 * arguments.new} documents, "
+                     f"which must come before the {stored} stored; give a bigger database or a smaller --new")
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="provenance-pgcopy-")))
         os.chmod(scratch, 0o755)
