@@ -789,7 +789,66 @@ def test_db_upgrade_then_current(invoke, db, head_revision_independent):
     assert invoke("db", "upgrade").exit_code == 0
 
 
-@pytest.mark.parametrize("command", [["inspect"], ["report"], ["db", "current"], ["db", "upgrade"], ["ingest", "SEED"]])
+def _free_pages(path: Path) -> int:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute("PRAGMA freelist_count").fetchone()[0]
+    finally:
+        connection.close()
+
+
+def test_db_vacuum_gives_back_free_pages_and_keeps_every_row(invoke, db, seed_copies, tmp_path):
+    """`db vacuum` rebuilds the file: the pages a forgotten document freed are given back,
+    and everything the database answers is as before."""
+    assert invoke("ingest", BELTA_SEED, TASS_SEED, seed_copies["exact"], seed_copies["near"]).exit_code == 0
+    forgotten = invoke("forget", seed_copies["near"], "--yes")
+    assert forgotten.exit_code == 0, forgotten.output
+    assert _free_pages(db) > 0  # what the rebuild gives back
+    reads = (("report", "--format", "json"), ("inspect", "documents", "--format", "json"))
+    before = {args: invoke(*args).stdout for args in reads}
+    size_before = db.stat().st_size + (Path(f"{db}-wal").stat().st_size if Path(f"{db}-wal").exists() else 0)
+
+    result = invoke("db", "vacuum", "--format", "json")
+    assert result.exit_code == 0, result.output
+    done = json.loads(result.stdout)
+    assert done["backend"] == "sqlite" and done["database"] == str(db)
+    assert done["bytes_before"] == size_before
+    assert done["bytes_after"] < done["bytes_before"]
+    assert done["bytes_after"] == db.stat().st_size  # the log was emptied back into the file
+    assert _free_pages(db) == 0
+    for args, output in before.items():
+        assert invoke(*args).stdout == output, args
+    assert invoke("db", "vacuum").stdout.startswith(f"{db}: rebuilt in ")
+
+
+def test_db_vacuum_refuses_without_room_and_changes_nothing(invoke, db, seed_copies, monkeypatch):
+    from provenance.db import maintenance
+
+    assert invoke("ingest", BELTA_SEED, seed_copies["near"]).exit_code == 0
+    assert invoke("forget", seed_copies["near"], "--yes").exit_code == 0
+    free_before = _free_pages(db)
+    report = invoke("report", "--format", "json").stdout
+    monkeypatch.setattr(maintenance.shutil, "disk_usage", lambda where: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    result = invoke("db", "vacuum")
+    assert result.exit_code != 0
+    message = one_line(result.stderr)
+    assert str(db) in message and "free" in message and "MB" in message
+    assert _free_pages(db) == free_before
+    assert invoke("report", "--format", "json").stdout == report
+
+
+def test_db_vacuum_names_a_busy_database_and_a_full_disk():
+    """The driver's errors during VACUUM become one line that says what to do."""
+    from provenance.db.maintenance import _vacuum_error
+
+    locked = str(_vacuum_error("big.db", sqlite3.OperationalError("database is locked")))
+    assert "big.db" in locked and "another process is writing" in locked and "again" in locked
+    full = str(_vacuum_error("big.db", sqlite3.OperationalError("database or disk is full")))
+    assert "big.db" in full and "nothing was changed" in full and "SQLITE_TMPDIR" in full
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["report"], ["db", "current"], ["db", "upgrade"], ["db", "vacuum"],
+                                     ["ingest", "SEED"]])
 def test_file_that_is_not_a_database_is_refused(invoke, tmp_path, command):
     notes = tmp_path / "notes.txt"
     original = b"These are my notes, not a database.\n"
@@ -803,7 +862,8 @@ def test_file_that_is_not_a_database_is_refused(invoke, tmp_path, command):
     assert notes.read_bytes() == original
 
 
-@pytest.mark.parametrize("command", [["inspect"], ["report"], ["db", "current"], ["db", "upgrade"], ["ingest", "SEED"]])
+@pytest.mark.parametrize("command", [["inspect"], ["report"], ["db", "current"], ["db", "upgrade"], ["db", "vacuum"],
+                                     ["ingest", "SEED"]])
 def test_unknown_schema_revision_is_refused(invoke, db, command):
     with sqlite3.connect(db) as connection:
         connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")

@@ -547,6 +547,7 @@ EVERY_COMMAND = [
     ["boilerplate", "list", "--format", "json"],
     ["boilerplate", "remove", "Share this article"],
     ["forget", "2", "--yes"],
+    ["db", "vacuum"],
     ["db", "current"],
 ]
 
