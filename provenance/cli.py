@@ -23,7 +23,7 @@ from . import __version__, inspect as inspection, render, report as reporting
 from .collect import fewer_collections
 from .db.migrate import check_database, head_revision, upgrade_to_head
 from .db.session import (
-    DEFAULT_DB, database_url, is_transient, make_engine, session_scope, snapshot_scope, sqlite_path,
+    DEFAULT_DB, SQLITE_BUSY_TIMEOUT_MS, database_url, is_transient, make_engine, session_scope, snapshot_scope, sqlite_path,
 )
 from .errors import ProvenanceError
 from .reader import DEFAULT_MAX_BYTES
@@ -124,7 +124,27 @@ def _out(text: str, nl: bool = True) -> None:
     click.echo(text, nl=nl, color=True)
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+class _Commands(click.Group):
+    """The command group: a database that stays busy past the wait (another process holding
+    SQLite's write lock for longer than the busy timeout, a deadlock, a lost connection)
+    ends any command with one line that says so, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SQLAlchemyError as error:
+            if not is_transient(error):
+                raise
+            target = ctx.obj.target if isinstance(ctx.obj, Context) else "the database"
+            reason = _reason(error)
+            why = (f"another process held its write lock for over {SQLITE_BUSY_TIMEOUT_MS // 1000} s"
+                   if "locked" in reason.lower() else "it was busy or the connection was lost")
+            raise click.ClickException(render.safe(
+                f"{target}: {why} ({reason}); what was already stored is kept; run the command again"
+            )) from error
+
+
+@click.group(cls=_Commands, context_settings=CONTEXT_SETTINGS)
 @click.option("--db", envvar="PROVENANCE_DB", metavar="PATH|URL",
               help=f"Database file or SQLAlchemy URL [default: {DEFAULT_DB}; env PROVENANCE_DB].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary on stderr.")
@@ -957,7 +977,8 @@ def db_vacuum(state: Context, fmt: str) -> None:
     commands after a reboot) get faster: at 100,000 documents the cold `report` took
     1.01-1.40 s after it, 1.38-2.05 s before. It needs free space about the size of the
     database, twice over (a copy in the temporary folder, SQLITE_TMPDIR, and the log
-    beside the database), takes about 45 s for 3 GB, and ingests wait while it runs.
+    beside the database), and takes about 45 s for 3 GB. A command that writes waits for
+    it up to a minute, then stops with nothing lost; run it again afterwards.
     PostgreSQL: VACUUM (ANALYZE), what autovacuum does, now.
 
     \b
@@ -978,6 +999,9 @@ def db_vacuum(state: Context, fmt: str) -> None:
     done = "rebuilt" if result.backend == "sqlite" else "vacuumed and analysed"
     click.echo(f"{state.target}: {done} in {result.seconds:.1f} s, "
                f"{result.bytes_before / 1e6:,.1f} MB before, {result.bytes_after / 1e6:,.1f} MB after")
+    if result.log_bytes_left:
+        click.echo(f"(of which {result.log_bytes_left / 1e6:,.1f} MB in the log: another process is using the "
+                   "database; the log is emptied into the file when the last one closes it)")
 
 
 def main() -> None:  # pragma: no cover

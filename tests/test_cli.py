@@ -821,6 +821,25 @@ def test_db_vacuum_gives_back_free_pages_and_keeps_every_row(invoke, db, seed_co
     assert invoke("db", "vacuum").stdout.startswith(f"{db}: rebuilt in ")
 
 
+def test_db_vacuum_beside_a_reader_says_what_stays_in_the_log(invoke, db, seed_copies):
+    """A reader holding the old pages (another program with the database open) keeps the
+    rewritten pages in the log; the command finishes and says so instead of waiting."""
+    assert invoke("ingest", BELTA_SEED, seed_copies["near"]).exit_code == 0
+    reader = sqlite3.connect(db, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM document").fetchone()
+    try:
+        done = invoke("db", "vacuum", "--format", "json")
+        said = invoke("db", "vacuum")
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    assert done.exit_code == 0, done.output
+    left = json.loads(done.stdout)["log_bytes_left"]
+    assert left > 0
+    assert said.exit_code == 0 and "in the log" in said.stdout
+
+
 def test_db_vacuum_refuses_without_room_and_changes_nothing(invoke, db, seed_copies, monkeypatch):
     from provenance.db import maintenance
 
@@ -835,6 +854,30 @@ def test_db_vacuum_refuses_without_room_and_changes_nothing(invoke, db, seed_cop
     assert str(db) in message and "free" in message and "MB" in message
     assert _free_pages(db) == free_before
     assert invoke("report", "--format", "json").stdout == report
+
+
+def test_a_write_lock_held_past_the_wait_ends_in_one_line_and_loses_nothing(invoke, db, monkeypatch):
+    """Another process holding SQLite's write lock longer than the busy timeout (a long `db
+    vacuum`, a sqlite3 shell in a transaction) stops a writing command with one line, not a
+    traceback; what was stored stays, and the same command works once the lock is let go."""
+    from provenance.db import session as session_module
+
+    assert invoke("ingest", BELTA_SEED).exit_code == 0
+    monkeypatch.setattr(session_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        for command in (("ingest", TASS_SEED), ("forget", BELTA_SEED, "--yes")):
+            result = invoke(*command)
+            assert result.exit_code != 0, command
+            message = one_line(result.stderr)
+            assert str(db) in message and "write lock" in message and "run the command again" in message
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert document_count(db) == 1
+    assert invoke("ingest", TASS_SEED).exit_code == 0
+    assert document_count(db) == 2
 
 
 def test_db_vacuum_names_a_busy_database_and_a_full_disk():

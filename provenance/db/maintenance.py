@@ -20,18 +20,25 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from ..errors import ProvenanceError
-from .session import is_transient, sqlite_path
+from .session import SQLITE_BUSY_TIMEOUT_MS, is_transient, sqlite_path
+
+
+#: How long the checkpoint after a VACUUM waits for other connections to let go of the log.
+CHECKPOINT_PATIENCE_MS = 1000
 
 
 @dataclass(frozen=True)
 class Vacuumed:
     """What :func:`vacuum` did: the database's size before and after (SQLite: the file with
-    its write-ahead log; PostgreSQL: ``pg_database_size``) and the seconds it took."""
+    its write-ahead log; PostgreSQL: ``pg_database_size``), the seconds it took, and the
+    bytes of the SQLite log that could not be emptied yet (another process was using the
+    database: the log is emptied when the last connection closes, or by later commits)."""
 
     backend: str
     bytes_before: int
     bytes_after: int
     seconds: float
+    log_bytes_left: int = 0
 
 
 def vacuum(engine: Engine, starting: Optional[Callable[[int], None]] = None) -> Vacuumed:
@@ -42,8 +49,9 @@ def vacuum(engine: Engine, starting: Optional[Callable[[int], None]] = None) -> 
 
     SQLite needs free space about the size of the database in the temporary folder (the
     rebuilt copy) and again beside the database (the WAL it is written through), and holds
-    the writer lock while it runs: an ingest started meanwhile waits for it, and one already
-    running makes it wait (up to the busy timeout, then it gives up and changes nothing).
+    the writer lock while it runs: a writer started meanwhile waits for it (up to the busy
+    timeout, then gives up with nothing lost), and one already running makes it wait (the
+    same, then it gives up and changes nothing).
     ``starting``: called with the size before, once the checks have passed (a progress note).
     """
     started = time.perf_counter()
@@ -69,12 +77,18 @@ def vacuum(engine: Engine, starting: Optional[Callable[[int], None]] = None) -> 
         except Exception as error:  # the driver's OperationalError, outside SQLAlchemy
             raise _vacuum_error(path, error) from error
         # TRUNCATE: the WAL now holds the whole file; empty it back to nothing. A reader
-        # still on the old pages keeps part of it until the next checkpoint.
+        # still on the old pages keeps it until the next checkpoint: waiting for it would
+        # take the whole busy timeout (60 s with a reader left open, timed once), so this
+        # waits a second at most.
+        cursor.execute(f"PRAGMA busy_timeout={CHECKPOINT_PATIENCE_MS}")
         cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
     finally:
         connection.close()
-    return Vacuumed("sqlite", before, _sqlite_size(path), time.perf_counter() - started)
+    log = f"{path}-wal"
+    left = os.path.getsize(log) if os.path.exists(log) else 0
+    return Vacuumed("sqlite", before, _sqlite_size(path), time.perf_counter() - started, left)
 
 
 def _sqlite_size(path: str) -> int:

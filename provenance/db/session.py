@@ -29,6 +29,8 @@ WRITER_LOCK_KEY = 0x70726F76
 
 #: SQLite page cache per connection, in KiB.
 SQLITE_CACHE_KIB = 64 * 1024
+#: How long a SQLite connection waits for another's lock before "database is locked".
+SQLITE_BUSY_TIMEOUT_MS = 60_000
 
 #: Connection execution option that makes SQLite start the transaction with BEGIN IMMEDIATE.
 _WRITER_OPTION = "provenance_writer"
@@ -89,7 +91,7 @@ def _sqlite_engine(url: str, read_only: bool) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         # 64 MB of page cache instead of SQLite's 2 MB: LSH band keys are random, so every
         # insert or lookup lands on a different index page.
         cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
