@@ -23,7 +23,8 @@ from . import __version__, inspect as inspection, render, report as reporting
 from .collect import fewer_collections
 from .db.migrate import check_database, head_revision, upgrade_to_head
 from .db.session import (
-    DEFAULT_DB, SQLITE_BUSY_TIMEOUT_MS, database_url, is_transient, make_engine, session_scope, snapshot_scope, sqlite_path,
+    DEFAULT_DB, SQLITE_BUSY_TIMEOUT_MS, database_url, is_transient, make_engine, session_scope, snapshot_scope,
+    sqlite_path,
 )
 from .errors import ProvenanceError
 from .reader import DEFAULT_MAX_BYTES
