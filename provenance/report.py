@@ -101,16 +101,16 @@ _LISTING_INDEX = next(
     if index.columns[0] is Document.__table__.c.id
     and {column.name for column in _CLUSTER_COLUMNS} <= {column.name for column in index.columns}
 )
-#: The clustered documents' columns, sent straight to the driver by id (provenance.db.bulk.
-#: select_in). SQLite is told to read them from the listing index (it would otherwise look
-#: each row up, with its whole text). At 100,000 documents this read only the 18,414
-#: documents of the groups in 0.05 s warm, 0.38-0.44 s with a cold page cache, where one
-#: statement for every document in a pair (28,363, found through a UNION of the pairs'
-#: ids, its values typed by SQLAlchemy) took 0.26 and 0.55-0.57 s (one-off).
-_MEMBERS = (
-    f"SELECT {', '.join(column.name for column in _CLUSTER_COLUMNS)} FROM {Document.__tablename__} WHERE id {{in}}"
-)
-_MEMBERS_SQLITE = _MEMBERS.replace(" WHERE", f" INDEXED BY {_LISTING_INDEX} WHERE")
+
+
+def _listed_by_id(session: Session, columns: tuple, ids: list[int]) -> list[tuple]:
+    """``columns`` of the documents ``ids``, sent straight to the driver (provenance.db.bulk.
+    select_in). SQLite is told to read them from the listing index: it would otherwise look
+    each row up, and a row carries its whole text."""
+    sql = f"SELECT {', '.join(column.name for column in columns)} FROM {Document.__tablename__}"
+    if session.connection().dialect.name == "sqlite":
+        sql += f" INDEXED BY {_LISTING_INDEX}"
+    return select_in(session, sql + " WHERE id {in}", ids)
 
 
 class _Member(NamedTuple):
@@ -204,8 +204,11 @@ def _stars(
     # Clustered documents as _Member tuples: the steps below read their fields some ten times
     # each, and a row's attribute took about 1 us against a tuple's 0.05.
     by_id = {i: _Member._make(documents[i][:4]) for i in group_of if i in documents} if documents else {}
-    members = _MEMBERS_SQLITE if session.connection().dialect.name == "sqlite" else _MEMBERS
-    for id_, path, content_hash, published_at in select_in(session, members, sorted(set(group_of) - set(by_id))):
+    # At 100,000 documents the 18,414 documents of the groups took 0.05 s warm and 0.38-0.44 s
+    # with a cold page cache, where one statement for every document in a pair (28,363,
+    # through a UNION of the pairs' ids, typed by SQLAlchemy) took 0.26 and 0.55-0.57 s (one-off).
+    missing = sorted(set(group_of) - set(by_id))
+    for id_, path, content_hash, published_at in _listed_by_id(session, _CLUSTER_COLUMNS, missing):
         by_id[id_] = _Member(id_, path, content_hash, _stored_datetime(published_at))
     signatures: dict[int, Optional[bytes]] = {}
 
@@ -320,7 +323,8 @@ def count_documents(session: Session) -> int:
     """Latest documents: every version less the superseded ones, which are few (counting the
     latest instead read 6.8 MB of index at 100,000 documents: 0.14-0.16 s of `inspect` with a
     cold page cache)."""
-    return count_rows(session, Document) - (session.scalar(select(func.count()).select_from(_SUPERSEDED.subquery())) or 0)
+    superseded = session.scalar(select(func.count()).select_from(_SUPERSEDED.subquery())) or 0
+    return count_rows(session, Document) - superseded
 
 
 def count_derivations(session: Session, document_id: Optional[int] = None) -> int:
@@ -357,13 +361,6 @@ class Listing:
         return self._entries()
 
 
-#: Documents' paths by id. SQLite is told to read them from the listing index (see
-#: _MEMBERS): joined to the rows, the whole report's 40,065 derivations with their two
-#: paths took 2.6-2.8 s at 100,000 documents with a cold page cache, 0.5-0.7 s this way.
-_PATHS_SQLITE = f"SELECT id, path FROM {Document.__tablename__} INDEXED BY {_LISTING_INDEX} WHERE id {{in}}"
-_PATHS = f"SELECT id, path FROM {Document.__tablename__} WHERE id {{in}}"
-
-
 def _derivation_rows(session: Session, document_id: Optional[int], limit: Optional[int]) -> list[tuple]:
     """:data:`_DERIVATION_COLUMNS` of the derivations listed, then their two documents' paths."""
     query = select(*_DERIVATION_COLUMNS).where(*_between_latest(document_id)).order_by(
@@ -371,8 +368,10 @@ def _derivation_rows(session: Session, document_id: Optional[int], limit: Option
     )
     connection = session.connection()
     rows = connection.execute(query.limit(limit) if limit is not None else query).all()
-    paths = dict(select_in(session, _PATHS_SQLITE if connection.dialect.name == "sqlite" else _PATHS,
-                           sorted({i for row in rows for i in row[1:3]})))
+    # Their paths from the listing index: joined to the rows, the whole report's 40,065
+    # derivations with their two paths took 2.6-2.8 s at 100,000 documents with a cold page
+    # cache, 0.5-0.7 s this way.
+    paths = dict(_listed_by_id(session, (Document.id, Document.path), sorted({i for row in rows for i in row[1:3]})))
     return [(*row, paths[row[1]], paths[row[2]]) for row in rows]
 
 
