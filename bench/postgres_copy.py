@@ -37,11 +37,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterator
 
-from sqlalchemy import Boolean, create_engine
+from sqlalchemy import Boolean
 from sqlalchemy.engine import make_url
 from tabulate import tabulate
 
@@ -115,27 +114,6 @@ def output(url: str, *args: str) -> bytes:
     return subprocess.run([*CLI, "--db", url, *args], capture_output=True, check=True, cwd=ROOT).stdout
 
 
-@contextmanager
-def database_from(server: str, template: str = "") -> Iterator[str]:
-    """A new database on ``server`` (a copy of ``template`` when given), dropped afterwards."""
-    if not template:
-        with PostgresBackend(server, "server").database() as url:
-            yield url
-        return
-    name = f"{template}_copy"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-        try:
-            yield make_url(server).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
-
-
 def ingest_seconds(url: str, folder: Path) -> float:
     started = time.perf_counter()
     subprocess.run([*CLI, "--db", url, "ingest", str(folder), "--workers", "1", "--quiet"], check=True, cwd=ROOT,
@@ -175,7 +153,8 @@ def main() -> None:
         server = stack.enter_context(_given(server_url) if server_url else local_postgres(scratch / "pg"))
         if not server:
             raise SystemExit("bench: no PROVENANCE_BENCH_PG_URL and no initdb found")
-        copy_url = stack.enter_context(database_from(server))
+        backend = PostgresBackend(server, "server")
+        copy_url = stack.enter_context(backend.database())
         copied = copy_rows(arguments.db, copy_url)
         print(tabulate(copied, headers=["table", "rows copied", "seconds"], tablefmt="github", floatfmt=".1f"))
         for args in SAME_OUTPUT:
@@ -199,10 +178,10 @@ def main() -> None:
             for name, url in (("PostgreSQL (copy)", copy_url), ("SQLite", sqlite_url)):
                 reads.append([name, round_number, *read_seconds(url, probe, arguments.read_repeats)])
             if arguments.new:
-                with database_from(server) as small:
+                with backend.database() as small:
                     ingest_seconds(small, folders["first"])
                     into_small = ingest_seconds(small, folders["small"])
-                with database_from(server, template=make_url(copy_url).database) as big:
+                with backend.database(template=make_url(copy_url).database) as big:
                     into_big = ingest_seconds(big, folders["big"])
                 ingests.append([round_number, f"{into_small:.1f}", f"{into_big:.1f}", f"{into_big / into_small:.2f}"])
         print(f"\nread commands at {stored:,} documents (medians of {arguments.read_repeats})")

@@ -130,14 +130,17 @@ class PostgresBackend(Backend):
         self.label = label
 
     @contextmanager
-    def database(self) -> Iterator[str]:
+    def database(self, template: str = "") -> Iterator[str]:
+        """A new database on the server (a copy of the database ``template`` when given),
+        dropped afterwards."""
         from sqlalchemy import create_engine
 
         name = f"provenance_bench_{uuid.uuid4().hex[:10]}"
         admin = create_engine(self.server, isolation_level="AUTOCOMMIT")
         try:
             with admin.connect() as connection:
-                connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+                copied = f' TEMPLATE "{template}"' if template else ""
+                connection.exec_driver_sql(f'CREATE DATABASE "{name}"{copied}')
             try:
                 yield self.server.set(database=name).render_as_string(hide_password=False)
             finally:
