@@ -25,7 +25,8 @@ each new text up in the stored database, read only, with ``match_text`` in full,
 only, and in full with one sketch cache shared across the texts, in turn, and prints the
 medians; and it times the command a user runs, ``provenance match`` (interpreter start
 included): the first new text alone, and all of them in one run, in full and documents only.
-Last it prints the process's peak resident set. Run it on two checkouts
+Below the stages: the ingest's user and system CPU seconds and its read and write
+system calls (Linux). Last it prints the process's peak resident set. Run it on two checkouts
 (``PYTHONPATH=OTHER python bench/stages.py``) to compare them. Asserts nothing.
 """
 
@@ -107,9 +108,29 @@ def with_lone_band_limit(stored: Path, limit: int, scratch: Path) -> Path:
     return copy
 
 
-def ingest_round(stored: Path, files: list[Path], scratch: Path, seconds: dict[str, float]) -> tuple[float, int, int]:
-    """Seconds to ingest ``files`` into a copy of ``stored``, and the stored passages' sketches
-    its cache was asked for and had at hand; stage times land in ``seconds``."""
+#: What the process spent in Python and SQLite and in the kernel, and its system calls that
+#: read and write (Linux's /proc/self/io; absent elsewhere): at 100,000 documents most page
+#: reads come from outside SQLite's cache, one system call each.
+COUNTERS = ("user CPU s", "system CPU s", "read system calls", "write system calls")
+
+
+def process_counters() -> dict[str, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    counters = {"user CPU s": usage.ru_utime, "system CPU s": usage.ru_stime}
+    try:
+        io = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+        counters.update({"read system calls": int(io["syscr"]), "write system calls": int(io["syscw"])})
+    except (OSError, KeyError, ValueError):
+        pass
+    return counters
+
+
+def ingest_round(
+    stored: Path, files: list[Path], scratch: Path, seconds: dict[str, float],
+) -> tuple[float, int, int, dict[str, float]]:
+    """Seconds to ingest ``files`` into a copy of ``stored``, the stored passages' sketches
+    its cache was asked for and had at hand, and :data:`COUNTERS` over the ingest alone (the
+    copy not counted); stage times land in ``seconds``."""
     copy = scratch / "round.db"
     shutil.copyfile(stored, copy)
     engine = make_engine(database_url(str(copy)))
@@ -117,9 +138,12 @@ def ingest_round(stored: Path, files: list[Path], scratch: Path, seconds: dict[s
         with session_scope(engine) as session:
             settings = manifest.load(session)
         ingestor = ingest.Ingestor(engine, settings)
+        counted = process_counters()
         started = time.perf_counter()
         ingestor.ingest_paths([str(path) for path in files])
-        return time.perf_counter() - started, ingestor.sketches.asked, ingestor.sketches.at_hand
+        elapsed = time.perf_counter() - started
+        spent = {name: value - counted[name] for name, value in process_counters().items() if name in counted}
+        return elapsed, ingestor.sketches.asked, ingestor.sketches.at_hand, spent
     finally:
         engine.dispose()
         copy.unlink()
@@ -213,15 +237,18 @@ def main() -> None:
         rounds = []
         for _ in range(arguments.rounds):
             before = dict(seconds)
-            total, asked, at_hand = ingest_round(stored, files, scratch, seconds)
+            total, asked, at_hand, spent = ingest_round(stored, files, scratch, seconds)
             sketches = [sketches[0] + asked, sketches[1] + at_hand]
-            rounds.append((total, {name: seconds[name] - before.get(name, 0.0) for name, _ in seconds.items()}))
+            rounds.append((total, {name: seconds[name] - before.get(name, 0.0) for name, _ in seconds.items()}, spent))
     print(f"{len(files)} new documents, {arguments.stored:,} stored; provenance from {Path(derive.__file__).parent}")
     if rounds:
         headers = ["stage"] + [f"round {n} s" for n in range(1, len(rounds) + 1)]
-        rows = [["ingest (whole)", *(f"{total:.2f}" for total, _ in rounds)]]
-        rows += [[f"{within} > {name}" if within else name, *(f"{stage.get(name, 0.0):.2f}" for _, stage in rounds)]
+        rows = [["ingest (whole)", *(f"{total:.2f}" for total, _, _ in rounds)]]
+        rows += [[f"{within} > {name}" if within else name, *(f"{stage.get(name, 0.0):.2f}" for _, stage, _ in rounds)]
                  for _, name, within in STAGES]
+        rows += [[name, *(f"{spent[name]:.2f}" if name.endswith(" s") else f"{spent[name]:,.0f}"
+                          for _, _, spent in rounds)]
+                 for name in COUNTERS if all(name in spent for _, _, spent in rounds)]
         print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
         print(f"sketch cache of {derive.SKETCH_CACHE_SIZE:,}: {sketches[0]:,} sketches asked for, "
               f"{100 * sketches[1] / max(sketches[0], 1):.1f}% of them at hand")
