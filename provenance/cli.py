@@ -976,9 +976,9 @@ def db_vacuum(state: Context, fmt: str) -> None:
     SQLite: rewrites the whole file (VACUUM) so that each table and index is stored in
     one run of pages and free pages are given back. Reads from a cold cache (the first
     commands after a reboot) get faster: at 100,000 documents the cold `report` took
-    1.01-1.40 s after it, 1.38-2.05 s before. It needs free space about the size of the
-    database, twice over (a copy in the temporary folder, SQLITE_TMPDIR, and the log
-    beside the database), and takes about 45 s for 3 GB. A command that writes waits for
+    0.85-0.97 s after it, 1.42-1.50 s before (bench/scale.py --cold). It needs free
+    space about the size of the database, twice over (a copy in the temporary folder,
+    SQLITE_TMPDIR, and the log beside the database), and takes about 45 s for 3 GB. A command that writes waits for
     it up to a minute, then stops with nothing lost; run it again afterwards.
     PostgreSQL: VACUUM (ANALYZE), what autovacuum does, now.
 

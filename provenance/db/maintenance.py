@@ -4,7 +4,8 @@ that each table and index lies in one run of pages again (``VACUUM``).
 An ingest inserts into a dozen tables and indexes at once, so each one's pages end up spread
 through the file; a command that reads a whole index from a cold page cache (after a reboot)
 then reads it page by page from all over the disk. At 100,000 documents, a rebuilt file
-answered the cold `report` in 1.01-1.40 s against 1.38-2.05 s (bench/README.md).
+answered the cold `report` in 0.85-0.97 s against 1.42-1.50 s (`bench/scale.py --cold`,
+bench/README.md).
 """
 
 from __future__ import annotations
