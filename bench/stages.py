@@ -26,7 +26,7 @@ only, and in full with one sketch cache shared across the texts, in turn, and pr
 medians; and it times the command a user runs, ``provenance match`` (interpreter start
 included): the first new text alone, and all of them in one run, in full and documents only.
 Below the stages: the ingest's user and system CPU seconds and its read and write
-system calls (Linux). Last it prints the process's peak resident set. Run it on two checkouts
+system calls (Linux), and the bucket keys its passages looked up and the members handed over. Last it prints the process's peak resident set. Run it on two checkouts
 (``PYTHONPATH=OTHER python bench/stages.py``) to compare them. Asserts nothing.
 """
 
@@ -41,7 +41,9 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 from statistics import median
 
 from tabulate import tabulate
@@ -114,6 +116,45 @@ def with_lone_band_limit(stored: Path, limit: int, scratch: Path) -> Path:
 COUNTERS = ("user CPU s", "system CPU s", "read system calls", "write system calls")
 
 
+#: What the ingest's bucket reads handed over (:func:`counted_buckets`): the keys it looked
+#: up, and the members of the buckets found, by the bucket's size against the database's
+#: settings (quiet: up to ``lone_band_bucket_max``; busy: up to ``bucket_cap``; crowded: more).
+#: At 100,000 documents the keys are as many as at 1,000 and the members thirteen times as many.
+BUCKET_COUNTERS = ("bucket keys looked up", "members of quiet buckets", "members of busy buckets",
+                   "members of crowded buckets")
+
+
+@contextmanager
+def counted_buckets() -> Iterator[list[tuple[int, list[int]]]]:
+    """While entered, record every call of ``index._joined_members`` (the ingest's bucket
+    reads on SQLite): the list yielded gets (keys looked up, the sizes of the buckets found)."""
+    calls: list[tuple[int, list[int]]] = []
+    original = index._joined_members
+
+    def wrapper(session, keys):
+        members = original(session, keys)
+        calls.append((len(keys), [len(ids) for ids in members.values()]))
+        return members
+
+    index._joined_members = wrapper
+    try:
+        yield calls
+    finally:
+        index._joined_members = original
+
+
+def bucket_counters(calls: list[tuple[int, list[int]]], settings) -> dict[str, float]:
+    """:data:`BUCKET_COUNTERS` over ``calls`` (see :func:`counted_buckets`)."""
+    sizes = [size for _, found in calls for size in found]
+    quiet, cap = settings.lone_band_bucket_max, settings.bucket_cap
+    return dict(zip(BUCKET_COUNTERS, (
+        sum(keys for keys, _ in calls),
+        sum(size for size in sizes if size <= quiet),
+        sum(size for size in sizes if quiet < size <= cap),
+        sum(size for size in sizes if size > cap),
+    )))
+
+
 def process_counters() -> dict[str, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     counters = {"user CPU s": usage.ru_utime, "system CPU s": usage.ru_stime}
@@ -130,7 +171,7 @@ def ingest_round(
 ) -> tuple[float, int, int, dict[str, float]]:
     """Seconds to ingest ``files`` into a copy of ``stored``, the stored passages' sketches
     its cache was asked for and had at hand, and :data:`COUNTERS` over the ingest alone (the
-    copy not counted); stage times land in ``seconds``."""
+    copy not counted) and :data:`BUCKET_COUNTERS`; stage times land in ``seconds``."""
     copy = scratch / "round.db"
     shutil.copyfile(stored, copy)
     engine = make_engine(database_url(str(copy)))
@@ -139,10 +180,12 @@ def ingest_round(
             settings = manifest.load(session)
         ingestor = ingest.Ingestor(engine, settings)
         counted = process_counters()
-        started = time.perf_counter()
-        ingestor.ingest_paths([str(path) for path in files])
-        elapsed = time.perf_counter() - started
+        with counted_buckets() as buckets:
+            started = time.perf_counter()
+            ingestor.ingest_paths([str(path) for path in files])
+            elapsed = time.perf_counter() - started
         spent = {name: value - counted[name] for name, value in process_counters().items() if name in counted}
+        spent.update(bucket_counters(buckets, settings))
         return elapsed, ingestor.sketches.asked, ingestor.sketches.at_hand, spent
     finally:
         engine.dispose()
@@ -248,7 +291,7 @@ def main() -> None:
                  for _, name, within in STAGES]
         rows += [[name, *(f"{spent[name]:.2f}" if name.endswith(" s") else f"{spent[name]:,.0f}"
                           for _, _, spent in rounds)]
-                 for name in COUNTERS if all(name in spent for _, _, spent in rounds)]
+                 for name in (*COUNTERS, *BUCKET_COUNTERS) if all(name in spent for _, _, spent in rounds)]
         print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
         print(f"sketch cache of {derive.SKETCH_CACHE_SIZE:,}: {sketches[0]:,} sketches asked for, "
               f"{100 * sketches[1] / max(sketches[0], 1):.1f}% of them at hand")
