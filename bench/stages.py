@@ -26,7 +26,8 @@ only, and in full with one sketch cache shared across the texts, in turn, and pr
 medians; and it times the command a user runs, ``provenance match`` (interpreter start
 included): the first new text alone, and all of them in one run, in full and documents only.
 Below the stages: the ingest's user and system CPU seconds and its read and write
-system calls (Linux), and the bucket keys its passages looked up and the members handed over. Last it prints the process's peak resident set. Run it on two checkouts
+system calls (Linux), and the bucket keys its passages looked up and the members handed
+over. Last it prints the process's peak resident set. Run it on two checkouts
 (``PYTHONPATH=OTHER python bench/stages.py``) to compare them. Asserts nothing.
 """
 
