@@ -26,8 +26,8 @@ only, and in full with one sketch cache shared across the texts, in turn, and pr
 medians; and it times the command a user runs, ``provenance match`` (interpreter start
 included): the first new text alone, and all of them in one run, in full and documents only.
 Below the stages: the ingest's user and system CPU seconds and its read and write
-system calls (Linux), and the bucket keys its passages looked up and the members handed
-over. Last it prints the process's peak resident set. Run it on two checkouts
+system calls (Linux), the passage band rows it wrote, and the bucket keys its passages
+looked up and the members handed over. Last it prints the process's peak resident set. Run it on two checkouts
 (``PYTHONPATH=OTHER python bench/stages.py``) to compare them. Asserts nothing.
 """
 
@@ -44,7 +44,7 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 from statistics import median
 
 from tabulate import tabulate
@@ -55,7 +55,7 @@ from workers import CLI, ROOT, write_corpus  # noqa: E402
 
 from provenance import derive, index, ingest, lookup, manifest  # noqa: E402
 from provenance.db.migrate import upgrade_to_head  # noqa: E402
-from provenance.db.models import ManifestEntry  # noqa: E402
+from provenance.db.models import ManifestEntry, RecentPassageBand  # noqa: E402
 from provenance.db.session import database_url, make_engine, session_scope  # noqa: E402
 
 #: (module or class, function name, the stage it runs within): the stages timed, in the order
@@ -117,39 +117,53 @@ def with_lone_band_limit(stored: Path, limit: int, scratch: Path) -> Path:
 COUNTERS = ("user CPU s", "system CPU s", "read system calls", "write system calls")
 
 
-#: What the ingest's bucket reads handed over (:func:`counted_buckets`): the keys it looked
-#: up, and the members of the buckets found, by the bucket's size against the database's
-#: settings (quiet: up to ``lone_band_bucket_max``; busy: up to ``bucket_cap``; crowded: more).
-#: At 100,000 documents the keys are as many as at 1,000 and the members thirteen times as many.
-BUCKET_COUNTERS = ("bucket keys looked up", "members of quiet buckets", "members of busy buckets",
-                   "members of crowded buckets")
+#: What the ingest did to the passage index (:func:`counted_index`): the band rows it wrote,
+#: the keys its bucket reads looked up, and the members of the buckets found, by the bucket's
+#: size against the database's settings (quiet: up to ``lone_band_bucket_max``; busy: up to
+#: ``bucket_cap``; crowded: more). At 100,000 documents the rows and keys are as many as at
+#: 1,000 and the members thirteen times as many.
+BUCKET_COUNTERS = ("passage band rows written", "bucket keys looked up", "members of quiet buckets",
+                   "members of busy buckets", "members of crowded buckets")
+
+
+class IndexCalls(NamedTuple):
+    """What :func:`counted_index` recorded."""
+
+    rows_written: list[int]  # passage band rows, per insert
+    reads: list[tuple[int, list[int]]]  # (keys looked up, the sizes of the buckets found), per read
 
 
 @contextmanager
-def counted_buckets() -> Iterator[list[tuple[int, list[int]]]]:
-    """While entered, record every call of ``index._joined_members`` (the ingest's bucket
-    reads on SQLite): the list yielded gets (keys looked up, the sizes of the buckets found)."""
-    calls: list[tuple[int, list[int]]] = []
-    original = index._joined_members
+def counted_index() -> Iterator[IndexCalls]:
+    """While entered, record the ingest's writes of passage band rows (``index.insert_rows``
+    into the recent table) and its bucket reads on SQLite (``index._joined_members``)."""
+    calls = IndexCalls([], [])
+    read, write = index._joined_members, index.insert_rows
 
-    def wrapper(session, keys):
-        members = original(session, keys)
-        calls.append((len(keys), [len(ids) for ids in members.values()]))
+    def counted_read(session, keys):
+        members = read(session, keys)
+        calls.reads.append((len(keys), [len(ids) for ids in members.values()]))
         return members
 
-    index._joined_members = wrapper
+    def counted_write(session, table, columns, rows, **options):
+        if table is RecentPassageBand.__table__:
+            calls.rows_written.append(len(rows))
+        return write(session, table, columns, rows, **options)
+
+    index._joined_members, index.insert_rows = counted_read, counted_write
     try:
         yield calls
     finally:
-        index._joined_members = original
+        index._joined_members, index.insert_rows = read, write
 
 
-def bucket_counters(calls: list[tuple[int, list[int]]], settings) -> dict[str, float]:
-    """:data:`BUCKET_COUNTERS` over ``calls`` (see :func:`counted_buckets`)."""
-    sizes = [size for _, found in calls for size in found]
+def bucket_counters(calls: IndexCalls, settings) -> dict[str, float]:
+    """:data:`BUCKET_COUNTERS` over ``calls`` (see :func:`counted_index`)."""
+    sizes = [size for _, found in calls.reads for size in found]
     quiet, cap = settings.lone_band_bucket_max, settings.bucket_cap
     return dict(zip(BUCKET_COUNTERS, (
-        sum(keys for keys, _ in calls),
+        sum(calls.rows_written),
+        sum(keys for keys, _ in calls.reads),
         sum(size for size in sizes if size <= quiet),
         sum(size for size in sizes if quiet < size <= cap),
         sum(size for size in sizes if size > cap),
@@ -181,12 +195,12 @@ def ingest_round(
             settings = manifest.load(session)
         ingestor = ingest.Ingestor(engine, settings)
         counted = process_counters()
-        with counted_buckets() as buckets:
+        with counted_index() as calls:
             started = time.perf_counter()
             ingestor.ingest_paths([str(path) for path in files])
             elapsed = time.perf_counter() - started
         spent = {name: value - counted[name] for name, value in process_counters().items() if name in counted}
-        spent.update(bucket_counters(buckets, settings))
+        spent.update(bucket_counters(calls, settings))
         return elapsed, ingestor.sketches.asked, ingestor.sketches.at_hand, spent
     finally:
         engine.dispose()
