@@ -308,6 +308,7 @@ class _Progress:
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self.bar = None
+        self.ingest_label = ""
 
     def __call__(self, event: str, *args) -> None:
         if event == "start" and self.enabled:
@@ -318,6 +319,15 @@ class _Progress:
             self.bar.__enter__()
         elif event == "read" and self.bar is not None:
             self.bar.update(args[0])
+        elif event in ("merge", "merged") and self.bar is not None:
+            # A merge stops the bar for as long as it takes (13-18 s at 100,000 documents):
+            # the label says why meanwhile.
+            if event == "merge":
+                self.ingest_label = self.bar.label
+                self.bar.label = f"merging the passage index ({args[0]:,} recent rows)"
+            else:
+                self.bar.label = self.ingest_label
+            self.bar.render_progress()
         elif event == "problem":
             if self.bar is not None:
                 sys.stderr.write("\n")

@@ -96,7 +96,8 @@ class IngestSummary:
 
 #: Events reported while ingesting: ("start", files, bytes) once, ("file", path) before each
 #: input, ("read", bytes) as input is consumed (a file, or a JSONL line), ("document", path,
-#: outcome) after each stored document, ("problem", message) for each skipped input.
+#: outcome) after each stored document, ("problem", message) for each skipped input, and
+#: ("merge", rows) and ("merged", rows) around a merge of the passage index's recent rows.
 EventHandler = Callable[..., None]
 
 
@@ -351,7 +352,7 @@ class Ingestor:
         """
         self._store_batch(batch, summary, on_event, stop)
         if stop is None or not stop.requested:
-            self._merge_recent_bands()
+            self._merge_recent_bands(on_event)
 
     def _store_batch(
         self, batch: list[PreparedDocument], summary: IngestSummary, on_event: EventHandler,
@@ -381,23 +382,34 @@ class Ingestor:
             summary.absorb(counts)
             on_event("document", prepared.raw.path, outcome)
 
-    def _merge_recent_bands(self) -> None:
+    def _merge_recent_bands(self, on_event: EventHandler = lambda *a: None) -> None:
         """Between batches, in a transaction of its own: move the passage index's recent
         rows into its big table once there are enough (see index.merge_recent_bands). A busy
         database only postpones it to the next batch. PostgreSQL's planner is told the
         tables' sizes after a merge (see refresh_moved_tables) and as the recent rows grow
-        (see analyse_grown_table)."""
+        (see analyse_grown_table). A merge is announced ("merge", rows) and its end
+        ("merged", rows), whether it committed or not."""
+        started: list[int] = []
+
+        def starting(rows: int) -> None:
+            started.append(rows)
+            on_event("merge", rows)
+
         try:
-            with write_scope(self.engine) as session:
-                merge = index.merge_recent_bands(session)
-        except Exception as error:
-            if not is_transient(error):
-                raise
-            return
-        if merge.moved:
-            refresh_moved_tables(self.engine, RecentPassageBand.__tablename__, PassageBand.__tablename__)
-        else:
-            analyse_grown_table(self.engine, RecentPassageBand.__tablename__, merge.rows)
+            try:
+                with write_scope(self.engine) as session:
+                    merge = index.merge_recent_bands(session, starting=starting)
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                return
+            if merge.moved:
+                refresh_moved_tables(self.engine, RecentPassageBand.__tablename__, PassageBand.__tablename__)
+            else:
+                analyse_grown_table(self.engine, RecentPassageBand.__tablename__, merge.rows)
+        finally:
+            if started:
+                on_event("merged", started[0])
 
     @contextmanager
     def _writing(self) -> Iterator[Session]:

@@ -997,6 +997,57 @@ def test_progress_is_counted_in_bytes_read(tmp_path):
     assert sum(reads) == total
 
 
+@pytest.mark.parametrize("merge_at", [1, 10**9])
+def test_a_merge_of_the_passage_index_is_announced_and_its_end_too(tmp_path, monkeypatch, merge_at):
+    """A merge of the passage index's recent rows stalls the ingest (13-18 s at 100,000
+    documents), so it is announced with its rows ("merge") and its end ("merged") between
+    two batches; the progress bar says why it stands still. No merge, no events."""
+    from sqlalchemy import func, select
+
+    from provenance import index as index_module, ingest as ingest_module
+    from provenance.db.models import PassageBand, RecentPassageBand
+    from provenance.db.session import session_scope
+
+    monkeypatch.setattr(ingest_module, "BATCH_DOCUMENTS", 5)
+    monkeypatch.setattr(index_module, "RECENT_BANDS_MAX", merge_at)
+    feed = _feed(tmp_path / "feed.jsonl", 12)
+    engine = make_engine(database_url(str(tmp_path / "merges.db")))
+    upgrade_to_head(engine)
+    events: list[tuple] = []
+    summary = Ingestor(engine).ingest_paths([str(feed)], on_event=lambda *event: events.append(event))
+    assert summary.documents_added == 12
+    merges = [(i, e) for i, e in enumerate(events) if e[0] in ("merge", "merged")]
+    with session_scope(engine) as session:
+        big, recent = (session.scalar(select(func.count()).select_from(model))
+                       for model in (PassageBand, RecentPassageBand))
+    engine.dispose()
+    if merge_at > 1:
+        assert merges == [] and big == 0 and recent > 0
+        return
+    assert len(merges) == 2 * 3, "a merge after each of the three batches"
+    for (at, started), (after, ended) in zip(merges[::2], merges[1::2]):
+        assert started[0] == "merge" and ended == ("merged", started[1]) and after == at + 1 and started[1] > 0
+    # The rows announced are the rows moved: all of them, as nothing was deleted.
+    assert recent == 0 and big == sum(e[1] for _, e in merges[::2])
+
+
+def test_the_progress_bar_says_when_it_waits_for_a_merge(capsys):
+    """While a merge runs, the bar's label names it; afterwards the label is the ingest's again."""
+    from provenance.cli import _Progress
+
+    progress = _Progress(enabled=True)
+    progress("start", 3, 2_000_000)
+    label = progress.bar.label
+    progress("merge", 1_234_567)
+    assert progress.bar.label == "merging the passage index (1,234,567 recent rows)"
+    progress("merged", 1_234_567)
+    assert progress.bar.label == label
+    progress.close()
+    err = capsys.readouterr().err
+    assert "merging the passage index (1,234,567 recent rows)" in err
+    assert err.rindex(label) > err.index("merging the passage index"), "the ingest's label shown again"
+
+
 def test_ingest_collects_garbage_less_often_and_puts_the_setting_back(tmp_path):
     """While storing documents the young-generation threshold is raised (see
     provenance.collect.GC_THRESHOLD); afterwards the process has its own setting again, even
