@@ -988,8 +988,9 @@ def db_vacuum(state: Context, fmt: str) -> None:
     commands after a reboot) get faster: at 100,000 documents the cold `report` took
     0.85-0.97 s after it, 1.42-1.50 s before (bench/scale.py --cold). It needs free
     space about the size of the database, twice over (a copy in the temporary folder,
-    SQLITE_TMPDIR, and the log beside the database), and takes about 45 s for 3 GB. A command that writes waits for
-    it up to a minute, then stops with nothing lost; run it again afterwards.
+    SQLITE_TMPDIR, and the log beside the database), and takes about 45 s for 3 GB.
+    A command that writes waits for it up to a minute, then stops with nothing lost;
+    run it again afterwards.
     PostgreSQL: VACUUM (ANALYZE), what autovacuum does, now.
 
     \b
