@@ -27,8 +27,9 @@ medians; and it times the command a user runs, ``provenance match`` (interpreter
 included): the first new text alone, and all of them in one run, in full and documents only.
 Below the stages: the ingest's user and system CPU seconds and its read and write
 system calls (Linux), the passage band rows it wrote, and the bucket keys its passages
-looked up and the members handed over. Last it prints the process's peak resident set. Run it on two checkouts
-(``PYTHONPATH=OTHER python bench/stages.py``) to compare them. Asserts nothing.
+looked up and the members handed over. Last it prints the process's peak resident set.
+Run it on two checkouts (``PYTHONPATH=OTHER python bench/stages.py``) to compare them.
+Asserts nothing.
 """
 
 from __future__ import annotations
