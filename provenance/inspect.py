@@ -10,7 +10,6 @@ from sqlalchemy import Engine, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from . import manifest
-from .db.bulk import plain_rows
 from .db.migrate import current_revision, head_revision
 from .db.models import (
     Boilerplate,
@@ -24,8 +23,7 @@ from .db.models import (
 )
 from .db.session import sqlite_path
 from .report import (
-    LATEST_BY_ID, cluster_entries, cluster_stars, count_clusters, count_documents, count_rows, iso, resolve_document,
-    timestamp_text,
+    cluster_entries, cluster_stars, count_clusters, count_documents, count_rows, iso, latest_listing, resolve_document,
 )
 
 
@@ -68,14 +66,11 @@ def summarise(engine: Engine, session: Session) -> dict:
 _LISTED_COLUMNS = (Document.id, Document.path, Document.version, Document.source, Document.format,
                    Document.size_bytes, Document.encoding, Document.content_hash, Document.published_at,
                    Document.ingested_at, Document.run_id)
-_TIMESTAMPS = ("published_at", "ingested_at")
 
 
 def documents(session: Session, limit: Optional[int] = None) -> list[dict]:
     """The latest documents in order of id, the first ``limit`` when given."""
-    columns = [timestamp_text(column, session) if column.key in _TIMESTAMPS else column for column in _LISTED_COLUMNS]
-    query = select(*columns).where(LATEST_BY_ID).order_by(Document.id)
-    rows = plain_rows(session, query.limit(limit) if limit is not None else query)
+    rows = latest_listing(session, _LISTED_COLUMNS, limit)
     # Spelled out rather than zipped with the names (a row's _asdict() took 7 us, most of
     # 100,000 documents' listing; dict(zip()) and two assignments 0.4 s of the 1.1 s left).
     return [

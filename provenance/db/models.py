@@ -83,7 +83,7 @@ class Document(Base):
         Index(None, "is_latest", "path"),
         # Every column that listings read, by id, kept apart from the rows, each of which
         # carries its whole text: what `inspect documents`, the report's documents, its
-        # duplicate clusters and the per-publisher counts read (see provenance.report.LATEST_BY_ID
+        # duplicate clusters and the per-publisher counts read (see provenance.report.latest_listing
         # and clusters, provenance.inspect.sources).
         Index("ix_document_listing", "id", "is_latest", "path", "version", "source", "format", "size_bytes",
               "encoding", "content_hash", "published_at", "ingested_at", "run_id"),
