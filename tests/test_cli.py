@@ -1337,11 +1337,13 @@ def test_the_json_report_is_written_as_it_is_built_and_is_the_whole_report(invok
 def test_json_written_a_batch_of_entries_at_a_time_is_the_json_of_the_whole(monkeypatch, encoded_together):
     """render.write_json encodes a list's entries several at a time; the text is what
     to_json gives for the whole, at any batch size, for lists of any length, for
-    iterables other than lists, and for a batch the standard library has to encode."""
+    iterables other than lists, and for a batch the standard library has to encode,
+    written as text or as bytes."""
     from provenance import render
 
     monkeypatch.setattr(render, "JSON_BATCH", encoded_together)
-    entries = [{"id": i, "path": f"doc{i}.txt", "spans": [[i, i + 1]], "note": "line\nbreak" if i % 2 else None}
+    entries = [{"id": i, "path": f"doc{i}.txt" if i != 3 else "d\u00e9j\u00e0 vu.txt", "spans": [[i, i + 1]],
+                "note": "line\nbreak" if i % 2 else None}
                for i in range(7)]
     refused = [{"id": 1, "path": "caf\udce9.txt"}, {"id": 2, "nested": {"empty": [], "x": {}}}]
     data = {"schema": "test/1", "threshold": 0.8, "none": None, "summary": {"documents": 7},
@@ -1351,6 +1353,18 @@ def test_json_written_a_batch_of_entries_at_a_time_is_the_json_of_the_whole(monk
     render.write_json(data, written)
     assert written.getvalue() == render.to_json(whole)
     assert json.loads(written.getvalue())["streamed"] == entries
+    # A text stream over bytes (stdout, a file) is given orjson's bytes straight, in order
+    # with what is written as text before and after, and encoded as the stream would; one
+    # in another encoding is written as text.
+    for encoding in ("utf-8", "latin-1"):
+        data["streamed"] = iter(entries)
+        raw = io.BytesIO()
+        stream = io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape")
+        stream.write("before ")
+        render.write_json(data, stream)
+        stream.write(" after")
+        stream.flush()
+        assert raw.getvalue() == f"before {render.to_json(whole)} after".encode(encoding, "surrogateescape"), encoding
 
 
 def test_a_whole_report_collects_garbage_less_often_and_puts_the_setting_back(invoke, populated, monkeypatch):
