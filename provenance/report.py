@@ -6,7 +6,7 @@ Nothing here prints; :mod:`provenance.render` shapes the data for a terminal, CS
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable, Iterator, NamedTuple, Optional
+from typing import Callable, Iterator, Mapping, NamedTuple, Optional
 
 from sqlalchemy import String, func, or_, select, text, type_coerce
 from sqlalchemy.orm import Session, aliased
@@ -385,17 +385,22 @@ class Listing:
         return self._entries()
 
 
-def _derivation_rows(session: Session, document_id: Optional[int], limit: Optional[int]) -> list[tuple]:
-    """:data:`_DERIVATION_COLUMNS` of the derivations listed, then their two documents' paths."""
+def _derivation_rows(
+    session: Session, document_id: Optional[int], limit: Optional[int], paths: Optional[Mapping[int, str]] = None,
+) -> list[tuple]:
+    """:data:`_DERIVATION_COLUMNS` of the derivations listed, then their two documents' paths,
+    taken from ``paths`` (every latest document's, when the caller has listed them) or read."""
     query = select(*_DERIVATION_COLUMNS).where(*_between_latest(document_id)).order_by(
         Derivation.derived_id, Derivation.source_id
     )
     connection = session.connection()
     rows = connection.execute(query.limit(limit) if limit is not None else query).all()
-    # Their paths from the listing index: joined to the rows, the whole report's 40,065
-    # derivations with their two paths took 2.6-2.8 s at 100,000 documents with a cold page
-    # cache, 0.5-0.7 s this way.
-    paths = dict(_listed_by_id(session, (Document.id, Document.path), sorted({i for row in rows for i in row[1:3]})))
+    if paths is None:
+        # From the listing index: joined to the rows, the whole report's 40,065 derivations
+        # with their two paths took 2.6-2.8 s at 100,000 documents with a cold page cache,
+        # 0.5-0.7 s this way.
+        ids = sorted({i for row in rows for i in row[1:3]})
+        paths = dict(_listed_by_id(session, (Document.id, Document.path), ids))
     return [(*row, paths[row[1]], paths[row[2]]) for row in rows]
 
 
@@ -616,10 +621,15 @@ def build(
                 entry["ingested_at"] = iso(ingested_at)
             yield entry
 
+    def derivation_entries() -> Iterator[dict]:
+        # Listed whole, the latest documents' paths are at hand for the derivations, which are
+        # between latest documents: reading them again took 0.06-0.16 s at 100,000 (one-off).
+        paths = {row[0]: row[1] for row in shown} if focus is None and limit is None else None
+        return _derivation_entries(session, _derivation_rows(session, focus_id, limit, paths), evidence)
+
     if stream:  # not even the derivations' rows are read until they are listed
         derivation_count = count_derivations(session, focus_id)
-        listed = Listing(derivation_count if limit is None else min(limit, derivation_count),
-                         lambda: _derivation_entries(session, _derivation_rows(session, focus_id, limit), evidence))
+        listed = Listing(derivation_count if limit is None else min(limit, derivation_count), derivation_entries)
     else:
         listed = derivations(session, focus_id, evidence, limit=limit)
         derivation_count = len(listed) if limit is None else count_derivations(session, focus_id)
