@@ -121,10 +121,12 @@ COUNTERS = ("user CPU s", "system CPU s", "read system calls", "write system cal
 #: What the ingest did to the passage index (:func:`counted_index`): the band rows it wrote,
 #: the keys its bucket reads looked up, and the members of the buckets found, by the bucket's
 #: size against the database's settings (quiet: up to ``lone_band_bucket_max``; busy: up to
-#: ``bucket_cap``; crowded: more). At 100,000 documents the rows and keys are as many as at
-#: 1,000 and the members thirteen times as many.
+#: ``bucket_cap``; crowded: more), and the busy buckets it wanted and had in memory (see
+#: index.BusyBuckets: their members are then not read). At 100,000 documents the rows and
+#: keys are as many as at 1,000 and the members read thirteen times as many without that memory.
 BUCKET_COUNTERS = ("passage band rows written", "bucket keys looked up", "members of quiet buckets",
-                   "members of busy buckets", "members of crowded buckets")
+                   "members of busy buckets", "members of crowded buckets", "busy buckets wanted",
+                   "busy buckets at hand")
 
 
 class IndexCalls(NamedTuple):
@@ -202,6 +204,9 @@ def ingest_round(
             elapsed = time.perf_counter() - started
         spent = {name: value - counted[name] for name, value in process_counters().items() if name in counted}
         spent.update(bucket_counters(calls, settings))
+        if ingestor.busy_buckets is not None:
+            spent.update({"busy buckets wanted": ingestor.busy_buckets.asked,
+                          "busy buckets at hand": ingestor.busy_buckets.at_hand})
         return elapsed, ingestor.sketches.asked, ingestor.sketches.at_hand, spent
     finally:
         engine.dispose()
@@ -258,6 +263,8 @@ def main() -> None:
                         help="stored passages' sketches the ingest keeps in memory [derive.SKETCH_CACHE_SIZE]")
     parser.add_argument("--recent-bands", type=int, metavar="N",
                         help="recent passage band rows that make a merge [index.RECENT_BANDS_MAX]")
+    parser.add_argument("--busy-members", type=int, metavar="N",
+                        help="busy buckets' members the ingest keeps in memory, 0 for none [index.BUSY_MEMBERS_MAX]")
     parser.add_argument("--lone-band-bucket-max", type=int, metavar="N",
                         help="with --db: measure a copy whose settings hold this lone_band_bucket_max")
     arguments = parser.parse_args()
@@ -267,6 +274,8 @@ def main() -> None:
         derive.SKETCH_CACHE_SIZE = arguments.sketch_cache
     if arguments.recent_bands is not None:
         index.RECENT_BANDS_MAX = arguments.recent_bands
+    if arguments.busy_members is not None:
+        index.BUSY_MEMBERS_MAX = arguments.busy_members
     with tempfile.TemporaryDirectory(prefix="provenance-stages-") as folder:
         scratch = Path(folder)
         if arguments.db:

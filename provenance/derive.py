@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from . import index
 from .db.bulk import select_in
 from .db.models import Citation, Derivation, Document, DocumentPair, Passage, PassageMatch, PassagePrefilter
+from .db.session import connection_state
 from .align import align, tokens_in
 from .match import WordProfile, profile, score, shared_extent
 from .prepare import passage_words
@@ -70,15 +71,19 @@ def derive(
     crowded: Optional[set[int]] = None,
     sketches: Optional[SketchCache] = None,
     band_keys: Optional[dict[int, tuple[int, ...]]] = None,
+    busy: Optional[index.BusyBuckets] = None,
 ) -> int:
     """Find and store the derivations between a new document and earlier ones.
 
     ``crowded``: over-full LSH buckets already known (see :func:`index.passage_candidates`);
     ``sketches``: stored passages' sketches already read (see :class:`SketchCache`);
-    ``band_keys``: the passages' band keys, if computed already (see :func:`index.keys_of`).
+    ``band_keys``: the passages' band keys, if computed already (see :func:`index.keys_of`);
+    ``busy``: busy buckets' members already read (see :class:`index.BusyBuckets`).
     """
     policy = settings.match_policy()
-    candidates = index.passage_candidates(session, signed, document_id, settings, crowded=crowded, band_keys=band_keys)
+    candidates = index.passage_candidates(
+        session, signed, document_id, settings, crowded=crowded, band_keys=band_keys, busy=busy,
+    )
     my_signatures = {pid: from_blob(blob) for pid, blob in signed}
     texts: dict[int, str] = {}
     likely = likely_sources(session, candidates, my_signatures, words_by_passage, texts, cache=sketches)
@@ -257,13 +262,12 @@ class SketchCache:
         passage's id can be given to a new passage, every sketch is forgotten when another
         connection has committed since this one's last transaction, or when the connection
         is not the one used last (``PRAGMA data_version`` counts per connection)."""
-        if session.get_bind().dialect.name != "sqlite":
+        state = connection_state(session)
+        if state is None:
             return
-        connection = session.connection()
-        seen = (connection.connection.driver_connection, connection.exec_driver_sql("PRAGMA data_version").scalar())
-        if seen != self._seen:  # a connection compares by identity
+        if state[:2] != self._seen:  # its own writes add passages, which change no sketch
             self.clear()
-        self._seen = seen
+        self._seen = state[:2]
 
     def sketches(self, session: Session, ids: np.ndarray) -> Sketches:
         """The compact sketches of the signed passages among ``ids`` (distinct, ascending)."""

@@ -6,11 +6,12 @@ without re-reading or re-signing the corpus.
 
 from __future__ import annotations
 
-from collections import Counter
+from array import array
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
-from typing import Callable, Mapping, NamedTuple, Optional
+from typing import Callable, Iterable, Mapping, NamedTuple, Optional
 
 import numpy as np
 from sqlalchemy import bindparam, delete, func, insert, or_, select
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from .db.bulk import IN_CHUNK, chunks, delete_rows, insert_rows, select_in
 from .db.models import Document, DocumentBand, DocumentPair, Passage, PassageBand, RecentPassageBand
+from .db.session import connection_state
 from .prepare import document_shingles, passage_words
 from .settings import Settings, SketchSettings
 from .sketch import band_keys, estimate_jaccard, from_blob, jaccard
@@ -142,16 +144,19 @@ def stored_shingles(session: Session, document_ids: list[int], settings: Setting
     return out
 
 
-def remove_document(session: Session, document_id: int, settings: Settings) -> None:
-    """Take a document (e.g. a superseded version) out of both indexes."""
+def remove_document(
+    session: Session, document_id: int, settings: Settings, busy: Optional[BusyBuckets] = None,
+) -> None:
+    """Take a document (e.g. a superseded version) out of both indexes (``busy``: see
+    :func:`remove_passages`)."""
     session.execute(delete(DocumentBand).where(DocumentBand.document_id == document_id))
     passage_ids = list(session.scalars(select(Passage.id).where(Passage.document_id == document_id)))
-    remove_passages(session, passage_ids, settings)
+    remove_passages(session, passage_ids, settings, busy)
 
 
 def add_passages(
     session: Session, signed: list[tuple[int, bytes]], settings: Settings, *, replace: bool = False,
-    band_keys: Optional[Mapping[int, tuple[int, ...]]] = None,
+    band_keys: Optional[Mapping[int, tuple[int, ...]]] = None, busy: Optional[BusyBuckets] = None,
 ) -> None:
     """Put passages into the passage index: into its small table of recent rows (see
     :class:`RecentPassageBand` and :func:`merge_recent_bands`).
@@ -159,12 +164,15 @@ def add_passages(
     ``replace``: some may be indexed already (a document indexed again after its
     boilerplate changed); their rows are taken out first, so that no row is in both tables.
     ``band_keys``: the keys of some passages by id, computed already (see :func:`keys_of`).
+    ``busy``: told what is added (see :class:`BusyBuckets`).
     """
     rows = [(key, passage_id) for passage_id, blob in signed for key in set(keys_of(passage_id, blob, settings, band_keys))]
     if replace:
-        _delete_bands(session, rows)
+        _delete_bands(session, rows, busy)
     if rows:
         insert_rows(session, RecentPassageBand.__table__, ("band_key", "passage_id"), rows, ignore_duplicates=True)
+        if busy is not None:
+            busy.added(rows)
 
 
 #: Recent passage band rows (about 700 per document) that make a merge worth it. A merge
@@ -230,8 +238,11 @@ def keys_of(
     return keys if keys else passage_band_keys(blob, settings.passage)
 
 
-def remove_passages(session: Session, passage_ids: list[int], settings: Settings) -> None:
-    """Take passages out of the passage index.
+def remove_passages(
+    session: Session, passage_ids: list[int], settings: Settings, busy: Optional[BusyBuckets] = None,
+) -> None:
+    """Take passages out of the passage index (``busy``: told what is taken out, see
+    :class:`BusyBuckets`).
 
     The index has no passage_id column index (see :class:`PassageBand`): each passage's
     rows are found by recomputing its band keys from its stored signature.
@@ -244,13 +255,15 @@ def remove_passages(session: Session, passage_ids: list[int], settings: Settings
             )
             for key in set(passage_band_keys(row.signature, settings.passage))
         ]
-        _delete_bands(session, pairs)
+        _delete_bands(session, pairs, busy)
 
 
-def _delete_bands(session: Session, pairs: list[tuple[int, int]]) -> None:
+def _delete_bands(session: Session, pairs: list[tuple[int, int]], busy: Optional[BusyBuckets] = None) -> None:
     """Delete (band_key, passage_id) rows from both tables of the passage index."""
     for table in (RecentPassageBand.__table__, PassageBand.__table__):
         delete_rows(session, table, ("band_key", "passage_id"), pairs)
+    if busy is not None:
+        busy.removed(pairs)
 
 
 def _from_both_tables(columns: str, condition: str, group_by: str = "") -> str:
@@ -333,6 +346,90 @@ def _joined_members(session: Session, keys: list[int]) -> dict[int, list[int]]:
     return members
 
 
+#: Bucket members a :class:`BusyBuckets` holds at most (8 bytes each).
+BUSY_MEMBERS_MAX = 4_000_000
+
+
+class BusyBuckets:
+    """The members of passage buckets too busy for a lone band (see
+    :func:`passage_candidates`), kept across the documents of a writer's run.
+
+    Busy buckets are those of common words, and the same few are met again and again:
+    1,000 new documents into 19,640 read 25,728 of them, 11,987 distinct, and 81% of their
+    2.1 million members had been read before in the run (into 1,000: 97% of 269,519; a
+    one-off count, see bench/README.md).
+    Unlike a stored passage's sketch, a bucket changes as passages are stored, so the
+    writer tells this what it adds to the passage index and takes out of it
+    (:func:`add_passages`, :func:`remove_passages`), and it is forgotten whenever that may
+    not be all: when a transaction that used it does not commit, and when anything else
+    may have written since (:meth:`begin`). Only for SQLite, which says whether it did.
+    """
+
+    def __init__(self, capacity: Optional[int] = None):
+        self.capacity = BUSY_MEMBERS_MAX if capacity is None else capacity
+        self._members: OrderedDict[int, array] = OrderedDict()  # least recently used first
+        self._held = 0
+        self._seen: Optional[tuple] = None
+        #: Busy buckets wanted, and how many of them were at hand (see bench/stages.py).
+        self.asked = 0
+        self.at_hand = 0
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def clear(self) -> None:
+        self._members.clear()
+        self._held = 0
+
+    def begin(self, session: Session) -> None:
+        """Call it as a transaction that uses it begins: everything is forgotten if the
+        database may have changed since the last one :meth:`ended` (another connection
+        committed, or this one wrote in between, as a merge of the passage index does)."""
+        state = connection_state(session)
+        if state is None or state != self._seen:
+            self.clear()
+        self._seen = state
+
+    def ended(self, session: Session) -> None:
+        """Call it as a transaction that used it is about to commit."""
+        self._seen = connection_state(session)
+
+    def take(self, keys: Iterable[int]) -> dict[int, array]:
+        """The members of those of ``keys`` held."""
+        held = {key: self._members[key] for key in keys if key in self._members}
+        for key in held:
+            self._members.move_to_end(key)
+        return held
+
+    def keep(self, key: int, members: list[int]) -> None:
+        self.discard(key)
+        self._members[key] = array("q", members)
+        self._held += len(members)
+        while self._held > self.capacity:
+            self._held -= len(self._members.popitem(last=False)[1])
+
+    def discard(self, key: int) -> None:
+        members = self._members.pop(key, None)
+        if members is not None:
+            self._held -= len(members)
+
+    def added(self, rows: Iterable[tuple[int, int]]) -> None:
+        """(band_key, passage_id) rows just written to the passage index."""
+        for key, passage_id in rows:
+            members = self._members.get(key)
+            if members is not None:
+                members.append(passage_id)
+                self._held += 1
+
+    def removed(self, rows: Iterable[tuple[int, int]]) -> None:
+        """(band_key, passage_id) rows just deleted from the passage index."""
+        for key, passage_id in rows:
+            members = self._members.get(key)
+            if members is not None and passage_id in members:
+                members.remove(passage_id)
+                self._held -= 1
+
+
 #: The passages found in two or more of a batch of buckets (one passage's busy ones, see
 #: :func:`passage_candidates`), grouped by SQLite rather than handed over row by row.
 _IN_TWO_BUCKETS = (
@@ -343,7 +440,7 @@ _IN_TWO_BUCKETS = (
 def passage_candidates(
     session: Session, signed: list[tuple[int, bytes]], document_id: int, settings: Settings,
     oversized: Optional[list[int]] = None, crowded: Optional[set[int]] = None, count_first: bool = False,
-    band_keys: Optional[Mapping[int, tuple[int, ...]]] = None,
+    band_keys: Optional[Mapping[int, tuple[int, ...]]] = None, busy: Optional[BusyBuckets] = None,
 ) -> dict[int, set[int]]:
     """For each of the document's signed passages, the passages of other documents that
     share a band with it.
@@ -356,7 +453,8 @@ def passage_candidates(
     no such memory (at 101,200 documents it saved about 10 ms of 100-130 per new text,
     timed in pairs in both orders), and not for an ingest, which would count every bucket
     of every document (1,000 documents into 1,000: 3.3 s more in the bucket reads).
-    ``band_keys``: as for :func:`add_passages`.
+    ``band_keys``: as for :func:`add_passages`. ``busy``: the members of busy buckets read
+    earlier in the run (see :class:`BusyBuckets`); those found now are added to it.
 
     A passage that shares a single band with another, through a bucket holding more than
     ``settings.lone_band_bucket_max`` other passages, is not its candidate (see Settings).
@@ -381,9 +479,14 @@ def passage_candidates(
     # on top is not read: SQLite finds which of its members are in another busy bucket too.
     # (A passage's keys must fit one statement for that.)
     busy_over = lone_max + len(own) if lone_max and settings.passage.bands <= IN_CHUNK else None
-    members, full, counted_busy = _bucket_members(session, sorted(set(by_key) - skipped), limit, count_first, busy_over)
+    held = busy.take(by_key.keys() - skipped) if busy is not None else {}
+    members, full, counted_busy = _bucket_members(
+        session, sorted(set(by_key) - skipped - held.keys()), limit, count_first, busy_over,
+    )
     crowded.update(full)
     skipped.update(full)
+    members.update(held)
+    read = members  # as stored, the document's own passages included: what is kept
     if own:
         members = {key: [candidate for candidate in ids if candidate not in own] for key, ids in members.items()}
     found: dict[int, set[int]] = {}
@@ -397,8 +500,16 @@ def passage_candidates(
         if len(candidates) > settings.bucket_cap:
             crowded.add(key)
             skipped.add(key)
+            if busy is not None:
+                busy.discard(key)
             continue
         if lone_max and len(candidates) > lone_max:
+            if busy is not None:
+                busy.asked += 1
+                if key in held:
+                    busy.at_hand += 1
+                else:
+                    busy.keep(key, read[key])
             for mine in by_key[key]:
                 busy_of.setdefault(mine, set()).add(key)
             continue

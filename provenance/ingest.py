@@ -187,6 +187,8 @@ class Ingestor:
         #: Passage LSH buckets found over the cap, remembered so each is read only once.
         self.crowded_buckets: set[int] = set()
         self.sketches = derive.SketchCache()
+        #: Busy passage buckets' members, kept across documents (SQLite only, see the class).
+        self.busy_buckets = index.BusyBuckets() if engine.dialect.name == "sqlite" else None
         self._statistics_due = BATCH_DOCUMENTS
 
     # -- the boilerplate library, by hand ----------------------------------------------
@@ -198,7 +200,7 @@ class Ingestor:
             raise ProvenanceError("give the text to mark, e.g. provenance boilerplate add \"Next Article\"")
         key = boilerplate_key(text)
         summary = IngestSummary(run_id=0)
-        with write_scope(self.engine) as session:
+        with self._writing() as session:
             entry = session.scalar(select(Boilerplate).where(Boilerplate.key_hash == key))
             if entry is None:
                 entry = Boilerplate(key_hash=key, text=text.strip(), status=status, origin="user",
@@ -218,7 +220,7 @@ class Ingestor:
     def unmark(self, text: str) -> dict:
         """Forget a hand-made mark; learning decides again from the next ingest on."""
         key = boilerplate_key(text)
-        with write_scope(self.engine) as session:
+        with self._writing() as session:
             entry = session.scalar(select(Boilerplate).where(Boilerplate.key_hash == key))
             if entry is None:
                 raise ProvenanceError(f"{text!r} is not in the boilerplate library; see `provenance boilerplate list`")
@@ -413,7 +415,7 @@ class Ingestor:
 
         try:
             try:
-                with write_scope(self.engine) as session:
+                with self._writing() as session:  # moves rows, changes no bucket: see BusyBuckets
                     merge = index.merge_recent_bands(session, starting=starting)
             except Exception as error:
                 if not is_transient(error):
@@ -430,15 +432,21 @@ class Ingestor:
     @contextmanager
     def _writing(self) -> Iterator[Session]:
         """A writer's transaction (:func:`write_scope`) for storing documents: what was
-        learned from the database in it (passage sketches, see derive.SketchCache; crowded
-        buckets) is forgotten when it does not commit."""
+        learned from the database in it (passage sketches, see derive.SketchCache; busy and
+        crowded buckets) is forgotten when it does not commit."""
         try:
             with write_scope(self.engine) as session:
                 self.sketches.begin(session)
+                if self.busy_buckets is not None:
+                    self.busy_buckets.begin(session)
                 yield session
+                if self.busy_buckets is not None:
+                    self.busy_buckets.ended(session)
         except BaseException:
             self.sketches.clear()
             self.crowded_buckets.clear()
+            if self.busy_buckets is not None:
+                self.busy_buckets.clear()
             raise
 
     def store_document(self, prepared: PreparedDocument, summary: IngestSummary, on_event: EventHandler = lambda *a: None) -> str:
@@ -537,7 +545,7 @@ class Ingestor:
             return "unchanged"
         if latest is not None:
             session.execute(update(Document).where(Document.id == latest.id).values(is_latest=False))
-            index.remove_document(session, latest.id, self.settings)
+            index.remove_document(session, latest.id, self.settings, self.busy_buckets)
         document_id = connection.execute(_INSERT_DOCUMENT, {
             "path": raw.path,
             "version": latest.version + 1 if latest else 1,
@@ -759,9 +767,9 @@ class Ingestor:
         if rematch:
             summary.derivations += derive.derive(
                 session, document_id, signed, words_by_passage, self.settings, crowded=self.crowded_buckets,
-                sketches=self.sketches, band_keys=keys,
+                sketches=self.sketches, band_keys=keys, busy=self.busy_buckets,
             )
-        index.add_passages(session, signed, self.settings, replace=not new, band_keys=keys)
+        index.add_passages(session, signed, self.settings, replace=not new, band_keys=keys, busy=self.busy_buckets)
 
     def _refresh(self, session: Session, document_id: int, summary: IngestSummary) -> None:
         """Correct an earlier document after some of its passages became boilerplate.
@@ -774,7 +782,7 @@ class Ingestor:
             .where(Passage.document_id == document_id)
         ).all()
         tagged = [row.id for row in rows if row.boilerplate_id is not None]
-        index.remove_passages(session, tagged, self.settings)
+        index.remove_passages(session, tagged, self.settings, self.busy_buckets)
         derive.drop_matches_of(session, tagged)
         words_by_passage = {row.id: passage_words(text[row.start_offset : row.end_offset], self.settings) for row in rows}
         self._index_document(session, document_id, words_by_passage, summary)

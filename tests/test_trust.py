@@ -518,9 +518,12 @@ def test_band_layout_follows_the_threshold(ingest, invoke, tmp_path, seeds_dir):
     assert layouts["0.5"][1] < layouts["0.8"][1]
 
 
-def _crowded_corpus(tmp_path: Path, bucket_cap: int, url: Optional[str] = None):
+def _crowded_corpus(
+    tmp_path: Path, bucket_cap: int, url: Optional[str] = None, lone_band_bucket_max: Optional[int] = None,
+    one_run: bool = False,
+):
     """Five documents sharing one long paragraph, each with its own opening (into ``url``,
-    else a new SQLite file)."""
+    else a new SQLite file), ingested a run each or all in ``one_run``."""
     from provenance.db.migrate import upgrade_to_head
     from provenance.db.session import database_url, make_engine
     from provenance.ingest import Ingestor
@@ -546,9 +549,12 @@ def _crowded_corpus(tmp_path: Path, bucket_cap: int, url: Optional[str] = None):
         paths.append(str(path))
     engine = make_engine(url or database_url(str(tmp_path / f"cap{bucket_cap}.db")))
     upgrade_to_head(engine)
-    ingestor = Ingestor(engine, dataclasses.replace(Settings(), bucket_cap=bucket_cap))
-    for path in paths:
-        ingestor.ingest_paths([path])
+    settings = dataclasses.replace(Settings(), bucket_cap=bucket_cap)
+    if lone_band_bucket_max is not None:
+        settings = dataclasses.replace(settings, lone_band_bucket_max=lone_band_bucket_max)
+    ingestor = Ingestor(engine, settings)
+    for run in [paths] if one_run else [[path] for path in paths]:
+        ingestor.ingest_paths(run)
     return engine, ingestor, shared
 
 
@@ -657,6 +663,138 @@ def test_copies_in_busy_buckets_share_every_band_and_stay_candidates(tmp_path):
     candidates, oversized, _ = _shared_passage_lookup(engine, ingestor, shared)
     assert len(candidates) == 4 and oversized == []
     engine.dispose()
+
+
+def test_busy_buckets_kept_in_memory_answer_as_buckets_read_anew(tmp_path):
+    """Busy buckets' members kept across documents (index.BusyBuckets) give the candidates
+    a fresh read gives, passages stored since included, without reading those buckets
+    again; quiet buckets are always read."""
+    from provenance.db.bulk import insert_rows
+    from provenance.db.migrate import upgrade_to_head
+    from provenance.db.models import PassageBand, RecentPassageBand
+    from provenance.db.session import database_url, make_engine
+    from provenance.settings import Settings
+
+    engine = make_engine(database_url(str(tmp_path / "busy.db")))
+    upgrade_to_head(engine)
+    busy, other_busy, quiet = 11, 22, 33
+    mine = 1000
+    keys = {mine: (busy, other_busy, quiet)}
+    settings = dataclasses.replace(Settings(), lone_band_bucket_max=3)
+    kept = index.BusyBuckets()
+    reads = []
+    real_read = index._joined_members
+
+    def counting_read(session, wanted):
+        reads.append(set(wanted))
+        return real_read(session, wanted)
+
+    index._joined_members = counting_read
+    try:
+        with db_session_for(engine) as session:
+            insert_rows(session, PassageBand.__table__, ("band_key", "passage_id"),
+                        [*((busy, p) for p in range(1, 6)), *((other_busy, p) for p in (1, 6, 7, 8)), (quiet, 2)])
+            insert_rows(session, RecentPassageBand.__table__, ("band_key", "passage_id"), [(other_busy, 9)])
+
+            def candidates():
+                reads.clear()
+                remembered = index.passage_candidates(session, [(mine, b"")], -1, settings, band_keys=keys, busy=kept)
+                read_by_this_call = set().union(*reads)
+                anew = index.passage_candidates(session, [(mine, b"")], -1, settings, band_keys=keys)
+                assert remembered == anew
+                return remembered[mine], read_by_this_call
+
+            assert candidates() == ({1, 2}, {busy, other_busy, quiet})
+            assert (kept.asked, kept.at_hand, len(kept)) == (2, 0, 2)
+            # Stored through the index, and so told to the memory: 20 shares both busy bands.
+            index.add_passages(session, [(20, b""), (21, b""), (22, b"")], settings,
+                               band_keys={20: (busy, other_busy), 21: (busy,), 22: (quiet,)}, busy=kept)
+            assert candidates() == ({1, 2, 20, 22}, {quiet}), "the busy buckets are not read again"
+            assert (kept.asked, kept.at_hand) == (4, 2)
+    finally:
+        index._joined_members = real_read
+        engine.dispose()
+
+
+def test_busy_buckets_follow_the_index_and_forget_when_it_may_have_changed(tmp_path):
+    """What is added to and taken out of the passage index is added to and taken out of the
+    kept buckets; the least recently used go first past the capacity; and everything is
+    forgotten when another connection committed, or this one wrote in between, since the
+    last transaction that used them ended."""
+    from sqlalchemy import text
+
+    from provenance.db.migrate import upgrade_to_head
+    from provenance.db.session import database_url, make_engine, write_scope
+
+    kept = index.BusyBuckets(capacity=7)
+    kept.keep(1, [10, 11, 12])
+    kept.keep(2, [20, 21])
+    kept.added([(1, 13), (3, 30), (2, 22)])
+    kept.removed([(1, 10), (2, 99), (4, 40)])
+    assert {key: list(ids) for key, ids in kept.take([1, 2, 3]).items()} == {1: [11, 12, 13], 2: [20, 21, 22]}
+    kept.take([1])  # 2 is now the least recently used
+    kept.keep(5, [50, 51])  # 8 members: over 7
+    assert set(kept.take([1, 2, 5])) == {1, 5}
+
+    url = database_url(str(tmp_path / "kept.db"))
+    engine, other = make_engine(url), make_engine(url)
+    upgrade_to_head(engine)
+    try:
+        def transaction(write: bool = False) -> int:
+            """Begin, report how many buckets are kept, keep one, end."""
+            with write_scope(engine) as session:
+                kept.begin(session)
+                held = len(kept)
+                if write:
+                    session.execute(text("INSERT INTO passage_band (band_key, passage_id) VALUES (7, 70)"))
+                kept.keep(len(held_counts) + 100, [1])
+                kept.ended(session)
+                return held
+
+        held_counts: list[int] = []
+        held_counts.append(transaction())
+        held_counts.append(transaction(write=True))  # its own writes, told as they happen
+        held_counts.append(transaction())
+        with write_scope(other) as session:
+            session.execute(text("INSERT INTO passage_band (band_key, passage_id) VALUES (8, 80)"))
+        held_counts.append(transaction())
+        with write_scope(engine) as session:  # this connection, not through the kept buckets
+            session.execute(text("INSERT INTO passage_band (band_key, passage_id) VALUES (9, 90)"))
+        held_counts.append(transaction())
+        assert held_counts == [0, 1, 2, 0, 0]
+    finally:
+        engine.dispose()
+        other.dispose()
+
+
+def test_an_ingest_keeps_busy_buckets_and_stores_what_it_would_without(tmp_path, monkeypatch):
+    """Five documents sharing a paragraph over a lone-band limit of 2: with the busy
+    buckets kept across documents (read once, then told what is stored) the run stores the
+    same derivations as without, and a batch that fails forgets them."""
+    from provenance import report
+    from provenance.db.session import session_scope
+
+    outcomes = {}
+    for capacity in (index.BUSY_MEMBERS_MAX, 0):
+        monkeypatch.setattr(index, "BUSY_MEMBERS_MAX", capacity)
+        folder = tmp_path / f"kept{capacity}"
+        folder.mkdir()
+        engine, ingestor, _ = _crowded_corpus(folder, bucket_cap=1000, lone_band_bucket_max=2, one_run=True)
+        with session_scope(engine) as session:
+            built = report.build(session, timestamps=False)
+        outcomes[capacity] = (ingestor.busy_buckets.at_hand, [
+            (item["derived"]["path"].replace(str(folder), ""), item["source"]["path"].replace(str(folder), ""),
+             item["relation"], item["score"]) for item in built["derivations"]])
+        if capacity:
+            with pytest.raises(RuntimeError):
+                with ingestor._writing():
+                    ingestor.busy_buckets.keep(1, [2, 3])
+                    raise RuntimeError("a batch that does not commit")
+            assert len(ingestor.busy_buckets) == 0
+        engine.dispose()
+    (at_hand, stored), (none_at_hand, stored_without) = outcomes.values()
+    assert at_hand > 0 and none_at_hand == 0
+    assert len(stored) >= 4 and stored == stored_without
 
 
 def test_a_bucket_is_crowded_by_its_members_in_both_band_tables_together(db_url):

@@ -192,6 +192,18 @@ def lock_for_write(connection) -> None:
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITER_LOCK_KEY})")
 
 
+def connection_state(session: Session) -> Optional[tuple]:
+    """On SQLite, what says whether a database changed between two transactions of a
+    process: the driver connection (compared by identity), its ``PRAGMA data_version``
+    (which changes when another connection commits) and its ``total_changes`` (rows this
+    connection changed). None on other databases, which give no such count."""
+    if session.get_bind().dialect.name != "sqlite":
+        return None
+    connection = session.connection()
+    driver = connection.connection.driver_connection
+    return driver, connection.exec_driver_sql("PRAGMA data_version").scalar(), driver.total_changes
+
+
 def writer_connection(engine: Engine):
     """A connection whose next transaction starts as a writer (see :func:`write_scope`)."""
     return engine.connect().execution_options(**{_WRITER_OPTION: True})
