@@ -431,9 +431,9 @@ class Ingestor:
 
     @contextmanager
     def _writing(self) -> Iterator[Session]:
-        """A writer's transaction (:func:`write_scope`) for storing documents: what was
-        learned from the database in it (passage sketches, see derive.SketchCache; busy and
-        crowded buckets) is forgotten when it does not commit."""
+        """A writer's transaction (:func:`write_scope`) for whatever changes documents or
+        the passage index: what was learned from the database in it (passage sketches, see
+        derive.SketchCache; busy and crowded buckets) is forgotten when it does not commit."""
         try:
             with write_scope(self.engine) as session:
                 self.sketches.begin(session)
