@@ -425,9 +425,13 @@ class BusyBuckets:
         """(band_key, passage_id) rows just deleted from the passage index."""
         for key, passage_id in rows:
             members = self._members.get(key)
-            if members is not None and passage_id in members:
+            if members is None:
+                continue
+            try:
                 members.remove(passage_id)
-                self._held -= 1
+            except ValueError:  # not a member
+                continue
+            self._held -= 1
 
 
 #: The passages found in two or more of a batch of buckets (one passage's busy ones, see
@@ -479,10 +483,9 @@ def passage_candidates(
     # on top is not read: SQLite finds which of its members are in another busy bucket too.
     # (A passage's keys must fit one statement for that.)
     busy_over = lone_max + len(own) if lone_max and settings.passage.bands <= IN_CHUNK else None
-    held = busy.take(by_key.keys() - skipped) if busy is not None else {}
-    members, full, counted_busy = _bucket_members(
-        session, sorted(set(by_key) - skipped - held.keys()), limit, count_first, busy_over,
-    )
+    wanted = by_key.keys() - skipped
+    held = busy.take(wanted) if busy is not None else {}
+    members, full, counted_busy = _bucket_members(session, sorted(wanted - held.keys()), limit, count_first, busy_over)
     crowded.update(full)
     skipped.update(full)
     members.update(held)

@@ -665,7 +665,7 @@ def test_copies_in_busy_buckets_share_every_band_and_stay_candidates(tmp_path):
     engine.dispose()
 
 
-def test_busy_buckets_kept_in_memory_answer_as_buckets_read_anew(tmp_path):
+def test_busy_buckets_kept_in_memory_answer_as_buckets_read_anew(tmp_path, monkeypatch):
     """Busy buckets' members kept across documents (index.BusyBuckets) give the candidates
     a fresh read gives, passages stored since included, without reading those buckets
     again; quiet buckets are always read."""
@@ -689,7 +689,7 @@ def test_busy_buckets_kept_in_memory_answer_as_buckets_read_anew(tmp_path):
         reads.append(set(wanted))
         return real_read(session, wanted)
 
-    index._joined_members = counting_read
+    monkeypatch.setattr(index, "_joined_members", counting_read)
     try:
         with db_session_for(engine) as session:
             insert_rows(session, PassageBand.__table__, ("band_key", "passage_id"),
@@ -712,7 +712,6 @@ def test_busy_buckets_kept_in_memory_answer_as_buckets_read_anew(tmp_path):
             assert candidates() == ({1, 2, 20, 22}, {quiet}), "the busy buckets are not read again"
             assert (kept.asked, kept.at_hand) == (4, 2)
     finally:
-        index._joined_members = real_read
         engine.dispose()
 
 
