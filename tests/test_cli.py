@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from conftest import (
     BELTA_SEED,
@@ -33,7 +33,7 @@ from conftest import (
     one_line,
     run_count,
 )
-from provenance.db.models import Document, IngestRun, ManifestEntry
+from provenance.db.models import Document, IngestRun, ManifestEntry, PassageMatch
 from provenance.errors import ProvenanceError
 from provenance.settings import Settings
 
@@ -1367,6 +1367,86 @@ def test_the_json_report_is_written_as_it_is_built_and_is_the_whole_report(invok
         entries = iter(streamed["derivations"])
         assert next(entries) == whole["derivations"][0] and len(batches) == 1, "one batch read, not all"
         assert [next(entries), *entries] == whole["derivations"][1:]
+
+
+def test_a_report_whose_reads_wait_on_the_disk_reads_the_rest_ahead_and_writes_the_same(
+    invoke, db, populated, monkeypatch,
+):
+    """Once a batch's evidence reads have waited on the disk, the JSON report reads the
+    passage matches and texts of the batches after it ahead on connections of its own (to
+    warm a cold page cache); it writes what it writes without, and reads nothing ahead when
+    its reads did not wait."""
+    from provenance import report as reporting
+    from provenance.db.readahead import ReadAhead
+
+    asked: list[tuple[str, list[int]]] = []
+    answers: list = []
+
+    class Recorded(ReadAhead):
+        def read(self, sql, values):
+            asked.append((sql, list(values)))
+            super().read(sql, values)
+
+        def close(self):
+            answers.extend(self.finished())
+            super().close()
+
+    monkeypatch.setattr(reporting, "ReadAhead", Recorded)
+    monkeypatch.setattr(reporting, "DERIVATION_BATCH", 1)
+    monkeypatch.setattr(reporting, "waited_on_disk", lambda since: False)
+    warm = invoke("report", "--format", "json", "--no-timestamps")
+    assert warm.exit_code == 0, warm.output
+    derivations = json.loads(warm.stdout)["derivations"]
+    assert len(derivations) >= 3 and asked == []
+
+    monkeypatch.setattr(reporting, "waited_on_disk", lambda since: True)
+    result = invoke("report", "--format", "json", "--no-timestamps")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == warm.stdout
+    # A batch of one derivation at a time: after the first, each one's matches, then its two
+    # documents' texts.
+    later = derivations[1:]
+    assert [sql for sql, _ in asked] == [reporting._MATCHES_AHEAD, reporting._TEXTS_AHEAD] * len(later)
+    pairs = [sorted({entry["derived"]["id"], entry["source"]["id"]}) for entry in later]
+    assert [values for sql, values in asked if sql == reporting._TEXTS_AHEAD] == pairs
+    with db_session(db) as session:
+        lengths = dict(session.execute(select(Document.id, func.length(Document.text))).all())
+        ends = [session.scalar(select(func.max(PassageMatch.derived_end)).where(PassageMatch.derivation_id.in_(values)))
+                for sql, values in asked if sql == reporting._MATCHES_AHEAD]
+    # What the other connections read is the rows themselves, every statement answered.
+    assert answers[1::2] == [[(sum(lengths[i] for i in pair),)] for pair in pairs]
+    assert answers[0::2] == [[(end,)] for end in ends] and any(ends)
+
+
+def test_waiting_on_the_disk_is_told_from_computing():
+    """A thread that waited (slept, as on a read from the disk) longer than it computed has
+    waited on the disk; one that only computed, or nearly, has not."""
+    import time
+
+    from provenance.db.readahead import DISK_WAIT_MIN_SECONDS, clocks, waited_on_disk
+
+    since = clocks()
+    time.sleep(4 * DISK_WAIT_MIN_SECONDS)
+    assert waited_on_disk(since)
+
+    def compute(seconds: float) -> None:
+        until = time.thread_time() + seconds
+        while time.thread_time() < until:
+            pass
+
+    since = clocks()
+    compute(4 * DISK_WAIT_MIN_SECONDS)
+    assert not waited_on_disk(since)
+    # Waiting a little, but computing for much longer, is not waiting on the disk either;
+    # waiting as long as computing is.
+    since = clocks()
+    time.sleep(2 * DISK_WAIT_MIN_SECONDS)
+    compute(16 * DISK_WAIT_MIN_SECONDS)
+    assert not waited_on_disk(since)
+    since = clocks()
+    time.sleep(4 * DISK_WAIT_MIN_SECONDS)
+    compute(4 * DISK_WAIT_MIN_SECONDS)
+    assert waited_on_disk(since)
 
 
 @pytest.mark.parametrize("encoded_together", [1, 2, 3, 1000])

@@ -1112,3 +1112,44 @@ def test_exact_copies_are_looked_up_by_content_hash_before_the_planner_has_stati
         plan = " ".join(row[-1] for row in connection.execute("EXPLAIN QUERY PLAN " + statement, parameters))
         assert "ix_document_content_hash" in plan, (statement, plan)
     connection.close()
+
+
+def test_reading_ahead_uses_connections_of_its_own_and_no_failure_of_theirs_reaches_the_command(tmp_path):
+    """provenance.db.readahead only warms the page cache: its statements run on read-only
+    connections of their own (committed rows, not the session's own uncommitted ones), a
+    failing one gives None instead of raising, and leaving it ends its threads and
+    connections; on a database that is not a SQLite file it does nothing."""
+    import threading
+
+    from sqlalchemy import text as sql_text
+    from sqlalchemy.orm import Session
+
+    from provenance.db import readahead
+
+    engine = make_engine(database_url(str(tmp_path / "ahead.db")))
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE item (id INTEGER PRIMARY KEY, body TEXT)")
+        connection.exec_driver_sql("INSERT INTO item (id, body) VALUES (?, ?)",
+                                   [(i, "x" * (i % 7)) for i in range(1, 2001)])
+    ids = list(range(1, 2001))
+    with Session(engine) as session:
+        session.execute(sql_text("INSERT INTO item (id, body) VALUES (5000, 'not committed')"))
+        with readahead.ReadAhead(session, connections=2) as ahead:
+            ahead.read("SELECT sum(length(body)) FROM item WHERE id {in}", [*ids, 5000])
+            ahead.read("SELECT sum(length(body)) FROM no_such_table WHERE id {in}", [1])
+            answers = ahead.finished()
+            assert {thread.name.split("_")[0] for thread in threading.enumerate()} >= {"read-ahead"}
+        # Slices of IN_CHUNK values, each answered from the committed rows only.
+        slices = [ids[:900], ids[900:1800], [*ids[1800:], 5000]]
+        assert answers == [[(sum(i % 7 for i in part if i != 5000),)] for part in slices] + [None]
+        assert not [thread for thread in threading.enumerate() if thread.name.startswith("read-ahead")]
+        assert ahead._opened == []
+        session.rollback()
+    engine.dispose()
+
+    memory = make_engine("sqlite://")
+    with Session(memory) as session:
+        assert readahead.database_file(session) is None
+        with readahead.ReadAhead(session) as ahead:
+            ahead.read("SELECT 1 WHERE 1 {in}", [1])
+            assert ahead.finished() == []
