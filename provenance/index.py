@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from .db.bulk import IN_CHUNK, chunks, delete_rows, insert_rows, select_in
-from .db.models import Document, DocumentBand, DocumentPair, Passage, PassageBand, RecentPassageBand
+from .db.models import Document, DocumentBand, DocumentPair, Passage, PassageBand, PassagePrefilter, RecentPassageBand
 from .db.session import connection_state
 from .prepare import document_shingles, passage_words
 from .settings import Settings, SketchSettings
@@ -345,6 +345,20 @@ def _joined_members(session: Session, keys: list[int]) -> dict[int, list[int]]:
             members[key] = ids
     return members
 
+
+def buckets_ahead(settings: Settings) -> str:
+    """What a writer is about to read for a batch of bucket keys (``{in}``), to be read ahead
+    of it (see provenance.db.readahead and Ingestor._read_ahead_once_waited): the big
+    table's rows of the buckets, and the compact sketches of the members of those not busy,
+    the candidates that :func:`passage_candidates` finds there. Counted, so that SQLite reads
+    their pages without handing the rows over. The recent table is small and read often."""
+    quiet = settings.lone_band_bucket_max or settings.bucket_cap
+    return (
+        f"SELECT count(*) FROM {PassagePrefilter.__tablename__} WHERE passage_id IN ("
+        f"SELECT passage_id FROM {PassageBand.__tablename__} WHERE band_key IN ("
+        f"SELECT band_key FROM {PassageBand.__tablename__} WHERE band_key {{in}}"
+        f" GROUP BY band_key HAVING count(*) <= {int(quiet)}))"
+    )
 
 #: Bucket members a :class:`BusyBuckets` holds at most (8 bytes each).
 BUSY_MEMBERS_MAX = 4_000_000

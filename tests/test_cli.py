@@ -1171,6 +1171,66 @@ def test_a_long_ingest_after_a_small_one_refreshes_planner_statistics_as_it_grow
     assert at_end[0] == 40
 
 
+def test_an_ingest_that_waits_on_the_disk_reads_buckets_ahead_and_stores_the_same(
+    runner, tmp_path, belta_text, tass_text, monkeypatch,
+):
+    """Once storing a document has waited on the disk, other connections read ahead the
+    passage buckets of the documents after it, in this batch and every later one, and the
+    sketches of the candidates there; what the ingest stores is what it stores without."""
+    from provenance import index, ingest as ingest_module
+    from provenance.cli import cli
+    from provenance.db.readahead import ReadAhead
+
+    folder = tmp_path / "desk"
+    folder.mkdir()
+    texts = [belta_text, tass_text, *(near_copy(text, changes=changes) for changes in (2, 6, 12)
+                                      for text in (belta_text, tass_text))]
+    for number, body in enumerate(texts):
+        (folder / f"{number:02}.txt").write_text(body, encoding="utf-8")
+    monkeypatch.setattr(ingest_module, "BATCH_DOCUMENTS", 3)
+    monkeypatch.setattr(index, "RECENT_BANDS_MAX", 1)  # merged into the big table, read ahead, after each batch
+    given: list[list[int]] = []
+    answers: list = []
+
+    class Recorded(ReadAhead):
+        def read(self, sql, values):
+            given.append(list(values))
+            super().read(sql, values)
+
+        def close(self):
+            answers.extend(self.finished())
+            super().close()
+
+    monkeypatch.setattr(ingest_module, "ReadAhead", Recorded)
+
+    def ingested(name: str, waited: bool) -> tuple[Path, dict]:
+        monkeypatch.setattr(ingest_module, "waited_on_disk", lambda since: waited)
+        target = tmp_path / name
+        result = runner.invoke(cli, ["--db", str(target), "ingest", str(folder), "--quiet", "--workers", "1"])
+        assert result.exit_code == 0, result.output
+        shown = runner.invoke(cli, ["--db", str(target), "report", "--format", "json", "--no-timestamps"])
+        assert shown.exit_code == 0, shown.output
+        return target, json.loads(shown.stdout)
+
+    _, without = ingested("without.db", waited=False)
+    assert given == [] and without["derivations"]
+    target, read_ahead = ingested("with.db", waited=True)
+    assert read_ahead == without
+    # Read ahead from the first document's store on: every later document, in order, with
+    # the keys of the bands it stored (and of any passage later found to be boilerplate).
+    with db_session(target) as session:
+        ids = session.scalars(select(Document.id).order_by(Document.path)).all()
+        stored_keys = [set(session.scalars(text(
+            "SELECT band_key FROM passage_band JOIN passage ON passage.id = passage_id WHERE document_id = :d"
+            " UNION SELECT band_key FROM passage_band_recent JOIN passage ON passage.id = passage_id"
+            " WHERE document_id = :d"), {"d": document_id})) for document_id in ids]
+    assert len(given) == len(texts) - 1
+    assert all(keys and keys <= set(values) for keys, values in zip(stored_keys[1:], given))
+    # Every statement ran on the other connections; the near copies' buckets in the big
+    # table held the passages of the originals committed before them, whose sketches were read.
+    assert None not in answers and any(count for ((count,),) in answers)
+
+
 def test_a_skipped_input_makes_the_exit_code_non_zero(invoke, db, tmp_path, belta_text):
     folder = tmp_path / "in"
     folder.mkdir()

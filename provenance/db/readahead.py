@@ -73,13 +73,19 @@ class ReadAhead:
     database is not a SQLite file. Use it as a context manager: leaving it cancels what has
     not started, waits for what has, and closes the connections."""
 
-    def __init__(self, session: Session, connections: int = READ_AHEAD_CONNECTIONS):
+    def __init__(self, session: Session, connections: Optional[int] = None):
+        connections = READ_AHEAD_CONNECTIONS if connections is None else connections
         self._path = database_file(session) if connections > 0 else None
         self._pool = ThreadPoolExecutor(connections, thread_name_prefix="read-ahead") if self._path else None
         self._futures: list[Future] = []
         self._local = threading.local()
         self._opened: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+
+    @property
+    def active(self) -> bool:
+        """Whether it reads anything: a SQLite file, connections asked for, not closed."""
+        return self._pool is not None
 
     def __enter__(self) -> ReadAhead:
         return self
