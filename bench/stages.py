@@ -20,6 +20,11 @@ It also prints how many stored passages' sketches the ingest asked its cache for
 share already held (``--sketch-cache N`` sets the cache's size; ``--recent-bands N`` the recent
 passage band rows that make a merge; ``--lone-band-bucket-max N`` first copies the database with
 that value written into its settings manifest, to compare a database with and without it).
+``--cold`` drops the kernel's page cache after each copy (Linux, as root), so that the ingest
+reads the database from disk, as the first ingest after a reboot, or into an archive left
+alone for a while, does; ``--read-ahead N`` sets how many connections read ahead of the
+writer once it waits on the disk (0: none; see provenance.db.readahead), and the statements
+they were given are counted below the stages.
 ``--lookups`` then looks
 each new text up in the stored database, read only, with ``match_text`` in full, documents
 only, and in full with one sketch cache shared across the texts, in turn, and prints the
@@ -52,9 +57,12 @@ from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from candidates import new_documents  # noqa: E402
+from scale import drop_page_cache  # noqa: E402
 from workers import CLI, ROOT, write_corpus  # noqa: E402
 
 from provenance import derive, index, ingest, lookup, manifest  # noqa: E402
+from provenance.db import readahead  # noqa: E402
+from provenance.db.bulk import chunks  # noqa: E402
 from provenance.db.migrate import upgrade_to_head  # noqa: E402
 from provenance.db.models import ManifestEntry, RecentPassageBand  # noqa: E402
 from provenance.db.session import database_url, make_engine, session_scope  # noqa: E402
@@ -184,26 +192,48 @@ def process_counters() -> dict[str, float]:
     return counters
 
 
+@contextmanager
+def counted_read_ahead() -> Iterator[list[int]]:
+    """Counts the statements given to read ahead (``[n]``) while the block runs."""
+    given = [0]
+    original = readahead.ReadAhead.read
+
+    def counted(self, sql, values):
+        if self.active:  # reading ahead, not a no-op
+            given[0] += len(list(chunks(list(values))))
+        return original(self, sql, values)
+
+    readahead.ReadAhead.read = counted
+    try:
+        yield given
+    finally:
+        readahead.ReadAhead.read = original
+
+
 def ingest_round(
-    stored: Path, files: list[Path], scratch: Path, seconds: dict[str, float],
+    stored: Path, files: list[Path], scratch: Path, seconds: dict[str, float], cold: bool = False,
 ) -> tuple[float, int, int, dict[str, float]]:
     """Seconds to ingest ``files`` into a copy of ``stored``, the stored passages' sketches
     its cache was asked for and had at hand, and :data:`COUNTERS` over the ingest alone (the
-    copy not counted) and :data:`BUCKET_COUNTERS`; stage times land in ``seconds``."""
+    copy not counted) and :data:`BUCKET_COUNTERS`; stage times land in ``seconds``. ``cold``:
+    the page cache is dropped after the copy."""
     copy = scratch / "round.db"
     shutil.copyfile(stored, copy)
+    if cold:
+        drop_page_cache()
     engine = make_engine(database_url(str(copy)))
     try:
         with session_scope(engine) as session:
             settings = manifest.load(session)
         ingestor = ingest.Ingestor(engine, settings)
         counted = process_counters()
-        with counted_index() as calls:
+        with counted_index() as calls, counted_read_ahead() as read_ahead:
             started = time.perf_counter()
             ingestor.ingest_paths([str(path) for path in files])
             elapsed = time.perf_counter() - started
         spent = {name: value - counted[name] for name, value in process_counters().items() if name in counted}
         spent.update(bucket_counters(calls, settings))
+        spent["statements read ahead"] = read_ahead[0]
         if ingestor.busy_buckets is not None:
             spent.update({"busy buckets wanted": ingestor.busy_buckets.asked,
                           "busy buckets at hand": ingestor.busy_buckets.at_hand})
@@ -267,6 +297,11 @@ def main() -> None:
                         help="busy buckets' members the ingest keeps in memory, 0 for none [index.BUSY_MEMBERS_MAX]")
     parser.add_argument("--lone-band-bucket-max", type=int, metavar="N",
                         help="with --db: measure a copy whose settings hold this lone_band_bucket_max")
+    parser.add_argument("--cold", action="store_true",
+                        help="drop the page cache after each copy, before the ingest (Linux, as root)")
+    parser.add_argument("--read-ahead", type=int, metavar="N",
+                        help="connections that read ahead of a writer waiting on the disk, 0 for none "
+                             "[readahead.READ_AHEAD_CONNECTIONS]")
     arguments = parser.parse_args()
     if arguments.lone_band_bucket_max is not None and not arguments.db:
         parser.error("--lone-band-bucket-max needs --db (a new database gets it from the product's default)")
@@ -276,6 +311,8 @@ def main() -> None:
         index.RECENT_BANDS_MAX = arguments.recent_bands
     if arguments.busy_members is not None:
         index.BUSY_MEMBERS_MAX = arguments.busy_members
+    if arguments.read_ahead is not None:
+        readahead.READ_AHEAD_CONNECTIONS = arguments.read_ahead
     with tempfile.TemporaryDirectory(prefix="provenance-stages-") as folder:
         scratch = Path(folder)
         if arguments.db:
@@ -305,7 +342,7 @@ def main() -> None:
         rounds = []
         for _ in range(arguments.rounds):
             before = dict(seconds)
-            total, asked, at_hand, spent = ingest_round(stored, files, scratch, seconds)
+            total, asked, at_hand, spent = ingest_round(stored, files, scratch, seconds, cold=arguments.cold)
             sketches = [sketches[0] + asked, sketches[1] + at_hand]
             rounds.append((total, {name: seconds[name] - before.get(name, 0.0) for name, _ in seconds.items()}, spent))
     print(f"{len(files)} new documents, {arguments.stored:,} stored; provenance from {Path(derive.__file__).parent}")
@@ -316,7 +353,8 @@ def main() -> None:
                  for _, name, within in STAGES]
         rows += [[name, *(f"{spent[name]:.2f}" if name.endswith(" s") else f"{spent[name]:,.0f}"
                           for _, _, spent in rounds)]
-                 for name in (*COUNTERS, *BUCKET_COUNTERS) if all(name in spent for _, _, spent in rounds)]
+                 for name in (*COUNTERS, *BUCKET_COUNTERS, "statements read ahead")
+                 if all(name in spent for _, _, spent in rounds)]
         print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
         print(f"sketch cache of {derive.SKETCH_CACHE_SIZE:,}: {sketches[0]:,} sketches asked for, "
               f"{100 * sketches[1] / max(sketches[0], 1):.1f}% of them at hand")
