@@ -143,8 +143,14 @@ INCONSISTENCIES = {
     "compact sketch without its signed passage":
         "SELECT f.passage_id FROM passage_prefilter f LEFT JOIN passage p ON p.id = f.passage_id "
         "WHERE p.signature IS NULL",
-    "path stored more than once":
-        "SELECT path FROM document GROUP BY path HAVING count(*) > 1",
+    # A path is stored again only as a new version (a changed file, or a JSONL id met again
+    # with another text): one latest version, numbered 1 to n, none repeating the one before.
+    "path with more than one latest version":
+        "SELECT path FROM document WHERE is_latest GROUP BY path HAVING count(*) > 1",
+    "versions of a path not numbered 1 to n":
+        "SELECT path FROM document GROUP BY path HAVING min(version) != 1 OR max(version) != count(*)",
+    "version stored twice (the same content as the version before it)":
+        "SELECT d.id FROM document d JOIN document p ON p.id = d.previous_version_id WHERE d.content_hash = p.content_hash",
     "document text without passages":
         "SELECT d.id FROM document d WHERE NOT EXISTS (SELECT 1 FROM passage p WHERE p.document_id = d.id)",
 }
@@ -839,6 +845,28 @@ def test_random_bytes_through_the_cli_exit_cleanly(scratch, files):
 def test_consistent_after_random_input(scratch):
     # Runs after the property tests above (file order): what they stored is consistent.
     assert_consistent(scratch["db"])
+
+
+def test_a_jsonl_id_met_again_is_a_new_version_of_that_record_or_unchanged(tmp_path):
+    """A feed that repeats an id (an article corrected later in the same feed) stores the
+    later text as a new version of that record, the first kept as the earlier version; the
+    same text again is unchanged. (Found by the random input above: two lines sharing an id
+    made two rows of one path, which that check called an inconsistency.)"""
+    feed = tmp_path / "feed.jsonl"
+    first = "The council approved the harbour budget on Monday after a long debate."
+    corrected = first.replace("Monday", "Tuesday") + " A correction followed."
+    feed.write_text("\n".join(json.dumps(record) for record in (
+        {"id": "a1", "text": first}, {"id": "b2", "text": "An unrelated note about the museum's winter hours."},
+        {"id": "a1", "text": corrected}, {"id": "a1", "text": corrected},
+    )) + "\n", encoding="utf-8")
+    result = invoke(tmp_path / "feed.db", "ingest", feed, "--format", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["documents_added"], summary["versions_added"], summary["unchanged"]) == (2, 1, 1)
+    versions = query(tmp_path / "feed.db", "SELECT version, is_latest, text FROM document WHERE path = ? ORDER BY version",
+                     f"{feed}#a1")
+    assert versions == [(1, 0, first), (2, 1, corrected)]
+    assert_consistent(tmp_path / "feed.db")
 
 
 @pytest.mark.parametrize("value", ["1e20", "-1e20", "NaN", "Infinity"])
