@@ -360,6 +360,7 @@ def buckets_ahead(settings: Settings) -> str:
         f" GROUP BY band_key HAVING count(*) <= {int(quiet)}))"
     )
 
+
 #: Bucket members a :class:`BusyBuckets` holds at most (8 bytes each).
 BUSY_MEMBERS_MAX = 4_000_000
 

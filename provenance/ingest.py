@@ -35,7 +35,6 @@ from sqlalchemy.orm import Session
 from . import __version__, derive, index, manifest, sketch
 from .collect import fewer_collections
 from .db.bulk import insert_rows, select_in
-from .db.readahead import ReadAhead, clocks, waited_on_disk
 from .db.models import (
     Boilerplate,
     BoilerplateDocument,
@@ -47,6 +46,7 @@ from .db.models import (
     PassagePrefilter,
     RecentPassageBand,
 )
+from .db.readahead import ReadAhead, clocks, waited_on_disk
 from .db.session import (
     analyse_grown_table, is_transient, is_unique_violation, refresh_moved_tables, refresh_statistics, session_scope,
     write_scope,
@@ -192,7 +192,8 @@ class Ingestor:
         self.busy_buckets = index.BusyBuckets() if engine.dialect.name == "sqlite" else None
         self._statistics_due = BATCH_DOCUMENTS
         #: Reads the passage buckets of documents to come on connections of its own, once a
-        #: document's storing has waited on the disk (see :meth:`_read_ahead_once_waited`).
+        #: document's storing has waited on the disk (see :meth:`_read_ahead_once_waited`),
+        #: until the end of :meth:`ingest_items`.
         self._read_ahead: Optional[ReadAhead] = None
 
     # -- the boilerplate library, by hand ----------------------------------------------

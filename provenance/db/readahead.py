@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from sqlalchemy.orm import Session
 
-from provenance.db.bulk import chunks
+from .bulk import chunks
 
 #: Connections that read ahead at once.
 READ_AHEAD_CONNECTIONS = 4
