@@ -106,7 +106,8 @@ class ReadAhead:
 
     def finished(self) -> list:
         """Wait for everything asked for; the rows of each statement run, in the order asked
-        (None for one that failed). For tests and benchmarks: a command does not need them."""
+        (None for one that failed). Before :meth:`close`, which cancels what has not started.
+        For tests and benchmarks: a command does not need them."""
         return [future.result() for future in self._futures]
 
     def close(self) -> None:
