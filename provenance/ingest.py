@@ -428,9 +428,9 @@ class Ingestor:
     def _read_ahead_buckets(self, batch: list[PreparedDocument]) -> None:
         if not self._read_ahead.active:  # not a SQLite file (PostgreSQL waits on its server)
             return
+        statement = index.buckets_ahead(self.settings)
         for prepared in batch:
-            keys = sorted({key for passage in prepared.passages for key in passage.band_keys})
-            self._read_ahead.read(index.buckets_ahead(self.settings), keys)
+            self._read_ahead.read(statement, sorted({key for passage in prepared.passages for key in passage.band_keys}))
 
     def _stop_reading_ahead(self) -> None:
         if self._read_ahead is not None:
