@@ -46,7 +46,7 @@ from .db.models import (
     PassagePrefilter,
     RecentPassageBand,
 )
-from .db.readahead import ReadAhead, clocks, waited_on_disk
+from .db.readahead import Clocks, ReadAhead, clocks, waited_on_disk
 from .db.session import (
     analyse_grown_table, is_transient, is_unique_violation, refresh_moved_tables, refresh_statistics, session_scope,
     write_scope,
@@ -410,7 +410,7 @@ class Ingestor:
             summary.absorb(counts)
             on_event("document", prepared.raw.path, outcome)
 
-    def _read_ahead_once_waited(self, session: Session, since: tuple[float, float], coming: list[PreparedDocument]) -> None:
+    def _read_ahead_once_waited(self, session: Session, since: Clocks, coming: list[PreparedDocument]) -> None:
         """Start reading ahead if storing a document since ``since`` (:func:`clocks`) waited on
         the disk (:func:`waited_on_disk`), beginning with the documents ``coming`` next.
 

@@ -1478,37 +1478,65 @@ def test_a_report_whose_reads_wait_on_the_disk_reads_the_rest_ahead_and_writes_t
     assert answers[0::2] == [[(end,)] for end in ends] and any(ends)
 
 
-def test_waiting_on_the_disk_is_told_from_computing():
-    """A thread that waited (slept, as on a read from the disk) longer than it computed has
-    waited on the disk; one that only computed, or nearly, has not."""
+def test_waiting_on_the_disk_is_told_from_computing_and_from_other_waits():
+    """A thread whose reads fetched pages from storage and that waited longer than a fifth of
+    the time has waited on the disk. One that only computed, or nearly, has not; nor has one
+    that waited without fetching anything (for the CPU on a busy machine, or for its writes),
+    unless the system does not say what was fetched."""
+    from provenance.db.readahead import DISK_WAIT_MIN_SECONDS as least, Clocks, waited_on_disk
+
+    def wait(waited: float, computed: float, fetched=4096, before=0) -> bool:
+        return waited_on_disk(Clocks(100.0, 7.0, before), Clocks(100.0 + waited + computed, 7.0 + computed, fetched))
+
+    assert wait(4 * least, 0) and wait(4 * least, 4 * least)
+    assert wait(4 * least, 15 * least)  # waited over a fifth of the time
+    assert not wait(4 * least, 17 * least) and not wait(2 * least, 80 * least)
+    assert not wait(0, 40 * least) and not wait(least, 0)
+    assert not wait(4 * least, 0, fetched=0) and not wait(4 * least, 0, fetched=8192, before=8192)
+    assert wait(4 * least, 0, fetched=None) and wait(4 * least, 0, before=None)
+
+
+def _on_tmpfs(path) -> bool:
+    """Whether ``path`` lies on a file system held in memory (no storage to fetch from)."""
+    mounts = []
+    with open("/proc/self/mounts") as table:
+        for line in table:
+            fields = line.split()
+            mounts.append((fields[1], fields[2]))
+    resolved = str(Path(path).resolve())
+    _, kind = max(((m, k) for m, k in mounts if resolved == m or resolved.startswith(m.rstrip("/") + "/")),
+                      key=lambda mount: len(mount[0]))
+    return kind in ("tmpfs", "ramfs")
+
+
+def test_a_thread_is_told_what_its_reads_fetched_from_storage(tmp_path):
+    """Sleeping fetches nothing; reading a file the page cache no longer holds does, and
+    reading it again from the page cache does not."""
     import time
 
-    from provenance.db.readahead import DISK_WAIT_MIN_SECONDS, clocks, waited_on_disk
+    from provenance.db.readahead import DISK_WAIT_MIN_SECONDS, clocks, fetched_from_storage, waited_on_disk
 
-    since = clocks()
-    time.sleep(4 * DISK_WAIT_MIN_SECONDS)
-    assert waited_on_disk(since)
-
-    def compute(seconds: float) -> None:
-        until = time.thread_time() + seconds
-        while time.thread_time() < until:
-            pass
-
-    # Long enough that being put off the CPU by other work for a while (a busy CI machine)
-    # is still far under a fifth of the time.
-    since = clocks()
-    compute(40 * DISK_WAIT_MIN_SECONDS)
-    assert not waited_on_disk(since)
-    # Waiting a little, but computing for much longer, is not waiting on the disk either;
-    # waiting as long as computing is.
-    since = clocks()
-    time.sleep(2 * DISK_WAIT_MIN_SECONDS)
-    compute(80 * DISK_WAIT_MIN_SECONDS)
-    assert not waited_on_disk(since)
-    since = clocks()
-    time.sleep(4 * DISK_WAIT_MIN_SECONDS)
-    compute(4 * DISK_WAIT_MIN_SECONDS)
-    assert waited_on_disk(since)
+    if fetched_from_storage() is None:
+        pytest.skip("this system does not account a thread's reads (Linux's /proc/thread-self/io)")
+    if _on_tmpfs(tmp_path):
+        pytest.skip("the temporary directory is held in memory: nothing to fetch from storage")
+    path = tmp_path / "pages"
+    path.write_bytes(os.urandom(1 << 22))
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)  # only clean pages leave the page cache when told to
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        since = clocks()
+        time.sleep(4 * DISK_WAIT_MIN_SECONDS)
+        assert fetched_from_storage() == since.fetched and not waited_on_disk(since)
+        before = fetched_from_storage()
+        assert len(os.pread(descriptor, 1 << 22, 0)) == 1 << 22
+        fetched = fetched_from_storage()
+        assert fetched - before >= 1 << 20
+        assert len(os.pread(descriptor, 1 << 22, 0)) == 1 << 22
+        assert fetched_from_storage() == fetched
+    finally:
+        os.close(descriptor)
 
 
 @pytest.mark.parametrize("encoded_together", [1, 2, 3, 1000])
