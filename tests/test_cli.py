@@ -1479,20 +1479,22 @@ def test_a_report_whose_reads_wait_on_the_disk_reads_the_rest_ahead_and_writes_t
 
 
 def test_waiting_on_the_disk_is_told_from_computing_and_from_other_waits():
-    """A thread whose reads fetched pages from storage and that waited longer than a fifth of
-    the time has waited on the disk. One that only computed, or nearly, has not; nor has one
-    that waited without fetching anything (for the CPU on a busy machine, or for its writes),
-    unless the system does not say what was fetched."""
-    from provenance.db.readahead import DISK_WAIT_MIN_SECONDS as least, Clocks, waited_on_disk
+    """A thread whose reads fetched enough from storage and that waited longer than a fifth
+    of the time has waited on the disk. One that only computed, or nearly, has not; nor has
+    one that waited while fetching nothing or a few pages (for the CPU on a busy machine, or
+    for its writes), unless the system does not say what was fetched."""
+    from provenance.db.readahead import DISK_FETCH_MIN_BYTES as enough, DISK_WAIT_MIN_SECONDS as least, Clocks, \
+        waited_on_disk
 
-    def wait(waited: float, computed: float, fetched=4096, before=0) -> bool:
+    def wait(waited: float, computed: float, fetched=enough, before=0) -> bool:
         return waited_on_disk(Clocks(100.0, 7.0, before), Clocks(100.0 + waited + computed, 7.0 + computed, fetched))
 
     assert wait(4 * least, 0) and wait(4 * least, 4 * least)
     assert wait(4 * least, 15 * least)  # waited over a fifth of the time
     assert not wait(4 * least, 17 * least) and not wait(2 * least, 80 * least)
     assert not wait(0, 40 * least) and not wait(least, 0)
-    assert not wait(4 * least, 0, fetched=0) and not wait(4 * least, 0, fetched=8192, before=8192)
+    assert not wait(4 * least, 0, fetched=0) and not wait(4 * least, 0, fetched=enough, before=enough)
+    assert not wait(4 * least, 0, fetched=enough - 1) and wait(4 * least, 0, fetched=2 * enough, before=enough)
     assert wait(4 * least, 0, fetched=None) and wait(4 * least, 0, before=None)
 
 
