@@ -464,6 +464,85 @@ def test_nothing_found_message_names_the_threshold(ingest, report_json, db, thre
     assert f"threshold {threshold or '0.8'}" in message, message
 
 
+def test_match_reads_ahead_of_later_texts_once_a_lookup_waited_on_the_disk(
+    ingest, invoke, db, seeds_dir, tmp_path, belta_text, tass_text, monkeypatch
+):
+    """Once a lookup has waited on the disk, the texts after it are prepared a few ahead and
+    their passage buckets read ahead on other connections: every later text's keys, in
+    order, with the same answers, still one at a time, and never for documents only."""
+    from provenance import lookup, manifest
+    from provenance.db.readahead import ReadAhead
+    from provenance.db.session import make_engine, session_scope
+    from provenance.prepare import prepare
+    from provenance.reader import RawDocument
+
+    ingest(seeds_dir)
+    inbox = tmp_path / "inbox"
+    drafts = [near_copy(text, changes=changes, boilerplate=[]) for changes in (2, 5, 9) for text in (belta_text, tass_text)]
+    drafts.insert(3, "Farmers in the south reported a record apple harvest this autumn, and cooperatives opened "
+                     "new cold stores for the crop.")
+    for number, text in enumerate(drafts):
+        write(inbox / f"{number:02}.txt", text)
+    given: list[list[int]] = []
+    answers: list = []
+
+    class Recorded(ReadAhead):
+        def read(self, sql, values):
+            given.append(list(values))
+            super().read(sql, values)
+
+        def close(self):
+            answers.extend(self.finished())
+            super().close()
+
+    monkeypatch.setattr(lookup, "ReadAhead", Recorded)
+    monkeypatch.setattr(lookup, "LOOK_AHEAD_TEXTS", 2)
+
+    def matched(waited: bool, *options: str) -> list:
+        monkeypatch.setattr(lookup, "waited_on_disk", lambda since: waited)
+        result = invoke("match", inbox, "--format", "json", *options)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    without = matched(False)
+    assert given == [] and sum(1 for answer in without if answer["passages"]) >= 6
+    assert matched(True) == without
+    engine = make_engine(f"sqlite:///{db}")
+    try:
+        with session_scope(engine) as session:
+            settings = manifest.load(session)
+    finally:
+        engine.dispose()
+    keys = [sorted({key for passage in prepare(RawDocument(path="x", text=text, format="text", encoding="utf-8",
+                                                           size_bytes=len(text)), settings).passages
+                    for key in passage.band_keys}) for text in drafts]
+    assert given == keys[1:] and all(given)
+    assert None not in answers and len(answers) == len(drafts) - 1
+    # Only the passage search reads ahead: documents only, nothing is.
+    del given[:]
+    assert [answer["documents"] for answer in matched(True, "--documents-only")] == [answer["documents"] for answer in without]
+    assert given == []
+
+    # Texts are taken from the caller a few ahead of the answers, never all at once.
+    monkeypatch.setattr(lookup, "waited_on_disk", lambda since: True)
+    taken = []
+
+    def texts():
+        for number, text in enumerate(drafts):
+            taken.append(number)
+            yield f"{number:02}", text
+
+    engine = make_engine(f"sqlite:///{db}")
+    try:
+        with session_scope(engine) as session:
+            for number, answer in enumerate(lookup.match_texts(session, texts())):
+                assert answer["text"]["name"] == f"{number:02}"
+                assert len(taken) <= number + 1 + lookup.LOOK_AHEAD_TEXTS
+            assert len(taken) == len(drafts)
+    finally:
+        engine.dispose()
+
+
 def test_nothing_found_message_names_the_highest_similarity(ingest, report_json, db):
     report = _nothing_found(ingest, report_json, db)
     message = report["summary"]["message"]
