@@ -828,10 +828,10 @@ def export(state: Context, fmt, document, output) -> None:
 
     try:
         with snapshot_scope(state.engine()) as session, fewer_collections():
-            text = prov_export.serialize(prov_export.build(session, document), fmt)
+            # Written as it is built, a few thousand records at a time (see export.chunks).
+            _emit_streamed(lambda handle: render.write_pieces(prov_export.pieces(session, fmt, document), handle), output)
     except ProvenanceError as error:
         fail(error)
-    _emit(text, output)
 
 
 @cli.command()

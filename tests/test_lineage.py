@@ -116,6 +116,41 @@ def test_prov_json_export_round_trips(corpus, tmp_path):
     assert provn.startswith("document") and "wasDerivedFrom" in provn
 
 
+@pytest.mark.parametrize("fmt", ["prov-json", "prov-n"])
+def test_export_written_a_few_records_at_a_time_is_the_whole_document(corpus, tmp_path, monkeypatch, fmt):
+    """The export is built and written a chunk of records at a time, its rows read a few at a
+    time: the same text as the prov package writes for the whole document at once, blank
+    identifiers numbered on across chunks, for the database and for one neighbourhood."""
+    from provenance import export
+
+    db, files = corpus
+    run(db, "ingest", str(files["excerpt"]))  # unchanged: no new version
+    files["copy"].write_text(files["copy"].read_text(encoding="utf-8") + "A closing line about the weather.\n",
+                             encoding="utf-8")
+    run(db, "ingest", str(files["copy"]))  # a new version: a revision edge, superseded rows exported too
+    with session_scope(_engine(db)) as session:
+        whole = export.serialize(export.build(session), fmt)
+        around = export.serialize(export.build(session, str(files["excerpt"])), fmt)
+    assert "Revision" in whole and "Quotation" in whole and "prv:passage/" in whole and len(around) < len(whole)
+    monkeypatch.setattr(export, "CHUNK_RECORDS", 3)
+    monkeypatch.setattr(export, "_ROWS_AT_A_TIME", 2)
+    for options, expected in (((), whole), (("--document", str(files["excerpt"])), around)):
+        out = tmp_path / f"export.{fmt}"
+        run(db, "export", "--format", fmt, "-o", str(out), *options)
+        assert out.read_text(encoding="utf-8") == expected
+        assert run(db, "export", "--format", fmt, *options).stdout == expected
+    if fmt == "prov-json":
+        data = json.loads(whole)
+        with session_scope(_engine(db)) as session:
+            documents = session.scalar(select(func.count()).select_from(Document))
+        assert len(data["wasGeneratedBy"]) == documents
+        # Records without an identifier are told apart by blank ones, one each, whatever their kind.
+        blank = [key for kind in data.values() for key in kind if key.startswith("_:")]
+        assert sorted(blank) == sorted(f"_:id{n}" for n in range(1, len(blank) + 1)) and len(blank) > 3 * documents
+    unknown = run(db, "export", "--format", fmt, "--document", "no/such/file.txt", ok=False)
+    assert unknown.exit_code != 0 and unknown.stdout == ""
+
+
 def test_one_sql_query_answers_who_reused_seed_000_and_credited(corpus):
     db, files = corpus
     query = (
