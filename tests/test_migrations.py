@@ -9,6 +9,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -262,3 +263,22 @@ def test_a_few_documents_content_passages_are_not_read_through_the_boilerplate_i
             assert "ix_passage_boilerplate_id" in plan("SELECT id FROM passage WHERE boilerplate_id = 5")
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("table", ["document", "passage", "derivation", "boilerplate", "ingest_run"])
+def test_deleting_a_row_scans_no_table_for_what_refers_to_it(tmp_path, table):
+    """SQLite checks, or cascades to, every row that refers to a deleted one by searching
+    the referring table: each referring column needs an index, or every deletion reads the
+    whole table. Before 0014 deleting a document read every document for a newer version
+    of it (``previous_version_id``): forgetting 1,000 documents at 100,000 took 184 s."""
+    from provenance.db.migrate import upgrade_to_head
+
+    engine = make_engine(database_url(str(tmp_path / "keys.db")))
+    upgrade_to_head(engine)
+    try:
+        with engine.connect() as connection:
+            plan = [row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN DELETE FROM {table} WHERE id = 5")]
+    finally:
+        engine.dispose()
+    assert plan and not [step for step in plan if step.startswith("SCAN")], plan
+

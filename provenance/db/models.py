@@ -88,6 +88,11 @@ class Document(Base):
         # and clusters, provenance.inspect.sources).
         Index("ix_document_listing", "id", "is_latest", "path", "version", "source", "format", "size_bytes",
               "encoding", "content_hash", "published_at", "ingested_at", "run_id"),
+        # Deleting a document looks for the version after it: unindexed, SQLite read every
+        # row for each one deleted (migration 0014). On SQLite only the documents that have an
+        # earlier version; PostgreSQL indexes it whole (see ix_passage_boilerplate_id).
+        Index("ix_document_previous_version_id", "previous_version_id",
+              sqlite_where=text("previous_version_id IS NOT NULL")),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     path: Mapped[str] = mapped_column(Text)
