@@ -50,6 +50,27 @@ BOILERPLATE_LINES = ["No time to read?", "Get a summary", "Share this article", 
 
 
 # -- plain helpers (importable from tests) --------------------------------------------
+def record_read_ahead(monkeypatch, module) -> tuple[list[tuple[str, list]], list]:
+    """Make ``module``'s ReadAhead (provenance.db.readahead) record each statement it is given
+    with its values, and, as it closes, what each one read: (asked, answers), filled as it goes."""
+    from provenance.db.readahead import ReadAhead
+
+    asked: list[tuple[str, list]] = []
+    answers: list = []
+
+    class Recorded(ReadAhead):
+        def read(self, sql, values):
+            asked.append((sql, list(values)))
+            super().read(sql, values)
+
+        def close(self):
+            answers.extend(self.finished())
+            super().close()
+
+    monkeypatch.setattr(module, "ReadAhead", Recorded)
+    return asked, answers
+
+
 def near_copy(text: str, changes: int = 3, boilerplate: Optional[list[str]] = None) -> str:
     """``text`` with a few boilerplate lines added and ``changes`` words replaced at spread-out places."""
     words = text.split(" ")

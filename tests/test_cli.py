@@ -31,6 +31,7 @@ from conftest import (
     latest_document,
     near_copy,
     one_line,
+    record_read_ahead,
     run_count,
 )
 from provenance.db.models import Document, IngestRun, ManifestEntry, PassageMatch
@@ -1179,7 +1180,6 @@ def test_an_ingest_that_waits_on_the_disk_reads_buckets_ahead_and_stores_the_sam
     sketches of the candidates there; what the ingest stores is what it stores without."""
     from provenance import index, ingest as ingest_module
     from provenance.cli import cli
-    from provenance.db.readahead import ReadAhead
 
     folder = tmp_path / "desk"
     folder.mkdir()
@@ -1189,19 +1189,7 @@ def test_an_ingest_that_waits_on_the_disk_reads_buckets_ahead_and_stores_the_sam
         (folder / f"{number:02}.txt").write_text(body, encoding="utf-8")
     monkeypatch.setattr(ingest_module, "BATCH_DOCUMENTS", 3)
     monkeypatch.setattr(index, "RECENT_BANDS_MAX", 1)  # merged into the big table, read ahead, after each batch
-    given: list[list[int]] = []
-    answers: list = []
-
-    class Recorded(ReadAhead):
-        def read(self, sql, values):
-            given.append(list(values))
-            super().read(sql, values)
-
-        def close(self):
-            answers.extend(self.finished())
-            super().close()
-
-    monkeypatch.setattr(ingest_module, "ReadAhead", Recorded)
+    asked, answers = record_read_ahead(monkeypatch, ingest_module)
 
     def ingested(name: str, waited: bool) -> tuple[Path, dict]:
         monkeypatch.setattr(ingest_module, "waited_on_disk", lambda since: waited)
@@ -1213,7 +1201,7 @@ def test_an_ingest_that_waits_on_the_disk_reads_buckets_ahead_and_stores_the_sam
         return target, json.loads(shown.stdout)
 
     _, without = ingested("without.db", waited=False)
-    assert given == [] and without["derivations"]
+    assert asked == [] and without["derivations"]
     target, read_ahead = ingested("with.db", waited=True)
     assert read_ahead == without
     # Read ahead from the first document's store on: every later document, in order, with
@@ -1224,8 +1212,8 @@ def test_an_ingest_that_waits_on_the_disk_reads_buckets_ahead_and_stores_the_sam
             "SELECT band_key FROM passage_band JOIN passage ON passage.id = passage_id WHERE document_id = :d"
             " UNION SELECT band_key FROM passage_band_recent JOIN passage ON passage.id = passage_id"
             " WHERE document_id = :d"), {"d": document_id})) for document_id in ids]
-    assert len(given) == len(texts) - 1
-    assert all(keys and keys <= set(values) for keys, values in zip(stored_keys[1:], given))
+    assert len(asked) == len(texts) - 1
+    assert all(keys and keys <= set(values) for keys, (_, values) in zip(stored_keys[1:], asked))
     # Every statement ran on the other connections; the near copies' buckets in the big
     # table held the passages of the originals committed before them, whose sketches were read.
     assert None not in answers and any(count for ((count,),) in answers)
@@ -1437,21 +1425,8 @@ def test_a_report_whose_reads_wait_on_the_disk_reads_the_rest_ahead_and_writes_t
     warm a cold page cache); it writes what it writes without, and reads nothing ahead when
     its reads did not wait."""
     from provenance import report as reporting
-    from provenance.db.readahead import ReadAhead
 
-    asked: list[tuple[str, list[int]]] = []
-    answers: list = []
-
-    class Recorded(ReadAhead):
-        def read(self, sql, values):
-            asked.append((sql, list(values)))
-            super().read(sql, values)
-
-        def close(self):
-            answers.extend(self.finished())
-            super().close()
-
-    monkeypatch.setattr(reporting, "ReadAhead", Recorded)
+    asked, answers = record_read_ahead(monkeypatch, reporting)
     monkeypatch.setattr(reporting, "DERIVATION_BATCH", 1)
     monkeypatch.setattr(reporting, "waited_on_disk", lambda since: False)
     warm = invoke("report", "--format", "json", "--no-timestamps")

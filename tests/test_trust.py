@@ -25,6 +25,7 @@ from sqlalchemy import select
 
 from conftest import (
     BELTA_SEED, TASS_SEED, cluster_ids, cluster_with, db_session, document_count, error_lines, near_copy,
+    record_read_ahead,
 )
 from provenance import index
 from provenance.cluster import components
@@ -471,7 +472,6 @@ def test_match_reads_ahead_of_later_texts_once_a_lookup_waited_on_the_disk(
     their passage buckets read ahead on other connections: every later text's keys, in
     order, with the same answers, still one at a time, and never for documents only."""
     from provenance import lookup, manifest
-    from provenance.db.readahead import ReadAhead
     from provenance.db.session import make_engine, session_scope
     from provenance.prepare import prepare
     from provenance.reader import RawDocument
@@ -483,19 +483,7 @@ def test_match_reads_ahead_of_later_texts_once_a_lookup_waited_on_the_disk(
                      "new cold stores for the crop.")
     for number, text in enumerate(drafts):
         write(inbox / f"{number:02}.txt", text)
-    given: list[list[int]] = []
-    answers: list = []
-
-    class Recorded(ReadAhead):
-        def read(self, sql, values):
-            given.append(list(values))
-            super().read(sql, values)
-
-        def close(self):
-            answers.extend(self.finished())
-            super().close()
-
-    monkeypatch.setattr(lookup, "ReadAhead", Recorded)
+    asked, answers = record_read_ahead(monkeypatch, lookup)
     monkeypatch.setattr(lookup, "LOOK_AHEAD_TEXTS", 2)
 
     def matched(waited: bool, *options: str) -> list:
@@ -505,7 +493,7 @@ def test_match_reads_ahead_of_later_texts_once_a_lookup_waited_on_the_disk(
         return json.loads(result.stdout)
 
     without = matched(False)
-    assert given == [] and sum(1 for answer in without if answer["passages"]) >= 6
+    assert asked == [] and sum(1 for answer in without if answer["passages"]) >= 6
     assert matched(True) == without
     engine = make_engine(f"sqlite:///{db}")
     try:
@@ -516,12 +504,13 @@ def test_match_reads_ahead_of_later_texts_once_a_lookup_waited_on_the_disk(
     keys = [sorted({key for passage in prepare(RawDocument(path="x", text=text, format="text", encoding="utf-8",
                                                            size_bytes=len(text)), settings).passages
                     for key in passage.band_keys}) for text in drafts]
-    assert given == keys[1:] and all(given)
+    statement = index.buckets_ahead(settings)
+    assert asked == [(statement, values) for values in keys[1:]] and all(keys)
     assert None not in answers and len(answers) == len(drafts) - 1
     # Only the passage search reads ahead: documents only, nothing is.
-    del given[:]
+    del asked[:]
     assert [answer["documents"] for answer in matched(True, "--documents-only")] == [answer["documents"] for answer in without]
-    assert given == []
+    assert asked == []
 
     # Texts are taken from the caller a few ahead of the answers, never all at once.
     monkeypatch.setattr(lookup, "waited_on_disk", lambda since: True)
