@@ -53,9 +53,10 @@ from .db.session import (
 )
 from .errors import InputError, ProvenanceError
 from .prepare import (
-    PreparedDocument, PreparedPassage, content_shingles, document_shingles, document_signature, passage_words, prepare,
+    PreparedDocument, PreparedPassage, content_hash, content_shingles, document_shingles, document_signature,
+    passage_words, prepare,
 )
-from .reader import DEFAULT_MAX_BYTES, STDIN, InputFile, RawDocument, discover, read
+from .reader import DEFAULT_MAX_BYTES, STDIN, InputFile, RawDocument, discover, document_path, read
 from .settings import Settings
 from .cluster import UnionFind
 from .sketch import estimate_jaccard, from_blob, to_blob
@@ -110,6 +111,9 @@ def utcnow() -> datetime:
 #: provenance.index).
 _LATEST_VERSION = select(Document.id, Document.content_hash, Document.version).where(
     Document.path == bindparam("path"), Document.is_latest.is_(True)
+)
+_STORED_HASHES = select(Document.path, Document.content_hash).where(
+    Document.path.in_(bindparam("paths", expanding=True)), Document.is_latest.is_(True)
 )
 _INSERT_DOCUMENT = insert(Document.__table__).returning(Document.__table__.c.id)
 _PASSAGE_COLUMNS = ("document_id", "seq", "block", "start_offset", "end_offset", "key_hash", "word_count",
@@ -298,8 +302,8 @@ class Ingestor:
         batch = _Batch()
         try:
             with stop, fewer_collections():
-                for item, outcome in prepared_stream(files, source=source, max_bytes=max_bytes,
-                                                     settings=self.settings, pool=pool, workers=workers):
+                for item, outcome in prepared_stream(files, source=source, max_bytes=max_bytes, settings=self.settings,
+                                                     pool=pool, workers=workers, stored=self._stored_hashes):
                     if stop.requested:  # between documents: each is committed or not at all
                         break
                     if outcome is None:  # the file's first outcome follows
@@ -573,13 +577,25 @@ class Ingestor:
             )
 
     # -- one document -----------------------------------------------------------------
-    def _store(self, session: Session, prepared: PreparedDocument, summary: IngestSummary) -> str:
+    def _stored_hashes(self, paths: list[str]) -> dict[str, str]:
+        """The content hash of the latest version stored under each of ``paths`` (see
+        :class:`Unchanged`), read on a connection of its own between the writer's batches
+        (or ahead of them, for units sent to workers): a hash read too early only costs a
+        document its preparation, since the writer compares again."""
+        if not paths:
+            return {}
+        with self.engine.connect() as connection:
+            return dict(connection.execute(_STORED_HASHES, {"paths": paths}).all())
+
+    def _store(self, session: Session, prepared: Union[PreparedDocument, Unchanged], summary: IngestSummary) -> str:
         raw = prepared.raw
         connection = session.connection()
         latest = connection.execute(_LATEST_VERSION, {"path": raw.path}).first()
         if latest is not None and latest.content_hash == prepared.content_hash:
             summary.unchanged += 1
             return "unchanged"
+        if isinstance(prepared, Unchanged):  # stored anew since it was read: prepared now
+            prepared = prepare(raw, self.settings)
         if latest is not None:
             session.execute(update(Document).where(Document.id == latest.id).values(is_latest=False))
             index.remove_document(session, latest.id, self.settings, self.busy_buckets)
@@ -952,7 +968,27 @@ def _size(item: InputFile) -> int:
         return 0
 
 
-def _prepare_or_error(raw: RawDocument, settings: Settings) -> Union[PreparedDocument, InputError]:
+@dataclass(frozen=True)
+class Unchanged:
+    """A document whose text is what the latest version stored under its path holds, as
+    read before it was prepared: not prepared (the writer checks it again, see
+    Ingestor._store). Re-reading a folder of 5,200 files already stored took 9.9 s, 83% of
+    it preparing documents that were then found unchanged (a py-spy profile, one-off)."""
+
+    raw: RawDocument
+    content_hash: str
+    passages: tuple = ()  # nothing to read ahead for it
+
+
+#: Paths -> the content hash of the latest version stored under each (those stored only).
+StoredHashes = Callable[[list[str]], dict[str, str]]
+
+
+def _prepare_or_error(
+    raw: RawDocument, settings: Settings, stored_hash: Optional[str] = None,
+) -> Union[PreparedDocument, Unchanged, InputError]:
+    """The document prepared, or an error that names it; :class:`Unchanged` when its text
+    has ``stored_hash``, the content hash of the latest version stored under its path."""
     if len(raw.text) > MAX_DOCUMENT_CHARS:
         return InputError(
             raw.path,
@@ -960,6 +996,10 @@ def _prepare_or_error(raw: RawDocument, settings: Settings) -> Union[PreparedDoc
             "document; split it into separate documents (e.g. one JSONL line each)",
         )
     try:
+        if stored_hash is not None:
+            digest = content_hash(raw.text)
+            if digest == stored_hash:
+                return Unchanged(raw, digest)
         return prepare(raw, settings)
     except Exception as error:  # one document's failure must not stop the run
         return InputError(raw.path, f"{PREPARE_FAILED} ({type(error).__name__}: {error})")
@@ -974,8 +1014,8 @@ UNITS_PER_WORKER = 4
 
 def prepared_stream(
     files: list[InputFile], *, source: Optional[str], max_bytes: int, settings: Settings,
-    pool=None, workers: int = 1,
-) -> Iterator[tuple[InputFile, Union[PreparedDocument, InputError, None]]]:
+    pool=None, workers: int = 1, stored: Optional[StoredHashes] = None,
+) -> Iterator[tuple[InputFile, Union[PreparedDocument, Unchanged, InputError, None]]]:
     """``(file, None)`` when a file starts, then ``(file, outcome)`` for each of its prepared
     documents or errors, in input order.
 
@@ -987,37 +1027,71 @@ def prepared_stream(
     With a pool, the first unit is prepared here, while the workers start (a new process
     imports for about half a second before it prepares anything) and take the next ones:
     the caller stores its documents instead of waiting.
+
+    ``stored``: the content hashes of what is stored under the documents' paths, asked for
+    a document (or a unit) at a time; a document whose text is unchanged is not prepared
+    (see :class:`Unchanged`).
     """
+    stored = stored or (lambda paths: {})
     if pool is None:
-        for item in files:
-            yield item, None
-            for outcome in _prepared_documents(item, source=source, max_bytes=max_bytes, settings=settings):
-                yield item, outcome
+        for start in range(0, len(files), UNIT_DOCUMENTS):
+            window = files[start : start + UNIT_DOCUMENTS]
+            # One question for the window's files (a JSONL file's documents are asked for
+            # as they are read): one a file took a third of re-reading 5,200 stored files.
+            known = stored([document_path(item) for item in window if item.format != "jsonl"])
+            for item in window:
+                yield item, None
+                for outcome in _prepared_documents(
+                    item, source=source, max_bytes=max_bytes, settings=settings,
+                    stored=stored if item.format == "jsonl" else _known_only(known),
+                ):
+                    yield item, outcome
         return
     units = _units(files, source=source, max_bytes=max_bytes)
     first = next(units, None)
     if first is None:
         return
+
+    def work(unit) -> tuple:
+        return unit, source, max_bytes, settings, stored(_unit_paths(unit))
+
     in_flight: deque = deque(
-        pool.apply_async(prepare_unit, (unit, source, max_bytes, settings))
-        for unit in itertools.islice(units, workers * UNITS_PER_WORKER - 1)
+        pool.apply_async(prepare_unit, work(unit)) for unit in itertools.islice(units, workers * UNITS_PER_WORKER - 1)
     )
-    yield from _unit_outcomes(prepare_unit(first, source, max_bytes, settings))
+    yield from _unit_outcomes(prepare_unit(*work(first)))
     for unit in units:
-        in_flight.append(pool.apply_async(prepare_unit, (unit, source, max_bytes, settings)))
+        in_flight.append(pool.apply_async(prepare_unit, work(unit)))
         while len(in_flight) >= workers * UNITS_PER_WORKER:
             yield from _unit_outcomes(in_flight.popleft().get())
     while in_flight:
         yield from _unit_outcomes(in_flight.popleft().get())
 
 
-def _prepared_documents(item: InputFile, *, source: Optional[str], max_bytes: int, settings: Settings):
-    """Read, normalise, segment and sign one input file, a document at a time."""
-    try:
-        for document in read(item, source=source, max_bytes=max_bytes):
-            yield document if isinstance(document, InputError) else _prepare_or_error(document, settings)
-    except Exception as error:  # a reader bug costs this file (after its good JSONL lines), not the run
-        yield InputError(item.path, f"{PREPARE_FAILED} ({type(error).__name__}: {_first_line(error)})")
+def _prepared_documents(
+    item: InputFile, *, source: Optional[str], max_bytes: int, settings: Settings, stored: StoredHashes,
+):
+    """Read, normalise, segment and sign one input file, a document at a time; what is
+    stored under the documents' paths is asked for :data:`UNIT_DOCUMENTS` documents at a
+    time (a JSONL feed read here would otherwise ask once a line)."""
+    documents = read(item, source=source, max_bytes=max_bytes)
+    failure: Optional[InputError] = None
+    while failure is None:
+        window: list = []
+        try:
+            for document in documents:
+                window.append(document)
+                if len(window) == UNIT_DOCUMENTS:
+                    break
+        except Exception as error:  # a reader bug costs this file (after its good JSONL lines), not the run
+            failure = InputError(item.path, f"{PREPARE_FAILED} ({type(error).__name__}: {_first_line(error)})")
+        known = stored([document.path for document in window if not isinstance(document, InputError)])
+        for document in window:
+            yield document if isinstance(document, InputError) else _prepare_or_error(
+                document, settings, known.get(document.path))
+        if len(window) < UNIT_DOCUMENTS:
+            break
+    if failure is not None:
+        yield failure
 
 
 def _units(files: list[InputFile], *, source: Optional[str], max_bytes: int):
@@ -1058,17 +1132,33 @@ def _units(files: list[InputFile], *, source: Optional[str], max_bytes: int):
         yield small
 
 
-def prepare_unit(unit, source: Optional[str], max_bytes: int, settings: Settings):
+def prepare_unit(unit, source: Optional[str], max_bytes: int, settings: Settings, known: dict[str, str]):
     """The CPU-bound half of ingest for one unit, in a worker process: for each of its parts,
-    the file, whether the part starts the file, and its prepared documents or errors."""
+    the file, whether the part starts the file, and its prepared documents or errors.
+    ``known``: the content hashes stored under the unit's paths (see :func:`_unit_paths`)."""
     done = []
     for item, first, documents in unit:
         if documents is None:
-            outcomes = list(_prepared_documents(item, source=source, max_bytes=max_bytes, settings=settings))
+            outcomes = list(_prepared_documents(
+                item, source=source, max_bytes=max_bytes, settings=settings, stored=_known_only(known),
+            ))
         else:
-            outcomes = [d if isinstance(d, InputError) else _prepare_or_error(d, settings) for d in documents]
+            outcomes = [d if isinstance(d, InputError) else _prepare_or_error(d, settings, known.get(d.path))
+                        for d in documents]
         done.append((item, first, outcomes))
     return done
+
+
+def _known_only(known: dict[str, str]) -> StoredHashes:
+    return lambda paths: {path: known[path] for path in paths if path in known}
+
+
+def _unit_paths(unit) -> list[str]:
+    """The paths a unit's documents are stored under: a JSONL part's documents are decoded
+    already; any other file holds one document, under :func:`document_path`."""
+    return [path for item, _, documents in unit
+            for path in ([document_path(item)] if documents is None
+                         else [d.path for d in documents if not isinstance(d, InputError)])]
 
 
 def _unit_outcomes(done) -> Iterator[tuple[InputFile, Union[PreparedDocument, InputError, None]]]:

@@ -100,6 +100,12 @@ def _walk(folder: str) -> Iterator[Union[InputFile, InputError]]:
     yield from errors
 
 
+def document_path(item: InputFile) -> str:
+    """The path a document read from a file that is not JSONL is stored under: absolute, or
+    '-' for standard input."""
+    return item.path if item.path == STDIN else path_text(os.path.abspath(item.path))
+
+
 def read(item: InputFile, *, source: Optional[str] = None, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[Union[RawDocument, InputError]]:
     """Documents of one input file (several for JSONL), or the errors that stop them.
 
@@ -141,7 +147,7 @@ def read(item: InputFile, *, source: Optional[str] = None, max_bytes: int = DEFA
         yield InputError(item.path, "no text (empty or whitespace only); nothing to ingest")
         return
     yield RawDocument(
-        path=item.path if item.path == STDIN else path_text(os.path.abspath(item.path)),
+        path=document_path(item),
         text=text,
         format=item.format,
         encoding=encoding,

@@ -934,9 +934,9 @@ def test_a_big_feed_is_prepared_a_few_documents_ahead(tmp_path, monkeypatch):
     prepared: list[str] = []
     real_prepare = ingest_module._prepare_or_error
 
-    def counting(raw, settings):
+    def counting(raw, settings, stored_hash=None):
         prepared.append(raw.path)
-        return real_prepare(raw, settings)
+        return real_prepare(raw, settings, stored_hash)
 
     monkeypatch.setattr(ingest_module, "_prepare_or_error", counting)
     options = {"source": None, "max_bytes": 10**6, "settings": Settings()}
@@ -957,6 +957,36 @@ def test_a_big_feed_is_prepared_a_few_documents_ahead(tmp_path, monkeypatch):
     outcomes = [outcome for _, outcome in first + list(stream) if outcome is not None]
     assert [o.raw.path.rsplit("#", 1)[1] for o in outcomes] == [f"s{n}" for n in range(300)], "in input order"
     assert pool.submitted == 29
+
+
+def test_a_reader_that_fails_half_way_costs_the_rest_of_its_file_only(tmp_path, monkeypatch):
+    """Documents are read a few dozen at a time before they are prepared (to ask what is
+    stored under their paths together): a reader that fails after some documents still
+    hands those over, then one error for the file, and the next file is read as usual."""
+    from provenance import ingest as ingest_module
+    from provenance.errors import InputError
+    from provenance.reader import InputFile
+
+    real_read = ingest_module.read
+    feed = tmp_path / "feed.jsonl"
+    _feed(feed, 5)
+    story = tmp_path / "story.txt"
+    story.write_text(TASS_SEED.read_text(encoding="utf-8"), encoding="utf-8")
+
+    def failing(item, **options):
+        for number, document in enumerate(real_read(item, **options)):
+            if item.path == str(feed) and number == 3:
+                raise RuntimeError("the parser gave up")
+            yield document
+
+    monkeypatch.setattr(ingest_module, "read", failing)
+    files = [InputFile(str(feed), "jsonl"), InputFile(str(story), "text")]
+    outcomes = [(item.path, outcome) for item, outcome in ingest_module.prepared_stream(
+        files, source=None, max_bytes=10**6, settings=Settings(), stored=lambda paths: {}) if outcome is not None]
+    assert [outcome.raw.path.rsplit("#", 1)[1] for _, outcome in outcomes[:3]] == ["s0", "s1", "s2"]
+    assert isinstance(outcomes[3][1], InputError) and "the parser gave up" in str(outcomes[3][1])
+    assert outcomes[3][0] == str(feed) and outcomes[4][0] == str(story) and len(outcomes) == 5
+    assert outcomes[4][1].raw.text.startswith(TASS_SEED.read_text(encoding="utf-8")[:40])
 
 
 def test_small_files_go_to_the_workers_several_to_a_unit(tmp_path, monkeypatch):
@@ -1002,6 +1032,100 @@ def test_a_feed_ingested_by_workers_equals_one_process(tmp_path, monkeypatch):
                         query(db, "SELECT derived_id, source_id, relation FROM derivation ORDER BY 1, 2")))
     assert results[0] == results[1]
     assert len(results[0][1]) >= 4, "the feed's near-copies were found"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_unchanged_document_is_not_prepared_again_and_the_run_stores_what_it_did(tmp_path, monkeypatch, workers):
+    """Ingesting a folder again prepares only what is new or changed: a document whose text
+    is what is stored under its path is found unchanged before it is prepared. The stored
+    rows and the run's counts are those of an ingest that prepares everything."""
+    from provenance import ingest as ingest_module
+
+    def corpus(name: str) -> Path:
+        folder = tmp_path / name / "desk"  # the same source name, the folder's
+        folder.mkdir(parents=True)
+        _feed(folder / "feed.jsonl", 12)
+        (folder / "belta.txt").write_text(BELTA_SEED.read_text(encoding="utf-8"), encoding="utf-8")
+        (folder / "tass.txt").write_text(TASS_SEED.read_text(encoding="utf-8"), encoding="utf-8")
+        return folder
+
+    def changed(folder: Path) -> None:
+        lines = (folder / "feed.jsonl").read_text(encoding="utf-8").splitlines()
+        record = json.loads(lines[4])
+        lines[4] = json.dumps({**record, "text": record["text"] + " One sentence more."})
+        lines.append(json.dumps({"id": "new", "text": "A story that was not there before, about harvests."}))
+        (folder / "feed.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (folder / "belta.txt").write_text(BELTA_SEED.read_text(encoding="utf-8") + "\nA line added later.\n",
+                                          encoding="utf-8")
+
+    prepared: list[str] = []
+    real_prepare = ingest_module.prepare
+
+    def counted(raw, settings):
+        prepared.append(raw.path)
+        return real_prepare(raw, settings)
+
+    monkeypatch.setattr(ingest_module, "prepare", counted)
+
+    def ingested(name: str, skip_unchanged: bool) -> tuple[list, dict]:
+        folder = corpus(name)
+        engine = make_engine(database_url(str(tmp_path / f"{name}.db")))
+        upgrade_to_head(engine)
+        ingestor = Ingestor(engine)
+        if not skip_unchanged:
+            ingestor._stored_hashes = lambda paths: {}
+        try:
+            first = ingestor.ingest_paths([str(folder)], workers=workers)
+            changed(folder)
+            del prepared[:]
+            again = ingestor.ingest_paths([str(folder)], workers=workers)
+            assert again.unchanged == 12 and again.versions_added == 2 and again.documents_added == 1
+            runner = CliRunner()
+            shown = runner.invoke(cli, ["--db", str(tmp_path / f"{name}.db"), "report", "--format", "json", "--no-timestamps"])
+            assert shown.exit_code == 0, shown.output
+            report = json.loads(shown.stdout.replace(str(folder), "FOLDER"))
+        finally:
+            engine.dispose()
+        assert first.documents_added == 14
+        return sorted(path.replace(str(folder), "FOLDER") for path in prepared), report
+
+    skipped, report = ingested("skipping", skip_unchanged=True)
+    everything, expected = ingested("preparing", skip_unchanged=False)
+    assert report == expected
+    if workers == 1:  # prepared in this process, where prepare is counted
+        assert skipped == sorted(["FOLDER/feed.jsonl#s4", "FOLDER/feed.jsonl#new", "FOLDER/belta.txt"])
+        assert len(everything) == 15
+
+
+def test_a_document_found_unchanged_but_stored_anew_since_is_prepared_then(tmp_path):
+    """The writer compares again: a document read as unchanged whose path got another text
+    stored meanwhile (by another ingest) is prepared then and stored as a new version."""
+    from provenance.ingest import IngestSummary, Unchanged
+    from provenance.prepare import content_hash
+
+    engine = make_engine(database_url(str(tmp_path / "race.db")))
+    upgrade_to_head(engine)
+    try:
+        ingestor = Ingestor(engine)
+        run = ingestor._start_run("")
+        text = BELTA_SEED.read_text(encoding="utf-8")
+        raw = RawDocument(path="/desk/belta.txt", text=text, format="text", encoding="utf-8", size_bytes=len(text))
+        assert ingestor.store_document(prepare(raw, Settings()), IngestSummary(run)) == "added"
+        same = Unchanged(raw, content_hash(text))
+        assert ingestor.store_document(same, IngestSummary(run)) == "unchanged"
+        edited = RawDocument(path="/desk/belta.txt", text=text + "\nA later line.", format="text", encoding="utf-8",
+                             size_bytes=len(text) + 14)
+        assert ingestor.store_document(prepare(edited, Settings()), IngestSummary(run)) == "new version"
+        # Read as unchanged against the first text, stored after the edit: a third version.
+        assert ingestor.store_document(same, IngestSummary(run)) == "new version"
+        with engine.connect() as connection:
+            rows = connection.exec_driver_sql(
+                "SELECT version, is_latest, content_hash, (SELECT count(*) FROM passage WHERE document_id = document.id)"
+                " FROM document WHERE path = '/desk/belta.txt' ORDER BY version").all()
+    finally:
+        engine.dispose()
+    assert [(version, bool(latest)) for version, latest, _, _ in rows] == [(1, False), (2, False), (3, True)]
+    assert rows[2][2] == rows[0][2] and rows[2][3] == rows[0][3] > 0
 
 
 def test_progress_is_counted_in_bytes_read(tmp_path):
