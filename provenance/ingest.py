@@ -1019,10 +1019,11 @@ def prepared_stream(
     """``(file, None)`` when a file starts, then ``(file, outcome)`` for each of its prepared
     documents or errors, in input order.
 
-    Nothing is read ahead more than a few units: a JSONL file is read a line at a time and
-    each document prepared just before it is stored (or, with a ``pool``, sent to the
-    workers in units of :data:`UNIT_DOCUMENTS` with at most :data:`UNITS_PER_WORKER` units
-    per worker in flight), so memory does not grow with the size of the input.
+    Nothing is read ahead more than a few units: a JSONL file is read :data:`UNIT_DOCUMENTS`
+    lines at a time and each document prepared just before it is stored (or, with a
+    ``pool``, sent to the workers in units of :data:`UNIT_DOCUMENTS` with at most
+    :data:`UNITS_PER_WORKER` units per worker in flight), so memory does not grow with the
+    size of the input.
 
     With a pool, the first unit is prepared here, while the workers start (a new process
     imports for about half a second before it prepares anything) and take the next ones:
