@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from .db.bulk import IN_CHUNK, chunks, delete_rows, insert_rows, select_in
 from .db.models import Document, DocumentBand, DocumentPair, Passage, PassageBand, PassagePrefilter, RecentPassageBand
+from .db.readahead import ReadAhead
 from .db.session import connection_state
 from .prepare import document_shingles, passage_words
 from .settings import Settings, SketchSettings
@@ -359,6 +360,14 @@ def buckets_ahead(settings: Settings) -> str:
         f"SELECT band_key FROM {PassageBand.__tablename__} WHERE band_key {{in}}"
         f" GROUP BY band_key HAVING count(*) <= {int(quiet)}))"
     )
+
+
+def read_buckets_ahead(ahead: ReadAhead, documents: Iterable, settings: Settings) -> None:
+    """Have ``ahead`` read :func:`buckets_ahead` for each of ``documents`` (prepared), in
+    order: what an ingest or a lookup of them will read."""
+    statement = buckets_ahead(settings)
+    for prepared in documents:
+        ahead.read(statement, sorted({key for passage in prepared.passages for key in passage.band_keys}))
 
 
 #: Bucket members a :class:`BusyBuckets` holds at most (8 bytes each).

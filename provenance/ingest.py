@@ -430,11 +430,8 @@ class Ingestor:
             self._read_ahead_buckets(coming)
 
     def _read_ahead_buckets(self, batch: list[PreparedDocument]) -> None:
-        if not self._read_ahead.active:  # not a SQLite file (PostgreSQL waits on its server)
-            return
-        statement = index.buckets_ahead(self.settings)
-        for prepared in batch:
-            self._read_ahead.read(statement, sorted({key for passage in prepared.passages for key in passage.band_keys}))
+        if self._read_ahead.active:  # a SQLite file (PostgreSQL waits on its server)
+            index.read_buckets_ahead(self._read_ahead, batch, self.settings)
 
     def _stop_reading_ahead(self) -> None:
         if self._read_ahead is not None:
@@ -595,7 +592,7 @@ class Ingestor:
             summary.unchanged += 1
             return "unchanged"
         if isinstance(prepared, Unchanged):  # stored anew since it was read: prepared now
-            prepared = prepare(raw, self.settings)
+            prepared = prepare(raw, self.settings, prepared.content_hash)
         if latest is not None:
             session.execute(update(Document).where(Document.id == latest.id).values(is_latest=False))
             index.remove_document(session, latest.id, self.settings, self.busy_buckets)
@@ -996,11 +993,12 @@ def _prepare_or_error(
             "document; split it into separate documents (e.g. one JSONL line each)",
         )
     try:
+        digest = None
         if stored_hash is not None:
             digest = content_hash(raw.text)
             if digest == stored_hash:
                 return Unchanged(raw, digest)
-        return prepare(raw, settings)
+        return prepare(raw, settings, digest)
     except Exception as error:  # one document's failure must not stop the run
         return InputError(raw.path, f"{PREPARE_FAILED} ({type(error).__name__}: {error})")
 

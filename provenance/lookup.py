@@ -9,6 +9,7 @@ documents match or do not, with every measure behind the answer.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from typing import Iterable, Iterator, Optional
 
@@ -159,15 +160,10 @@ LOOK_AHEAD_TEXTS = 64
 def _look_ahead(ahead: ReadAhead, given: Iterator, coming: deque, settings) -> None:
     """Take texts from ``given`` until ``coming`` holds :data:`LOOK_AHEAD_TEXTS`, each
     prepared, its passage buckets and their candidates' sketches read ahead (the same rows
-    as an ingest reads ahead, see provenance.index.buckets_ahead)."""
-    statement = index.buckets_ahead(settings)
-    while len(coming) < LOOK_AHEAD_TEXTS:
-        following = next(given, None)
-        if following is None:
-            return
-        prepared = _prepared(*following, settings)
-        coming.append(prepared)
-        ahead.read(statement, sorted({key for passage in prepared.passages for key in passage.band_keys}))
+    as an ingest reads ahead, see provenance.index.read_buckets_ahead)."""
+    for following in itertools.islice(given, LOOK_AHEAD_TEXTS - len(coming)):
+        coming.append(_prepared(*following, settings))
+        index.read_buckets_ahead(ahead, [coming[-1]], settings)  # read while the next is prepared
 
 
 def _passage_matches(

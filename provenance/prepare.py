@@ -71,7 +71,9 @@ def passage_hashes(words: list[str], settings: Settings) -> Optional[np.ndarray]
     return sketch.shingle_hashes(vocabulary, settings.passage.shingle_size)
 
 
-def prepare(raw: RawDocument, settings: Settings) -> PreparedDocument:
+def prepare(raw: RawDocument, settings: Settings, digest: Optional[str] = None) -> PreparedDocument:
+    """Segment, normalise and sign a document. ``digest``: its :func:`content_hash`, where
+    the caller has computed it already (see provenance.ingest.Unchanged)."""
     passages = []
     total_words = 0
     for seq, passage in enumerate(
@@ -102,7 +104,8 @@ def prepare(raw: RawDocument, settings: Settings) -> PreparedDocument:
     for (passage, _), signature in zip(hashed, sketch.signatures([h for _, h in hashed], settings.passage)):
         passage.signature = signature
         passage.band_keys = tuple(sketch.band_keys(signature, settings.passage))
-    return PreparedDocument(raw, content_hash(raw.text), total_words, passages, citations(raw.text))
+    digest = content_hash(raw.text) if digest is None else digest
+    return PreparedDocument(raw, digest, total_words, passages, citations(raw.text))
 
 
 def document_signature(word_lists: list[list[str]], settings: Settings) -> Optional[np.ndarray]:

@@ -59,6 +59,9 @@ def record_read_ahead(monkeypatch, module) -> tuple[list[tuple[str, list]], list
     answers: list = []
 
     class Recorded(ReadAhead):
+        def __init__(self, session, connections=None):
+            super().__init__(session, connections, keep_results=True)
+
         def read(self, sql, values):
             asked.append((sql, list(values)))
             super().read(sql, values)

@@ -1061,9 +1061,9 @@ def test_an_unchanged_document_is_not_prepared_again_and_the_run_stores_what_it_
     prepared: list[str] = []
     real_prepare = ingest_module.prepare
 
-    def counted(raw, settings):
+    def counted(raw, settings, digest=None):
         prepared.append(raw.path)
-        return real_prepare(raw, settings)
+        return real_prepare(raw, settings, digest)
 
     monkeypatch.setattr(ingest_module, "prepare", counted)
 
@@ -1286,7 +1286,7 @@ def test_reading_ahead_uses_connections_of_its_own_and_no_failure_of_theirs_reac
     ids = list(range(1, 2001))
     with Session(engine) as session:
         session.execute(sql_text("INSERT INTO item (id, body) VALUES (5000, 'not committed')"))
-        with readahead.ReadAhead(session, connections=2) as ahead:
+        with readahead.ReadAhead(session, connections=2, keep_results=True) as ahead:
             ahead.read("SELECT sum(length(body)) FROM item WHERE id {in}", [*ids, 5000])
             ahead.read("SELECT sum(length(body)) FROM no_such_table WHERE id {in}", [1])
             answers = ahead.finished()
@@ -1296,6 +1296,12 @@ def test_reading_ahead_uses_connections_of_its_own_and_no_failure_of_theirs_reac
         assert answers == [[(sum(i % 7 for i in part if i != 5000),)] for part in slices] + [None]
         assert not [thread for thread in threading.enumerate() if thread.name.startswith("read-ahead")]
         assert ahead._opened == []
+        # Not kept, a statement is let go of once it has run: a cold ingest asks for one a document.
+        with readahead.ReadAhead(session, connections=2) as ahead:
+            for _ in range(50):
+                ahead.read("SELECT sum(length(body)) FROM item WHERE id {in}", [1, 2])
+                ahead._futures[-1].result()
+            assert len(ahead._futures) == 1 and ahead.finished() == []
         session.rollback()
     engine.dispose()
 
