@@ -923,6 +923,19 @@ class _InlinePool:
         return type("Done", (), {"get": lambda self: result})()
 
 
+def _record_paths(monkeypatch, module, name: str) -> list[str]:
+    """Make ``module.name``, a function given a raw document first, record each one's path."""
+    paths: list[str] = []
+    real = getattr(module, name)
+
+    def recording(raw, *rest):
+        paths.append(raw.path)
+        return real(raw, *rest)
+
+    monkeypatch.setattr(module, name, recording)
+    return paths
+
+
 def test_a_big_feed_is_prepared_a_few_documents_ahead(tmp_path, monkeypatch):
     """Memory must not grow with the input: one process prepares each document just before
     storing it; with workers, at most UNITS_PER_WORKER units per worker are in flight (the
@@ -931,14 +944,7 @@ def test_a_big_feed_is_prepared_a_few_documents_ahead(tmp_path, monkeypatch):
     from provenance.reader import InputFile
 
     feed = [InputFile(str(_feed(tmp_path / "feed.jsonl", 300)), "jsonl")]
-    prepared: list[str] = []
-    real_prepare = ingest_module._prepare_or_error
-
-    def counting(raw, settings, stored_hash=None):
-        prepared.append(raw.path)
-        return real_prepare(raw, settings, stored_hash)
-
-    monkeypatch.setattr(ingest_module, "_prepare_or_error", counting)
+    prepared = _record_paths(monkeypatch, ingest_module, "_prepare_or_error")
     options = {"source": None, "max_bytes": 10**6, "settings": Settings()}
 
     stream = ingest_module.prepared_stream(feed, **options)
@@ -1058,14 +1064,7 @@ def test_an_unchanged_document_is_not_prepared_again_and_the_run_stores_what_it_
         (folder / "belta.txt").write_text(BELTA_SEED.read_text(encoding="utf-8") + "\nA line added later.\n",
                                           encoding="utf-8")
 
-    prepared: list[str] = []
-    real_prepare = ingest_module.prepare
-
-    def counted(raw, settings, digest=None):
-        prepared.append(raw.path)
-        return real_prepare(raw, settings, digest)
-
-    monkeypatch.setattr(ingest_module, "prepare", counted)
+    prepared = _record_paths(monkeypatch, ingest_module, "prepare")
 
     def ingested(name: str, skip_unchanged: bool) -> tuple[list, dict]:
         folder = corpus(name)
