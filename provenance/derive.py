@@ -8,7 +8,10 @@ evidence, so correcting the evidence (new boilerplate) corrects the derivation.
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import itertools
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
@@ -22,7 +25,7 @@ from .db.bulk import select_in
 from .db.models import Citation, Derivation, Document, DocumentPair, Passage, PassageMatch, PassagePrefilter
 from .db.session import connection_state
 from .align import align, tokens_in
-from .match import WordProfile, profile, score, shared_extent
+from .match import WordProfile, profile, score, shared_extent, strength
 from .prepare import passage_words
 from .settings import Settings
 from .text.normalize import content_words, normalize, tokens
@@ -40,6 +43,12 @@ ESTIMATE_FLOOR = 0.15
 #: and 0.5, where a floor costs PAN 2013 recall. bench/candidates.py (100 new documents
 #: against 101,200 stored): 0.4 scores 50,794 candidates, 0.45 21,259, none labelled below 0.64.
 OVERLAP_FLOOR = 0.45
+#: Candidates scored exactly for one passage, the likeliest first (see :func:`_likeliest`).
+#: Only text a whole feed repeats meets more: a wire story copied by dozens of sites, a
+#: sentence every automated earnings report shares. Scoring them all made each new such
+#: document cost as much as every earlier one; the lineage names only a passage's earliest
+#: and closest sources anyway (see :func:`_named_sources`).
+SCORED_PER_PASSAGE = 32
 
 
 @dataclass(frozen=True)
@@ -102,9 +111,11 @@ def derive(
         key = (mine, row.document_id)
         if key not in best or result.similarity > best[key][1].similarity:
             best[key] = (row.id, result, estimate)
+    named = _named_sources(session, best)
     by_source: dict[int, list] = {}
     for (mine, other_document), (candidate, result, estimate) in best.items():
-        by_source.setdefault(other_document, []).append((mine, candidate, result, estimate))
+        if (mine, other_document) in named:
+            by_source.setdefault(other_document, []).append((mine, candidate, result, estimate))
     for other_document, matches in by_source.items():
         matches.extend(
             _extend(session, document_id, other_document, matches, words_by_passage, texts, my_signatures, settings)
@@ -115,7 +126,7 @@ def derive(
         _DUPLICATE_PAIRS, {"document": document_id, "threshold": settings.near_duplicate_threshold}
     ):
         by_source.setdefault(second if first == document_id else first, [])
-    _prefer_originals(session, by_source)
+    _prefer_originals(session, by_source, found_by_passages={other for _, other in best})
     created = 0
     if not by_source:
         return created
@@ -172,6 +183,7 @@ _DUPLICATE_PAIRS = select(DocumentPair.first_id, DocumentPair.second_id).where(
 )
 #: What :func:`direction` needs of a document, and the run that found the derivation.
 _DATING = select(Document.id, Document.published_at, Document.run_id).where(Document.id == bindparam("document"))
+_PUBLISHED = f"SELECT id, published_at FROM {Document.__tablename__} WHERE id {{in}}"
 _DROP_DERIVATION = delete(Derivation).where(
     Derivation.derived_id == bindparam("derived"), Derivation.source_id == bindparam("source")
 )
@@ -381,12 +393,28 @@ def likely_sources(
     rows = [current[int(compact.ids[their_index[k]])] for k in maybe]
     theirs = np.frombuffer(b"".join(row.signature for row in rows), dtype="<u4").reshape(len(rows), -1)
     estimates = _estimates(theirs, ours, np.arange(len(rows)), mine_index[maybe])
-    likely = [
+    likely = _likeliest([
         (mine_order[mine_index[k]], row, float(estimate))
         for k, row, estimate, met in zip(maybe, rows, estimates, floors_met(estimates, maybe)) if met
-    ]
+    ])
     load_texts(session, {row.document_id for _, row, _ in likely}, texts)
     return likely
+
+
+def _likeliest(likely: list[tuple[int, CandidatePassage, float]]) -> list[tuple[int, CandidatePassage, float]]:
+    """At most :data:`SCORED_PER_PASSAGE` of each passage's candidates (``likely`` is in
+    order of mine then candidate): the highest estimates, then the earliest stored."""
+    counts = Counter(mine for mine, _, _ in likely)
+    if not counts or max(counts.values()) <= SCORED_PER_PASSAGE:
+        return likely
+    kept = []
+    for _, group in itertools.groupby(likely, key=lambda item: item[0]):
+        group = list(group)
+        if len(group) > SCORED_PER_PASSAGE:
+            group = sorted(heapq.nsmallest(SCORED_PER_PASSAGE, group, key=lambda item: (-item[2], item[1].id)),
+                           key=lambda item: item[1].id)
+        kept.extend(group)
+    return kept
 
 
 def _estimates(theirs: np.ndarray, ours: np.ndarray, their_index: np.ndarray, our_index: np.ndarray) -> np.ndarray:
@@ -638,11 +666,44 @@ def _extend(
     return added
 
 
-def _prefer_originals(session: Session, by_source: dict[int, list]) -> None:
+def _named_sources(session: Session, best: dict[tuple[int, int], tuple]) -> set[tuple[int, int]]:
+    """The (mine, other document) matches that name where each passage of mine came from:
+    of the documents it matches with its strongest label, the earliest and the closest.
+
+    A passage of a wire story copied by fifty sites matches all fifty; lineage names the
+    original (the copies already point to it) and the copy closest to the text, not every
+    copy again. This also bounds a document's derivations by its passages: a story type every
+    document shares (automated earnings or weather reports) used to make each new document
+    derive from every earlier one, as many derivations as pairs.
+    """
+    found_by_mine: dict[int, list[tuple[int, tuple[int, float]]]] = {}
+    for (mine, other), (_, result, _) in best.items():
+        found_by_mine.setdefault(mine, []).append((other, strength(result)))
+    if all(len(found) == 1 for found in found_by_mine.values()):
+        return set(best)
+    dates = dict(select_in(session, _PUBLISHED, sorted({other for _, other in best})))
+    undated = any(published is None for published in dates.values())
+
+    def earliest_first(other: int) -> tuple:  # as :func:`direction` orders a pair
+        return (other,) if undated else (dates[other], other)
+
+    named: set[tuple[int, int]] = set()
+    for mine, found in found_by_mine.items():
+        label = max(label for _, (label, _) in found)
+        strongest = {other: similarity for other, (rank, similarity) in found if rank == label}
+        highest = max(strongest.values())
+        earliest = min(strongest, key=earliest_first)
+        closest = min((other for other, similarity in strongest.items() if similarity == highest), key=earliest_first)
+        named.update({(mine, earliest), (mine, closest)})
+    return named
+
+
+def _prefer_originals(session: Session, by_source: dict[int, list], found_by_passages: set[int]) -> None:
     """Drop a source that is itself a copy of another source found for the same text.
 
     An excerpt matches the wire story and every near-copy of it; lineage should name the
-    original (the copies already point to it), not each copy again.
+    original (the copies already point to it), not each copy again. ``found_by_passages``:
+    the documents passages matched, before :func:`_named_sources` kept some of the matches.
     """
     candidates = set(by_source)
     if len(candidates) < 2:
@@ -656,7 +717,7 @@ def _prefer_originals(session: Session, by_source: dict[int, list]) -> None:
     for copy_id, original_id in copies:
         mine_in_copy = {m[0] for m in by_source.get(copy_id, [])}
         mine_in_original = {m[0] for m in by_source.get(original_id, [])}
-        if copy_id in by_source and by_source[copy_id] and mine_in_copy <= mine_in_original:
+        if copy_id in by_source and copy_id in found_by_passages and mine_in_copy <= mine_in_original:
             del by_source[copy_id]
 
 

@@ -20,7 +20,7 @@ from . import derive, index, manifest, sketch
 from .db.models import Boilerplate, Document, DocumentBand, Passage
 from .db.readahead import ReadAhead, clocks, waited_on_disk
 from .errors import ProvenanceError
-from .match import WordProfile, profile, score
+from .match import WordProfile, profile, score, strength
 from .prepare import PreparedDocument, content_shingles, passage_words, prepare
 from .reader import RawDocument
 from .report import resolve_document
@@ -194,7 +194,7 @@ def _passage_matches(
             if row.id not in profiles:
                 profiles[row.id] = profile(passage_words(source_text, settings))
             result = score(mine_profile, profiles[row.id], policy)
-            if result.label and (best is None or _strength(result) > _strength(best[0])):
+            if result.label and (best is None or strength(result) > strength(best[0])):
                 best = (result, row, source_text)
         if best is not None:
             result, row, source_text = best
@@ -208,15 +208,6 @@ def _passage_matches(
                              "containment_document": result.containment_b, "content_overlap": result.content_overlap},
             })
     return out
-
-
-_LABEL_STRENGTH = {"verbatim": 3, "syndicated": 2, "rewritten": 1}
-
-
-def _strength(result) -> tuple:
-    """Copied beats reworded, then the higher score: a rewrite's content-word overlap and
-    a copy's containment are not on one scale."""
-    return _LABEL_STRENGTH.get(result.label, 0), result.similarity
 
 
 def explain(session: Session, reference_a: str, reference_b: str, max_shingles: int = 25) -> dict:

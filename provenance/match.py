@@ -90,6 +90,15 @@ def score(
                         round(containment_b, 4), round(overlap, 4), shared_content)
 
 
+LABEL_STRENGTH = {"verbatim": 3, "syndicated": 2, "rewritten": 1}
+
+
+def strength(result: PassageScore) -> tuple[int, float]:
+    """Copied beats reworded, then the higher score: a rewrite's content-word overlap and
+    a copy's containment are not on one scale."""
+    return LABEL_STRENGTH.get(result.label, 0), result.similarity
+
+
 def _contains(haystack: WordProfile, needle: WordProfile) -> bool:
     """True when ``needle`` occurs as a contiguous run of words in ``haystack`` (an excerpt)."""
     if len(needle.words) < 3 or len(needle.words) > len(haystack.words):

@@ -555,3 +555,145 @@ def test_html_evidence_marks_each_word_the_other_side_shares():
     assert derived == ("<mark>The</mark> <mark>Minister</mark> said &lt;b&gt;yes&lt;/b&gt; to <mark>ДА</mark>, "
                        "<mark>the</mark> <mark>minister</mark>")
     assert source == "<mark>the</mark> <mark>MINISTER</mark> denied it: <mark>да</mark>"
+
+
+def _long_seed_lines(count: int) -> list[str]:
+    """Lines of seed 000 too long ever to be learned as boilerplate, however often copied."""
+    lines = [line for line in seed_lines() if len(line.split()) > 20]
+    assert len(lines) >= count, "seed 000 has too few long lines"
+    return lines[:count]
+
+
+def _sources_of(data: dict, derived: Path) -> set[str]:
+    return {Path(item["source"]["path"]).parent.name for item in data["derivations"]
+            if item["derived"]["path"] == str(derived.resolve())}
+
+
+def test_text_copied_by_many_sites_names_its_original_not_every_copy(db, tmp_path):
+    """Three sites syndicate the same excerpt of the wire story; a fourth copies it too.
+    Its lineage names the wire story, which every copy already points to."""
+    excerpt = "\n".join(_long_seed_lines(3))
+    paths = []
+    for number, surrounding in enumerate(UNRELATED + ["A fourth site's own opening sentence about the weekend "
+                                                      "football results and the weather in the capital."]):
+        path = tmp_path / f"site{number}" / "story.txt"
+        path.parent.mkdir()
+        path.write_text(surrounding + "\n" + excerpt + "\n", encoding="utf-8")
+        paths.append(path)
+    run(db, "ingest", str(SEED_000))
+    for path in paths:
+        run(db, "ingest", str(path))
+    data = report(db)
+    for path in paths:
+        assert _sources_of(data, path) == {"seeds"}, (path, data["derivations"])
+        found = derivation(data, path, SEED_000)
+        assert found["relation"] == "syndicated"
+        assert "".join(p["derived_text"] for p in found["passages"]).replace("\n", "") == excerpt.replace("\n", "")
+
+
+def test_text_copied_from_a_copy_that_changed_it_names_that_copy(db, tmp_path):
+    """A site reworded a few words of the wire story's excerpt; a later text takes that
+    site's version word for word. Its passages match the site verbatim and the wire story
+    only as a syndication with edits: the lineage names the site, whose own derivation
+    names the wire story."""
+    lines = _long_seed_lines(3)
+    edited = [line.replace(" the ", " this ", 1) for line in lines]
+    assert edited != lines
+    site = tmp_path / "site" / "story.txt"
+    site.parent.mkdir()
+    site.write_text(UNRELATED[0] + "\n" + "\n".join(edited) + "\n", encoding="utf-8")
+    later = tmp_path / "later" / "story.txt"
+    later.parent.mkdir()
+    later.write_text(UNRELATED[1] + "\n" + "\n".join(edited) + "\n", encoding="utf-8")
+    run(db, "ingest", str(SEED_000))
+    run(db, "ingest", str(site))
+    run(db, "ingest", str(later))
+    data = report(db)
+    assert _sources_of(data, site) == {"seeds"}
+    assert _sources_of(data, later) == {"site"}, data["derivations"]
+    assert derivation(data, later, site)["relation"] == "syndicated"
+
+
+def _templated_story(rng, number: int) -> str:
+    """An automated earnings report: every one shares its sentences' words but for the
+    company, the city and the figures."""
+    company = rng.choice(["Northern Energy", "Global Holdings", "United Motors", "Pacific Foods", "Royal Mining"])
+    city = rng.choice(["Minsk", "Berlin", "Warsaw", "Riga", "Vilnius", "Prague"])
+    n = lambda: rng.randint(10, 999)  # noqa: E731
+    return "\n\n".join([
+        f"{company} reported quarterly revenue of {n()} million dollars, up {n()} percent from a year earlier, "
+        f"the company said in a statement issued in {city} on Monday.",
+        f"Net income came in at {n()} million dollars, or {n()} cents per share, while analysts polled by the "
+        f"agency had expected earnings of {n()} cents per share on revenue of {n()} million dollars.",
+        f"Shares of {company} rose {n()} percent to {n()} dollars in early trading in {city}, and the company "
+        f"said it expects full-year sales between {n()} and {n()} million dollars.",
+        f"Story {number} of the automated earnings service.",
+    ]) + "\n"
+
+
+def test_a_story_type_every_document_shares_gives_derivations_in_proportion_to_documents(db, tmp_path):
+    """Automated reports share every sentence but for names and figures, so each matches
+    every earlier one. Each passage names at most two sources (its earliest and closest),
+    so the derivations grow with the documents, not with their pairs."""
+    import random
+
+    rng = random.Random(5)
+    feed = tmp_path / "earnings.jsonl"
+    count = 40
+    feed.write_text("".join(json.dumps({"id": f"r{k}", "text": _templated_story(rng, k)}) + "\n" for k in range(count)),
+                    encoding="utf-8")
+    run(db, "ingest", str(feed))
+    data = report(db)
+    assert data["derivations"], "the shared sentences are reuse all the same"
+    for item in data["derivations"]:
+        assert item["relation"] == "syndicated"
+    per_document = {}
+    for item in data["derivations"]:
+        per_document.setdefault(item["derived"]["path"], set()).add(item["source"]["path"])
+    matched_passages = {}
+    for item in data["derivations"]:
+        matched_passages.setdefault(item["derived"]["path"], set()).update(
+            tuple(p["derived_span"]) for p in item["passages"])
+    for derived, sources in per_document.items():
+        assert len(sources) <= 2 * len(matched_passages[derived]), (derived, len(sources))
+    assert len(data["derivations"]) <= 2 * 3 * count  # three shared sentences a document
+
+
+def test_a_passage_is_scored_against_its_likeliest_candidates_only(monkeypatch):
+    """Past the limit, a passage keeps the candidates of the highest estimates, then the
+    earliest stored, in the order they came; other passages keep all of theirs."""
+    from provenance import derive
+
+    def candidate(passage_id):
+        return derive.CandidatePassage(passage_id, passage_id, 0, 10, None, 8, f"doc{passage_id}")
+
+    monkeypatch.setattr(derive, "SCORED_PER_PASSAGE", 3)
+    likely = [(1, candidate(c), e) for c, e in [(10, 0.5), (11, 0.9), (12, 0.5), (13, 0.7), (14, 0.5)]]
+    likely += [(2, candidate(c), e) for c, e in [(20, 0.2), (21, 0.3)]]
+    kept = derive._likeliest(likely)
+    assert [(mine, row.id) for mine, row, _ in kept] == [(1, 10), (1, 11), (1, 13), (2, 20), (2, 21)]
+    monkeypatch.setattr(derive, "SCORED_PER_PASSAGE", 5)
+    assert derive._likeliest(likely) == likely
+
+
+def test_a_copy_closer_to_the_text_than_the_original_is_named_beside_it(db, tmp_path):
+    """A site edited the wire story's excerpt; a later text edits that version once more.
+    Both match as syndications with edits, the site more closely: the lineage names the
+    original (the earliest) and the site (the closest)."""
+    lines = _long_seed_lines(3)
+    site_version = [" ".join(w if k % 7 else w.upper() + "X" for k, w in enumerate(line.split())) for line in lines]
+    later_version = [line.replace(" ", " really ", 1) for line in site_version]
+    texts = {"site": UNRELATED[0] + "\n" + "\n".join(site_version), "later": UNRELATED[1] + "\n" + "\n".join(later_version)}
+    paths = {}
+    for name, body in texts.items():
+        paths[name] = tmp_path / name / "story.txt"
+        paths[name].parent.mkdir()
+        paths[name].write_text(body + "\n", encoding="utf-8")
+    run(db, "ingest", str(SEED_000))
+    run(db, "ingest", str(paths["site"]))
+    run(db, "ingest", str(paths["later"]))
+    data = report(db)
+    assert _sources_of(data, paths["later"]) == {"seeds", "site"}, data["derivations"]
+    to_site, to_wire = derivation(data, paths["later"], paths["site"]), derivation(data, paths["later"], SEED_000)
+    assert to_site["relation"] == to_wire["relation"] == "syndicated"
+    assert to_site["score"] > to_wire["score"]

@@ -14,7 +14,8 @@ an order nobody chooses:
 - no document reuses text from two related documents at once: the lineage of an excerpt
   that matches both an original and its near-copy depends on which of the two was stored
   first (``derive._prefer_originals`` drops a source only when the copy relation is
-  already known), so each planted derivative reuses exactly one document;
+  already known, and ``derive._named_sources`` names a passage's earliest and closest
+  sources among those stored), so each planted derivative reuses exactly one document;
 - no short line recurs across unrelated documents, so no boilerplate is learned mid-run.
 
 The serial result is checked against a serial ingest in the reverse order first: if that
