@@ -1,0 +1,115 @@
+"""How ingest copes with a story type every document shares: one command.
+
+    python bench/templated.py                      # 250, 500 and 1,000 reports
+    python bench/templated.py --sizes 200,400 --seed 3
+
+Automated journalism (earnings, market and weather reports) writes thousands of stories from
+one template: every sentence is shared but for the company, the city and the figures, so
+every passage of a new report matches the same passage of every earlier one. A seeded feed
+of such reports (one JSONL file) is ingested by the real CLI into a new database for each
+size, in a subprocess as a user would run it. For each size it prints the wall time,
+documents a second, the derivations stored and how many a document, and the peak resident
+set of the child; then the cost per document of the largest size over the smallest. Nothing
+is asserted: the script prints figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tabulate import tabulate
+
+COMPANIES = [f"{first} {second}" for first in ("Northern", "Global", "United", "Pacific", "Atlantic", "Central",
+                                                 "Eastern", "Western", "Royal", "National", "First", "Summit")
+             for second in ("Energy", "Holdings", "Bank", "Motors", "Foods", "Mining", "Telecom", "Airlines",
+                            "Steel", "Pharma")]
+CITIES = ["Minsk", "Moscow", "Berlin", "Paris", "Madrid", "Rome", "Vienna", "Warsaw", "Prague", "Riga", "Vilnius",
+          "Tallinn", "Kyiv", "Oslo"]
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
+TEMPLATE = [
+    "{company} reported quarterly revenue of {n} million dollars, {way} {n} percent from a year earlier.",
+    "Net income came in at {n} million dollars, or {n} cents per share, the company said in a statement on {day}.",
+    "Analysts polled by the agency had expected earnings of {n} cents per share on revenue of {n} million dollars.",
+    "Shares of {company} {moved} {n} percent to {n} dollars in early trading in {city}.",
+    "The company said it expects full-year sales between {n} and {n} million dollars.",
+    "Chief executive officer said demand in {city} remained {mood} through the quarter.",
+    "The board approved a dividend of {n} cents per share payable next month.",
+    "{company} employs about {n} people and operates in {n} countries.",
+    "The stock has {gained} {n} percent since the start of the year.",
+    "Weather in {city} on {day} will be {sky} with temperatures around {n} degrees.",
+]
+
+
+def report_text(rng: random.Random) -> str:
+    """One automated earnings report: ten template sentences, two to a paragraph."""
+    company, city = rng.choice(COMPANIES), rng.choice(CITIES)
+
+    def fill(sentence: str) -> str:
+        while "{n}" in sentence:
+            sentence = sentence.replace("{n}", str(rng.randint(1, 999)), 1)
+        return sentence.format(
+            company=company, city=city, day=rng.choice(DAYS), way=rng.choice(["up", "down"]),
+            moved=rng.choice(["rose", "fell", "climbed", "slipped"]), mood=rng.choice(["strong", "weak", "steady"]),
+            gained=rng.choice(["gained", "lost"]), sky=rng.choice(["sunny", "cloudy", "rainy", "windy"]),
+        )
+
+    sentences = [fill(sentence) for sentence in TEMPLATE]
+    return "\n\n".join("\n".join(sentences[k : k + 2]) for k in range(0, len(sentences), 2))
+
+
+def write_feed(path: Path, count: int, seed: int) -> None:
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as feed:
+        for number in range(count):
+            feed.write(json.dumps({"id": f"report-{number}", "text": report_text(rng)}) + "\n")
+
+
+def ingest(folder: Path, count: int, seed: int) -> dict:
+    feed, db = folder / f"reports-{count}.jsonl", folder / f"reports-{count}.db"
+    write_feed(feed, count, seed)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "provenance", "--db", str(db), "ingest", str(feed), "--quiet"], check=True)
+    wall = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with sqlite3.connect(db) as connection:
+        derivations = connection.execute("SELECT count(*) FROM derivation").fetchone()[0]
+    return {"documents": count, "wall": wall, "derivations": derivations,
+            "peak_mb": peak / 1024 if peak > before else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="250,500,1000", help="reports in each feed, comma-separated [250,500,1000]")
+    parser.add_argument("--seed", type=int, default=7, help="random seed of the feed [7]")
+    arguments = parser.parse_args()
+    sizes = sorted(int(size) for size in arguments.sizes.split(","))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="provenance-templated-") as folder:
+        for size in sizes:
+            figures = ingest(Path(folder), size, arguments.seed)
+            rows.append(figures)
+            print(f"{size:,} reports: {figures['wall']:.1f} s", file=sys.stderr)
+    print(tabulate(
+        [[f"{r['documents']:,}", f"{r['wall']:.1f}", f"{r['documents'] / r['wall']:.1f}", f"{r['derivations']:,}",
+          f"{r['derivations'] / r['documents']:.1f}", f"{r['documents'] * (r['documents'] - 1) // 2:,}",
+          "" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"] for r in rows],
+        headers=["reports", "ingest s", "docs/s", "derivations", "a document", "pairs", "peak RSS MB"],
+        tablefmt="github",
+    ))
+    first, last = rows[0], rows[-1]
+    ratio = (last["wall"] / last["documents"]) / (first["wall"] / first["documents"])
+    print(f"cost a document at {last['documents']:,} over at {first['documents']:,}: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
