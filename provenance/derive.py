@@ -111,7 +111,7 @@ def derive(
         key = (mine, row.document_id)
         if key not in best or result.similarity > best[key][1].similarity:
             best[key] = (row.id, result, estimate)
-    named = _named_sources(session, best)
+    named = _named_sources(session, document_id, best)
     by_source: dict[int, list] = {}
     for (mine, other_document), (candidate, result, estimate) in best.items():
         if (mine, other_document) in named:
@@ -666,31 +666,43 @@ def _extend(
     return added
 
 
-def _named_sources(session: Session, best: dict[tuple[int, int], tuple]) -> set[tuple[int, int]]:
+def _named_sources(session: Session, document_id: int, best: dict[tuple[int, int], tuple]) -> set[tuple[int, int]]:
     """The (mine, other document) matches that name where each passage of mine came from:
-    of the documents it matches with its strongest label, the earliest and the closest.
+    of the earlier documents it matches with its strongest label, the earliest and the
+    closest; and every later document it matches, whose source the new one is.
 
     A passage of a wire story copied by fifty sites matches all fifty; lineage names the
     original (the copies already point to it) and the copy closest to the text, not every
     copy again. This also bounds a document's derivations by its passages: a story type every
     document shares (automated earnings or weather reports) used to make each new document
-    derive from every earlier one, as many derivations as pairs.
+    derive from every earlier one, as many derivations as pairs. A wire story stored after
+    its copies (published before them) becomes the source of each.
     """
     found_by_mine: dict[int, list[tuple[int, tuple[int, float]]]] = {}
     for (mine, other), (_, result, _) in best.items():
         found_by_mine.setdefault(mine, []).append((other, strength(result)))
     if all(len(found) == 1 for found in found_by_mine.values()):
         return set(best)
-    dates = dict(select_in(session, _PUBLISHED, sorted({other for _, other in best})))
+    dates = dict(select_in(session, _PUBLISHED, sorted({document_id} | {other for _, other in best})))
+
+    def earlier(a: int, b: int) -> bool:  # as :func:`direction` orders a pair
+        if dates[a] is not None and dates[b] is not None and dates[a] != dates[b]:
+            return dates[a] < dates[b]
+        return a < b
+
     undated = any(published is None for published in dates.values())
 
-    def earliest_first(other: int) -> tuple:  # as :func:`direction` orders a pair
+    def earliest_first(other: int) -> tuple:
         return (other,) if undated else (dates[other], other)
 
     named: set[tuple[int, int]] = set()
     for mine, found in found_by_mine.items():
-        label = max(label for _, (label, _) in found)
-        strongest = {other: similarity for other, (rank, similarity) in found if rank == label}
+        named.update((mine, other) for other, _ in found if earlier(document_id, other))
+        sources = [(other, rank_and_similarity) for other, rank_and_similarity in found if earlier(other, document_id)]
+        if not sources:
+            continue
+        label = max(label for _, (label, _) in sources)
+        strongest = {other: similarity for other, (rank, similarity) in sources if rank == label}
         highest = max(strongest.values())
         earliest = min(strongest, key=earliest_first)
         closest = min((other for other, similarity in strongest.items() if similarity == highest), key=earliest_first)

@@ -697,3 +697,25 @@ def test_a_copy_closer_to_the_text_than_the_original_is_named_beside_it(db, tmp_
     to_site, to_wire = derivation(data, paths["later"], paths["site"]), derivation(data, paths["later"], SEED_000)
     assert to_site["relation"] == to_wire["relation"] == "syndicated"
     assert to_site["score"] > to_wire["score"]
+
+
+def test_a_wire_story_stored_after_its_copies_becomes_the_source_of_each(db, tmp_path):
+    """The sites' copies are stored first, the wire story they copied (published before
+    them) last: every copy then derives from it, not only the earliest or closest one."""
+    excerpt = "\n".join(_long_seed_lines(3))
+    sites = tmp_path / "sites.jsonl"
+    sites.write_text("".join(
+        json.dumps({"id": f"site{k}", "text": UNRELATED[k] + "\n" + excerpt, "published_at": f"2025-09-2{k}T10:00:00Z"})
+        + "\n" for k in range(3)), encoding="utf-8")
+    wire = tmp_path / "wire.jsonl"
+    wire.write_text(json.dumps({"id": "wire", "text": SEED_000.read_text(encoding="utf-8"),
+                                "published_at": "2025-09-18T08:00:00Z"}) + "\n", encoding="utf-8")
+    run(db, "ingest", str(sites))
+    run(db, "ingest", str(wire))
+    data = report(db)
+    from_wire = {item["derived"]["path"].rsplit("#", 1)[1] for item in data["derivations"]
+                 if item["source"]["path"].endswith("#wire")}
+    assert from_wire == {"site0", "site1", "site2"}, data["derivations"]
+    for item in data["derivations"]:
+        if item["source"]["path"].endswith("#wire"):
+            assert item["relation"] == "syndicated" and "published" in item["reason"]
