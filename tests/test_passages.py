@@ -719,3 +719,40 @@ def test_a_wire_story_stored_after_its_copies_becomes_the_source_of_each(db, tmp
     for item in data["derivations"]:
         if item["source"]["path"].endswith("#wire"):
             assert item["relation"] == "syndicated" and "published" in item["reason"]
+
+
+def test_a_long_document_is_indexed_and_matched_a_few_passages_at_a_time(tmp_path, monkeypatch):
+    """Band keys are looked up and written a slice of passages at a time (a document of 5
+    million characters has some 51,000 passages): the stored rows and the report are those
+    of all passages at once."""
+    from provenance import derive, index, manifest
+    from provenance.db.models import PassageBand, RecentPassageBand
+
+    lines = seed_lines()
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / "excerpt.txt").write_text(UNRELATED[0] + "\n" + "\n".join(lines[8:12]) + "\n", encoding="utf-8")
+    (planted / "both.txt").write_text("\n".join(lines[2:7] + seed_lines(SEED_001)[4:9]) + "\n", encoding="utf-8")
+    results = []
+    for at_a_time in (index.PASSAGES_AT_A_TIME, 2):
+        monkeypatch.setattr(index, "PASSAGES_AT_A_TIME", at_a_time)
+        db = tmp_path / f"sliced-{at_a_time}.db"
+        run(db, "ingest", str(SEEDS))
+        run(db, "ingest", str(planted))
+        with session_scope(make_engine(f"sqlite:///{db}")) as session:
+            bands = sorted(session.execute(select(PassageBand.band_key, PassageBand.passage_id)).all()
+                           + session.execute(select(RecentPassageBand.band_key, RecentPassageBand.passage_id)).all())
+            # Each seed's passages looked up again: candidates among the other documents.
+            candidates = [
+                index.passage_candidates(session, [(p.id, p.signature) for p in session.execute(
+                    derive.CONTENT_PASSAGES, {"document": document_id}) if p.signature is not None],
+                    document_id, manifest.load(session))
+                for document_id in (1, 2)
+            ]
+        results.append((report(db, "--no-timestamps"), bands, candidates))
+    (whole, whole_bands, whole_candidates), (sliced, sliced_bands, sliced_candidates) = results
+    assert len(whole["derivations"]) >= 3 and len(whole_bands) > 100
+    assert all(len(found) > 4 for found in whole_candidates)
+    assert sliced == whole
+    assert sliced_bands == whole_bands
+    assert sliced_candidates == whole_candidates
