@@ -478,7 +478,6 @@ _IN_TWO_BUCKETS = (
 )
 
 
-
 def passage_candidates(
     session: Session, signed: list[tuple[int, bytes]], document_id: int, settings: Settings,
     oversized: Optional[list[int]] = None, crowded: Optional[set[int]] = None, count_first: bool = False,

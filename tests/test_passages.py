@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -619,7 +620,10 @@ def _templated_story(rng, number: int) -> str:
     company, the city and the figures."""
     company = rng.choice(["Northern Energy", "Global Holdings", "United Motors", "Pacific Foods", "Royal Mining"])
     city = rng.choice(["Minsk", "Berlin", "Warsaw", "Riga", "Vilnius", "Prague"])
-    n = lambda: rng.randint(10, 999)  # noqa: E731
+
+    def n() -> int:
+        return rng.randint(10, 999)
+
     return "\n\n".join([
         f"{company} reported quarterly revenue of {n()} million dollars, up {n()} percent from a year earlier, "
         f"the company said in a statement issued in {city} on Monday.",
@@ -635,8 +639,6 @@ def test_a_story_type_every_document_shares_gives_derivations_in_proportion_to_d
     """Automated reports share every sentence but for names and figures, so each matches
     every earlier one. Each passage names at most two sources (its earliest and closest),
     so the derivations grow with the documents, not with their pairs."""
-    import random
-
     rng = random.Random(5)
     feed = tmp_path / "earnings.jsonl"
     count = 40
