@@ -758,3 +758,20 @@ def test_a_long_document_is_indexed_and_matched_a_few_passages_at_a_time(tmp_pat
     assert sliced == whole
     assert sliced_bands == whole_bands
     assert sliced_candidates == whole_candidates
+
+
+def test_a_passage_reads_in_full_only_its_candidates_of_the_highest_bounds(monkeypatch):
+    """Past the limit, a passage's candidates read in full are those of the highest upper
+    bounds, then the earliest stored, returned in pair order; other passages keep all."""
+    from provenance import derive
+
+    monkeypatch.setattr(derive, "READ_PER_PASSAGE", 2)
+    mine_of = np.array([0, 0, 0, 0, 1, 1, 2])
+    bound_of = np.array([0.5, 0.9, 0.5, 0.7, 0.2, 0.3, 0.4])
+    id_of = np.array([10, 11, 12, 13, 20, 21, 30])
+    pairs = np.array([0, 1, 2, 3, 4, 5, 6])
+    assert derive._highest_bounds(pairs, mine_of, bound_of, id_of).tolist() == [1, 3, 4, 5, 6]
+    assert derive._highest_bounds(np.array([0, 2, 4]), mine_of, bound_of, id_of).tolist() == [0, 2, 4]
+    monkeypatch.setattr(derive, "READ_PER_PASSAGE", 1)
+    assert derive._highest_bounds(np.array([0, 2, 4]), mine_of, bound_of, id_of).tolist() == [0, 4]
+    assert derive._highest_bounds(np.array([], dtype=np.intp), mine_of, bound_of, id_of).tolist() == []
