@@ -353,7 +353,9 @@ def likely_sources(
     Two passes with the same floors: on the low bytes of the signatures (an upper bound of
     the estimate, see :class:`PassagePrefilter`) for every candidate, then on the full
     signatures of the few that pass, read with what scoring needs. The result is what the
-    full signatures alone give.
+    full signatures alone give, but that a passage keeps at most :data:`READ_PER_PASSAGE`
+    candidates after the first pass and :data:`SCORED_PER_PASSAGE` after the second (text a
+    whole feed repeats: see those).
     """
     mine_order = sorted(mine for mine, found in candidates.items() if found)
     if not mine_order:
