@@ -2,6 +2,7 @@
 
     python bench/memory.py                          # feeds of 10 MB and 1,000 MB, 1 and 2 workers: ~15 min
     python bench/memory.py --sizes 10,200 --seconds 60
+    python bench/memory.py --long-document 4950000  # one document just under the length limit
 
 The issue's target: peak memory independent of the corpus size, under 500 MB for a 1 GB
 input. Ingesting 1 GB (about 400,000 news-length documents) takes hours on this machine, so
@@ -39,24 +40,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workers import CLI, FUNCTION_WORDS, SYLLABLES  # noqa: E402
 
 
-def write_feed(path: Path, megabytes: int, seed: int = 5) -> int:
-    """A JSONL feed of about ``megabytes`` MB of distinct articles; returns the line count."""
+def _articles(seed: int = 5):
+    """Distinct pseudo-word articles, endlessly (the corpus of bench/workers.py)."""
     rng = random.Random(seed)
     vocabulary = ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4))) for _ in range(30000)]
     words = vocabulary + FUNCTION_WORDS * 400  # function words about as common as in prose
+    while True:
+        paragraphs = []
+        for _ in range(rng.randint(4, 9)):
+            sentences = [" ".join(rng.choices(words, k=rng.randint(12, 22))).capitalize() + "."
+                         for _ in range(rng.randint(2, 4))]
+            paragraphs.append(" ".join(sentences))
+        yield "\n\n".join(paragraphs)
+
+
+def write_feed(path: Path, megabytes: int, seed: int = 5) -> int:
+    """A JSONL feed of about ``megabytes`` MB of distinct articles; returns the line count."""
     target, written, count = megabytes * 1_000_000, 0, 0
     with open(path, "w", encoding="utf-8") as feed:
-        while written < target:
-            paragraphs = []
-            for _ in range(rng.randint(4, 9)):
-                sentences = [" ".join(rng.choices(words, k=rng.randint(12, 22))).capitalize() + "."
-                             for _ in range(rng.randint(2, 4))]
-                paragraphs.append(" ".join(sentences))
-            line = json.dumps({"id": f"a{count}", "text": "\n\n".join(paragraphs)}) + "\n"
+        for text in _articles(seed):
+            if written >= target:
+                break
+            line = json.dumps({"id": f"a{count}", "text": text}) + "\n"
             feed.write(line)
             written += len(line)
             count += 1
     return count
+
+
+def write_long_document(path: Path, characters: int, seed: int = 5) -> None:
+    """One text file of ``characters`` characters: articles one after another."""
+    texts, length = [], 0
+    for text in _articles(seed):
+        if length >= characters:
+            break
+        texts.append(text)
+        length += len(text) + 2
+    path.write_text("\n\n".join(texts)[:characters], encoding="utf-8")
 
 
 def _status(pid: int, field: str) -> int:
@@ -132,7 +152,18 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,1000", help="feed sizes in MB, comma-separated [10,1000]")
     parser.add_argument("--workers", default="1,2", help="--workers values, comma-separated [1,2]")
     parser.add_argument("--seconds", type=float, default=120, help="wall seconds each ingest is sampled [120]")
+    parser.add_argument("--long-document", type=int, metavar="CHARS",
+                        help="instead, ingest one text file of CHARS characters to the end, one worker "
+                             "(the longest accepted is 5,000,000)")
     arguments = parser.parse_args()
+    if arguments.long_document:
+        with tempfile.TemporaryDirectory(prefix="provenance-memory-") as scratch:
+            document = Path(scratch) / "long.txt"
+            write_long_document(document, arguments.long_document)
+            row = measure(document, arguments.long_document // 1_000_000 + 1, 1, float("inf"), Path(scratch))
+        print(f"one document of {arguments.long_document:,} characters: peak RSS {row['peak RSS MB (ingest)']} MB, "
+              f"{row['seconds']} s, exit {row['exit']} {' '.join(row['stderr'])}")
+        return
     sizes = [int(s) for s in arguments.sizes.split(",")]
     counts = [int(w) for w in arguments.workers.split(",")]
     rows = []
