@@ -2,12 +2,15 @@
 
     python bench/templated.py                      # 250, 500 and 1,000 reports
     python bench/templated.py --sizes 200,400 --seed 3
+    python bench/templated.py --newest-first       # each report published before the last
 
 Automated journalism (earnings, market and weather reports) writes thousands of stories from
 one template: every sentence is shared but for the company, the city and the figures, so
 every passage of a new report matches the same passage of every earlier one. A seeded feed
 of such reports (one JSONL file) is ingested by the real CLI into a new database for each
-size, in a subprocess as a user would run it. For each size it prints the wall time,
+size, in a subprocess as a user would run it. ``--newest-first`` dates the reports an hour
+apart, each published before the one written ahead of it, as a crawler paging back through an
+archive delivers them. For each size it prints the wall time,
 documents a second, the derivations stored and how many a document, and the peak resident
 set of the child; then the cost per document of the largest size over the smallest. Nothing
 is asserted: the script prints figures.
@@ -24,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from tabulate import tabulate
@@ -66,16 +70,20 @@ def report_text(rng: random.Random) -> str:
     return "\n\n".join("\n".join(sentences[k : k + 2]) for k in range(0, len(sentences), 2))
 
 
-def write_feed(path: Path, count: int, seed: int) -> None:
+def write_feed(path: Path, count: int, seed: int, newest_first: bool = False) -> None:
     rng = random.Random(seed)
+    latest = datetime(2026, 1, 1, tzinfo=timezone.utc)
     with path.open("w", encoding="utf-8") as feed:
         for number in range(count):
-            feed.write(json.dumps({"id": f"report-{number}", "text": report_text(rng)}) + "\n")
+            record = {"id": f"report-{number}", "text": report_text(rng)}
+            if newest_first:
+                record["published_at"] = (latest - timedelta(hours=number)).isoformat()
+            feed.write(json.dumps(record) + "\n")
 
 
-def ingest(folder: Path, count: int, seed: int) -> dict:
+def ingest(folder: Path, count: int, seed: int, newest_first: bool = False) -> dict:
     feed, db = folder / f"reports-{count}.jsonl", folder / f"reports-{count}.db"
-    write_feed(feed, count, seed)
+    write_feed(feed, count, seed, newest_first)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "provenance", "--db", str(db), "ingest", str(feed), "--quiet"], check=True)
@@ -91,12 +99,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="250,500,1000", help="reports in each feed, comma-separated [250,500,1000]")
     parser.add_argument("--seed", type=int, default=7, help="random seed of the feed [7]")
+    parser.add_argument("--newest-first", action="store_true",
+                        help="date the reports, each published an hour before the one ahead of it in the feed")
     arguments = parser.parse_args()
     sizes = sorted(int(size) for size in arguments.sizes.split(","))
     rows = []
     with tempfile.TemporaryDirectory(prefix="provenance-templated-") as folder:
         for size in sizes:
-            figures = ingest(Path(folder), size, arguments.seed)
+            figures = ingest(Path(folder), size, arguments.seed, arguments.newest_first)
             rows.append(figures)
             print(f"{size:,} reports: {figures['wall']:.1f} s", file=sys.stderr)
     print(tabulate(

@@ -635,20 +635,29 @@ def _templated_story(rng, number: int) -> str:
     ]) + "\n"
 
 
-def test_a_story_type_every_document_shares_gives_derivations_in_proportion_to_documents(db, tmp_path):
+@pytest.mark.parametrize("newest_first", [False, True], ids=["oldest-first", "newest-first"])
+def test_a_story_type_every_document_shares_gives_derivations_in_proportion_to_documents(db, tmp_path, newest_first):
     """Automated reports share every sentence but for names and figures, so each matches
     every earlier one. Each passage names at most two sources (its earliest and closest),
-    so the derivations grow with the documents, not with their pairs."""
+    so the derivations grow with the documents, not with their pairs; also when the feed
+    comes newest first, each report published before every one stored (a crawler paging
+    back through an archive): the sources it supersedes are retired, and every report but
+    the first published keeps a source."""
     rng = random.Random(5)
     feed = tmp_path / "earnings.jsonl"
     count = 40
-    feed.write_text("".join(json.dumps({"id": f"r{k}", "text": _templated_story(rng, k)}) + "\n" for k in range(count)),
-                    encoding="utf-8")
+    records = [{"id": f"r{k}", "text": _templated_story(rng, k)} for k in range(count)]
+    if newest_first:
+        for k, record in enumerate(records):
+            record["published_at"] = f"2025-10-{31 - k // 24:02d}T{23 - k % 24:02d}:00:00Z"
+    feed.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
     run(db, "ingest", str(feed))
     data = report(db)
     assert data["derivations"], "the shared sentences are reuse all the same"
     for item in data["derivations"]:
         assert item["relation"] == "syndicated"
+        if newest_first:
+            assert "published" in item["reason"]
     per_document = {}
     for item in data["derivations"]:
         per_document.setdefault(item["derived"]["path"], set()).add(item["source"]["path"])
@@ -659,6 +668,8 @@ def test_a_story_type_every_document_shares_gives_derivations_in_proportion_to_d
     for derived, sources in per_document.items():
         assert len(sources) <= 2 * len(matched_passages[derived]), (derived, len(sources))
     assert len(data["derivations"]) <= 2 * 3 * count  # three shared sentences a document
+    first_published = f"{feed}#r{count - 1 if newest_first else 0}"
+    assert set(per_document) == {f"{feed}#{record['id']}" for record in records} - {first_published}
 
 
 def test_a_passage_is_scored_against_its_likeliest_candidates_only(monkeypatch):
@@ -701,6 +712,29 @@ def test_a_copy_closer_to_the_text_than_the_original_is_named_beside_it(db, tmp_
     assert to_site["score"] > to_wire["score"]
 
 
+def test_a_closer_copy_stays_named_when_the_original_arrives_last(tmp_path):
+    """The same edited copies as above, dated, ingested oldest first and newest first: the
+    wire story arriving last supersedes neither the site as the later text's closest source
+    nor itself as the site's."""
+    lines = _long_seed_lines(3)
+    site_version = [" ".join(w if k % 7 else w.upper() + "X" for k, w in enumerate(line.split())) for line in lines]
+    later_version = [line.replace(" ", " really ", 1) for line in site_version]
+    records = [("wire", SEED_000.read_text(encoding="utf-8"), "2025-09-18T08:00:00Z"),
+               ("site", UNRELATED[0] + "\n" + "\n".join(site_version), "2025-09-19T08:00:00Z"),
+               ("later", UNRELATED[1] + "\n" + "\n".join(later_version), "2025-09-20T08:00:00Z")]
+    lineages = []
+    for order in (records, records[::-1]):
+        db = tmp_path / f"{len(lineages)}.db"
+        for name, text, published in order:
+            path = tmp_path / f"{name}.jsonl"
+            path.write_text(json.dumps({"id": name, "text": text, "published_at": published}) + "\n", encoding="utf-8")
+            run(db, "ingest", str(path))
+        lineages.append({(item["source"]["path"].rsplit("#", 1)[1], item["derived"]["path"].rsplit("#", 1)[1])
+                         for item in report(db)["derivations"]})
+    assert lineages[0] == {("wire", "site"), ("wire", "later"), ("site", "later")}
+    assert lineages[1] == lineages[0]
+
+
 def test_a_wire_story_stored_after_its_copies_becomes_the_source_of_each(db, tmp_path):
     """The sites' copies are stored first, the wire story they copied (published before
     them) last: every copy then derives from it, not only the earliest or closest one."""
@@ -721,6 +755,26 @@ def test_a_wire_story_stored_after_its_copies_becomes_the_source_of_each(db, tmp
     for item in data["derivations"]:
         if item["source"]["path"].endswith("#wire"):
             assert item["relation"] == "syndicated" and "published" in item["reason"]
+
+
+def test_copies_ingested_newest_first_name_the_sources_oldest_first_names(tmp_path):
+    """Three sites copy one excerpt, a day apart. Ingested newest first, each arrives before
+    the copy it was taken from and becomes one more source of every later one; the sources
+    it supersedes are retired, so the lineage is the one ingesting oldest first gives: the
+    first site is the source of the other two."""
+    excerpt = "\n".join(_long_seed_lines(3))
+    lineages = []
+    for order in (range(3), reversed(range(3))):
+        db = tmp_path / f"{len(lineages)}.db"
+        for k in order:
+            site = tmp_path / f"site{k}.jsonl"
+            site.write_text(json.dumps({"id": f"site{k}", "text": UNRELATED[k] + "\n" + excerpt,
+                                        "published_at": f"2025-09-2{k}T10:00:00Z"}) + "\n", encoding="utf-8")
+            run(db, "ingest", str(site))
+        lineages.append({(item["source"]["path"].rsplit("#", 1)[1], item["derived"]["path"].rsplit("#", 1)[1])
+                         for item in report(db)["derivations"]})
+    assert lineages[0] == {("site0", "site1"), ("site0", "site2")}
+    assert lineages[1] == lineages[0]
 
 
 def test_a_long_document_is_indexed_and_matched_a_few_passages_at_a_time(tmp_path, monkeypatch):
