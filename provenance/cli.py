@@ -842,7 +842,9 @@ def export(state: Context, fmt, document, output) -> None:
 def forget(state: Context, reference, run_id, yes) -> None:
     """Remove DOC (all its versions) or a whole run, and what depended only on it.
 
-    Input files are never touched; only the database changes.
+    Input files are never touched; only the database changes. Lineage names the earliest
+    and closest sources of each passage, not every copy; a document that named a forgotten
+    one finds its sources again among those left.
 
     \b
     Examples:
@@ -864,7 +866,8 @@ def forget(state: Context, reference, run_id, yes) -> None:
         fail(error)
     click.echo(
         f"forgot {result.documents} document(s), {result.derivations} derivation(s), {result.passages} passage(s); "
-        f"{result.restored_versions} earlier version(s) restored"
+        f"{result.restored_versions} earlier version(s) restored; "
+        f"{result.rederived} document(s) that named a forgotten one as their source looked for their sources again"
     )
 
 

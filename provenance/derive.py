@@ -755,7 +755,8 @@ _EVIDENCE_OF = (
 
 def _retire_superseded(session: Session, document_id: int, later: list[int], settings: Settings) -> None:
     """Keep the sources of each passage of ``later`` documents (which the new one, published
-    before them, has just become a source of) to the earliest and the closest.
+    before them, has just become a source of) to the earliest and the closest: the new one
+    too, where an earlier source stored before it is both.
 
     An archive is often ingested newest first: a crawler pages back from today. Each story
     then arrives before the earlier ones it was taken from, and becomes one more source of
@@ -795,9 +796,7 @@ def _retire_superseded(session: Session, document_id: int, later: list[int], set
                    if document_id in sources}
         for span in spans:
             covers = overlapped(span)
-            if span.source_id != document_id and covers and all(
-                at in kept_at and span.source_id not in kept_at[at] for at in covers
-            ):
+            if covers and all(at in kept_at and span.source_id not in kept_at[at] for at in covers):
                 retired.append(span.id)
                 touched.add(span.derivation_id)
     for batch in index.chunks(retired):
@@ -922,6 +921,20 @@ def drop_matches_of(session: Session, passage_ids: list[int]) -> None:
                 or_(PassageMatch.derived_passage_id.in_(batch), PassageMatch.source_passage_id.in_(batch))
             )
         )
+
+
+def rederive(session: Session, document_id: int, settings: Settings) -> int:
+    """Find a stored document's sources again, from its stored text and passages.
+
+    Lineage names a passage's earliest and closest sources only (see :func:`_named_sources`,
+    :func:`_retire_superseded`); when a named source is forgotten, the copies it stood for
+    must be found again, or the document would be left with no source at all.
+    """
+    text = session.scalar(_TEXT, {"document": document_id})
+    content = session.connection().execute(CONTENT_PASSAGES, {"document": document_id}).all()
+    words_by_passage = {row.id: passage_words(text[row.start_offset : row.end_offset], settings) for row in content}
+    signed = [(row.id, row.signature) for row in content if row.signature is not None]
+    return derive(session, document_id, signed, words_by_passage, settings)
 
 
 def recompute_document(session: Session, document_id: int, settings: Settings) -> None:

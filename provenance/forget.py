@@ -2,7 +2,8 @@
 
 Index entries, passages, pairs, derivations, matches and citations go with the document
 (foreign keys cascade); an earlier version of the same file becomes the latest again and
-is put back in the indexes; boilerplate counts are recomputed from what remains.
+is put back in the indexes; boilerplate counts are recomputed from what remains; and the
+documents that named a forgotten one as their source find their sources again.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from . import index, sketch
+from . import derive, index, sketch
 from .db.models import Boilerplate, BoilerplateDocument, Derivation, Document, IngestRun, Passage
 from .errors import ProvenanceError
 from .prepare import document_shingles, passage_words
@@ -27,6 +28,7 @@ class Forgotten:
     derivations: int
     passages: int
     restored_versions: int
+    rederived: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -56,6 +58,11 @@ def forget(session: Session, document_ids: list[int], settings: Settings, run_id
     # The boilerplate entries these documents were counted in: only their counts change.
     counted_in = list(session.scalars(
         select(BoilerplateDocument.boilerplate_id).where(BoilerplateDocument.document_id.in_(ids)).distinct()
+    ))
+    # Lineage names a passage's earliest and closest sources, not every copy: the documents
+    # that named a forgotten one look for theirs again once it is gone.
+    dependents = set(session.scalars(
+        select(Derivation.derived_id).where(Derivation.source_id.in_(ids), Derivation.derived_id.not_in(ids))
     ))
     # Later versions that survive must not point at a forgotten one.
     session.execute(update(Document).where(Document.previous_version_id.in_(ids)).values(previous_version_id=None))
@@ -94,9 +101,13 @@ def forget(session: Session, document_ids: list[int], settings: Settings, run_id
         else:
             entry.document_count, entry.occurrence_count = documents, occurrences
     if run_id is not None:
+        dependents.update(session.scalars(select(Derivation.derived_id).where(Derivation.run_id == run_id)))
         session.execute(delete(Derivation).where(Derivation.run_id == run_id))
         session.execute(delete(IngestRun).where(IngestRun.id == run_id))
-    return Forgotten(len(ids), derivations, passages, restored)
+    survivors = set(session.scalars(select(Document.id).where(Document.id.in_(sorted(dependents))))) if dependents else set()
+    for document_id in sorted(survivors):
+        derive.rederive(session, document_id, settings)
+    return Forgotten(len(ids), derivations, passages, restored, rederived=len(survivors))
 
 
 def _reindex(session: Session, document: Document, settings: Settings) -> None:

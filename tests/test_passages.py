@@ -777,6 +777,33 @@ def test_copies_ingested_newest_first_name_the_sources_oldest_first_names(tmp_pa
     assert lineages[1] == lineages[0]
 
 
+@pytest.mark.parametrize("newest_first", [False, True], ids=["oldest-first", "newest-first"])
+def test_copies_that_named_a_forgotten_source_find_their_sources_again(tmp_path, newest_first):
+    """The wire story and three sites that copied one excerpt of it, a day apart: the wire
+    story is a named source of each site (ingested newest first, the first site stays the
+    closest source of the others: it holds the excerpt's lines together, the wire story
+    apart). Once the wire story is forgotten, the first site is the source of the other
+    two, as if the wire story had never been stored."""
+    excerpt = "\n".join(_long_seed_lines(3))
+    db = tmp_path / "provenance.db"
+    records = [("wire", SEED_000.read_text(encoding="utf-8"), "2025-09-19T08:00:00Z")] + [
+        (f"site{k}", UNRELATED[k] + "\n" + excerpt, f"2025-09-2{k}T10:00:00Z") for k in range(3)]
+    for name, text, published in records[::-1] if newest_first else records:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(json.dumps({"id": name, "text": text, "published_at": published}) + "\n", encoding="utf-8")
+        run(db, "ingest", str(path))
+
+    def lineage() -> set[tuple[str, str]]:
+        return {(item["source"]["path"].rsplit("#", 1)[1], item["derived"]["path"].rsplit("#", 1)[1])
+                for item in report(db)["derivations"]}
+
+    from_wire = {("wire", "site0"), ("wire", "site1"), ("wire", "site2")}
+    assert lineage() == from_wire | ({("site0", "site1"), ("site0", "site2")} if newest_first else set())
+    forgot = run(db, "forget", f"{tmp_path / 'wire.jsonl'}#wire", "--yes").stdout
+    assert "3 document(s) that named a forgotten one" in forgot, forgot
+    assert lineage() == {("site0", "site1"), ("site0", "site2")}
+
+
 def test_a_long_document_is_indexed_and_matched_a_few_passages_at_a_time(tmp_path, monkeypatch):
     """Band keys are looked up and written a slice of passages at a time (a document of 5
     million characters has some 51,000 passages): the stored rows and the report are those
