@@ -14,7 +14,7 @@ import itertools
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 from sqlalchemy import bindparam, delete, insert, or_, select, update
@@ -85,7 +85,7 @@ def derive(
     settings: Settings,
     crowded: Optional[set[int]] = None,
     sketches: Optional[SketchCache] = None,
-    band_keys: Optional[dict[int, tuple[int, ...]]] = None,
+    band_keys: Optional[dict[int, Sequence[int]]] = None,
     busy: Optional[index.BusyBuckets] = None,
 ) -> int:
     """Find and store the derivations between a new document and earlier ones.

@@ -11,7 +11,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
-from typing import Callable, Iterable, Mapping, NamedTuple, Optional
+from typing import Callable, Iterable, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 from sqlalchemy import bindparam, delete, func, insert, or_, select
@@ -165,7 +165,7 @@ PASSAGES_AT_A_TIME = 4_096
 
 def add_passages(
     session: Session, signed: list[tuple[int, bytes]], settings: Settings, *, replace: bool = False,
-    band_keys: Optional[Mapping[int, tuple[int, ...]]] = None, busy: Optional[BusyBuckets] = None,
+    band_keys: Optional[Mapping[int, Sequence[int]]] = None, busy: Optional[BusyBuckets] = None,
 ) -> None:
     """Put passages into the passage index: into its small table of recent rows (see
     :class:`RecentPassageBand` and :func:`merge_recent_bands`).
@@ -237,15 +237,15 @@ def merge_recent_bands(
 
 
 @lru_cache(maxsize=4096)
-def passage_band_keys(blob: bytes, sketch: SketchSettings) -> tuple[int, ...]:
+def passage_band_keys(blob: bytes, sketch: SketchSettings) -> Sequence[int]:
     """Band keys of a stored passage signature, memoised: a new document's passages are
     banded when stored and again when looked up, in the same transaction."""
     return tuple(band_keys(from_blob(blob), sketch))
 
 
 def keys_of(
-    passage_id: int, blob: bytes, settings: Settings, known: Optional[Mapping[int, tuple[int, ...]]] = None,
-) -> tuple[int, ...]:
+    passage_id: int, blob: bytes, settings: Settings, known: Optional[Mapping[int, Sequence[int]]] = None,
+) -> Sequence[int]:
     """A passage's band keys: from ``known`` (those prepare computed, in a worker process
     when there are several, see provenance.prepare) or else from its signature."""
     keys = known.get(passage_id) if known else None
@@ -481,7 +481,7 @@ _IN_TWO_BUCKETS = (
 def passage_candidates(
     session: Session, signed: list[tuple[int, bytes]], document_id: int, settings: Settings,
     oversized: Optional[list[int]] = None, crowded: Optional[set[int]] = None, count_first: bool = False,
-    band_keys: Optional[Mapping[int, tuple[int, ...]]] = None, busy: Optional[BusyBuckets] = None,
+    band_keys: Optional[Mapping[int, Sequence[int]]] = None, busy: Optional[BusyBuckets] = None,
 ) -> dict[int, set[int]]:
     """For each of the document's signed passages, the passages of other documents that
     share a band with it.
