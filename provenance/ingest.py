@@ -952,7 +952,7 @@ def _first_line(error: Exception) -> str:
 
 
 #: Longest document text matched, in characters. Segmenting and indexing cost grows with the
-#: text (4.95 million characters: about 14 s and a peak RSS of 460 MB to ingest, by
+#: text (4.95 million characters: about 13 s and a peak RSS of 350 MB to ingest, by
 #: ``python bench/memory.py --long-document 4950000``); a longer "document" is a dump or a
 #: corpus in one file, to be split into articles.
 MAX_DOCUMENT_CHARS = 5_000_000
