@@ -867,7 +867,7 @@ def forget(state: Context, reference, run_id, yes) -> None:
     click.echo(
         f"forgot {result.documents} document(s), {result.derivations} derivation(s), {result.passages} passage(s); "
         f"{result.restored_versions} earlier version(s) restored; "
-        f"{result.rederived} document(s) that named a forgotten one as their source looked for their sources again"
+        f"sources found again for {result.rederived} document(s) that named a forgotten one"
     )
 
 

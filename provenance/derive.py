@@ -761,9 +761,10 @@ def _retire_superseded(session: Session, document_id: int, later: list[int], set
     An archive is often ingested newest first: a crawler pages back from today. Each story
     then arrives before the earlier ones it was taken from, and becomes one more source of
     every later copy: 250 automated reports of one story type ingested that way stored 17,868
-    derivations, 603 with this (bench/templated.py --newest-first). A source no longer earliest or closest for any passage
-    its evidence covers is retired, as :func:`_named_sources` would not have named it; a
-    derivation left without evidence is dropped (see :func:`summarise`).
+    derivations, 603 with this (bench/templated.py --newest-first). A source no longer the
+    earliest or the closest for any passage its evidence covers is retired, as
+    :func:`_named_sources` would not have named it; a derivation left without evidence is
+    dropped (see :func:`summarise`).
 
     Stored evidence is aligned spans, not passages: a span over three copied passages may be
     labelled ``syndicated`` where each passage scored ``verbatim``. So here any copy ranks

@@ -104,8 +104,11 @@ def forget(session: Session, document_ids: list[int], settings: Settings, run_id
         dependents.update(session.scalars(select(Derivation.derived_id).where(Derivation.run_id == run_id)))
         session.execute(delete(Derivation).where(Derivation.run_id == run_id))
         session.execute(delete(IngestRun).where(IngestRun.id == run_id))
-    survivors = set(session.scalars(select(Document.id).where(Document.id.in_(sorted(dependents))))) if dependents else set()
-    for document_id in sorted(survivors):
+    survivors = [
+        document_id for batch in index.chunks(sorted(dependents))
+        for document_id in session.scalars(select(Document.id).where(Document.id.in_(batch)).order_by(Document.id))
+    ]
+    for document_id in survivors:
         derive.rederive(session, document_id, settings)
     return Forgotten(len(ids), derivations, passages, restored, rederived=len(survivors))
 

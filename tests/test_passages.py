@@ -800,7 +800,7 @@ def test_copies_that_named_a_forgotten_source_find_their_sources_again(tmp_path,
     from_wire = {("wire", "site0"), ("wire", "site1"), ("wire", "site2")}
     assert lineage() == from_wire | ({("site0", "site1"), ("site0", "site2")} if newest_first else set())
     forgot = run(db, "forget", f"{tmp_path / 'wire.jsonl'}#wire", "--yes").stdout
-    assert "3 document(s) that named a forgotten one" in forgot, forgot
+    assert "sources found again for 3 document(s) that named a forgotten one" in forgot, forgot
     assert lineage() == {("site0", "site1"), ("site0", "site2")}
 
 
