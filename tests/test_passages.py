@@ -778,14 +778,14 @@ def test_copies_ingested_newest_first_name_the_sources_oldest_first_names(tmp_pa
 
 
 @pytest.mark.parametrize("newest_first", [False, True], ids=["oldest-first", "newest-first"])
-def test_copies_that_named_a_forgotten_source_find_their_sources_again(tmp_path, newest_first):
+def test_copies_that_named_a_forgotten_source_find_their_sources_again(tmp_path, db_url, newest_first):
     """The wire story and three sites that copied one excerpt of it, a day apart: the wire
     story is a named source of each site (ingested newest first, the first site stays the
     closest source of the others: it holds the excerpt's lines together, the wire story
     apart). Once the wire story is forgotten, the first site is the source of the other
-    two, as if the wire story had never been stored."""
+    two, as if the wire story had never been stored. On each backend."""
     excerpt = "\n".join(_long_seed_lines(3))
-    db = tmp_path / "provenance.db"
+    db = db_url
     records = [("wire", SEED_000.read_text(encoding="utf-8"), "2025-09-19T08:00:00Z")] + [
         (f"site{k}", UNRELATED[k] + "\n" + excerpt, f"2025-09-2{k}T10:00:00Z") for k in range(3)]
     for name, text, published in records[::-1] if newest_first else records:
