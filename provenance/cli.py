@@ -244,7 +244,9 @@ def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, see
             f"run {summary.run_id}: {summary.files_seen} file(s) read, {summary.documents_added} document(s) added, "
             f"{summary.versions_added} new version(s), {summary.unchanged} unchanged, {summary.skipped} skipped, "
             f"{summary.failed} failed; {summary.exact_duplicates} exact and {summary.near_duplicates} near-duplicate "
-            f"pair(s), {summary.derivations} derivation(s), {summary.boilerplate_learned} boilerplate passage(s) learned"
+            f"pair(s), {summary.derivations} derivation(s)"
+            + (f" ({summary.derivations_retired} since superseded by an earlier source)" if summary.derivations_retired else "")
+            + f", {summary.boilerplate_learned} boilerplate passage(s) learned"
             f"; {_rate(summary)}"
         )
     if summary.interrupted:

@@ -57,6 +57,14 @@ SCORED_PER_PASSAGE = 32
 READ_PER_PASSAGE = 4 * SCORED_PER_PASSAGE
 
 
+class Found(NamedTuple):
+    """What :func:`derive` stored for one document: the derivations it found, and those it
+    dropped as superseded by it (see :func:`_retire_superseded`), its own among them."""
+
+    derivations: int
+    retired: int
+
+
 @dataclass(frozen=True)
 class Direction:
     derived_id: int
@@ -87,7 +95,7 @@ def derive(
     sketches: Optional[SketchCache] = None,
     band_keys: Optional[dict[int, Sequence[int]]] = None,
     busy: Optional[index.BusyBuckets] = None,
-) -> int:
+) -> Found:
     """Find and store the derivations between a new document and earlier ones.
 
     ``crowded``: over-full LSH buckets already known (see :func:`index.passage_candidates`);
@@ -135,7 +143,7 @@ def derive(
     _prefer_originals(session, by_source, found_by_passages={other for _, other in best})
     created = 0
     if not by_source:
-        return created
+        return Found(0, 0)
     me = connection.execute(_DATING, {"document": document_id}).one()
     later: list[int] = []  # documents published before this one but stored after it
     for other_id, matches in sorted(by_source.items()):
@@ -170,8 +178,7 @@ def derive(
                 later.append(other_id)
         if summarise(session, derivation_id, settings):
             created += 1
-    _retire_superseded(session, document_id, later, settings)
-    return created
+    return Found(created, _retire_superseded(session, document_id, later, settings))
 
 
 class CandidatePassage(NamedTuple):
@@ -753,7 +760,7 @@ _EVIDENCE_OF = (
 )
 
 
-def _retire_superseded(session: Session, document_id: int, later: list[int], settings: Settings) -> None:
+def _retire_superseded(session: Session, document_id: int, later: list[int], settings: Settings) -> int:
     """Keep the sources of each passage of ``later`` documents (which the new one, published
     before them, has just become a source of) to the earliest and the closest: the new one
     too, where an earlier source stored before it is both.
@@ -769,9 +776,10 @@ def _retire_superseded(session: Session, document_id: int, later: list[int], set
     Stored evidence is aligned spans, not passages: a span over three copied passages may be
     labelled ``syndicated`` where each passage scored ``verbatim``. So here any copy ranks
     alike, and a span is retired only where every passage it overlaps names other sources.
+    Returns how many derivations were dropped.
     """
     if not later:
-        return
+        return 0
     connection = session.connection()
     dates: dict[int, object] = {}
     touched: set[int] = set()
@@ -802,8 +810,7 @@ def _retire_superseded(session: Session, document_id: int, later: list[int], set
                 touched.add(span.derivation_id)
     for batch in index.chunks(retired):
         session.execute(delete(PassageMatch).where(PassageMatch.id.in_(batch)))
-    for derivation_id in sorted(touched):
-        summarise(session, derivation_id, settings)
+    return sum(not summarise(session, derivation_id, settings) for derivation_id in sorted(touched))
 
 
 def _prefer_originals(session: Session, by_source: dict[int, list], found_by_passages: set[int]) -> None:
@@ -924,7 +931,7 @@ def drop_matches_of(session: Session, passage_ids: list[int]) -> None:
         )
 
 
-def rederive(session: Session, document_id: int, settings: Settings) -> int:
+def rederive(session: Session, document_id: int, settings: Settings) -> Found:
     """Find a stored document's sources again, from its stored text and passages.
 
     Lineage names a passage's earliest and closest sources only (see :func:`_named_sources`,

@@ -76,6 +76,9 @@ class IngestSummary:
     exact_duplicates: int = 0
     near_duplicates: int = 0
     derivations: int = 0
+    #: Derivations dropped since a document published before their source became the earliest
+    #: or closest source of the same text (an archive ingested newest first).
+    derivations_retired: int = 0
     boilerplate_learned: int = 0
     #: Documents shorter than the shingle size: signed as one shingle of all their words.
     short_documents: int = 0
@@ -815,10 +818,12 @@ class Ingestor:
         # Matched before its passages are indexed: the buckets then hold only other documents'
         # passages, and a new document's own band rows (some 600) are not read back.
         if rematch:
-            summary.derivations += derive.derive(
+            found = derive.derive(
                 session, document_id, signed, words_by_passage, self.settings, crowded=self.crowded_buckets,
                 sketches=self.sketches, band_keys=keys, busy=self.busy_buckets,
             )
+            summary.derivations += found.derivations
+            summary.derivations_retired += found.retired
         index.add_passages(session, signed, self.settings, replace=not new, band_keys=keys, busy=self.busy_buckets)
 
     def _refresh(self, session: Session, document_id: int, summary: IngestSummary) -> None:

@@ -651,9 +651,11 @@ def test_a_story_type_every_document_shares_gives_derivations_in_proportion_to_d
         for k, record in enumerate(records):
             record["published_at"] = f"2025-10-{31 - k // 24:02d}T{23 - k % 24:02d}:00:00Z"
     feed.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
-    run(db, "ingest", str(feed))
+    summary = json.loads(run(db, "ingest", str(feed), "--format", "json").stdout)
     data = report(db)
     assert data["derivations"], "the shared sentences are reuse all the same"
+    assert summary["derivations"] - summary["derivations_retired"] == len(data["derivations"])
+    assert (summary["derivations_retired"] > 0) == newest_first
     for item in data["derivations"]:
         assert item["relation"] == "syndicated"
         if newest_first:
