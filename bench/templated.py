@@ -2,7 +2,7 @@
 
     python bench/templated.py                      # 250, 500 and 1,000 reports
     python bench/templated.py --sizes 200,400 --seed 3
-    python bench/templated.py --newest-first       # each report published before the last
+    python bench/templated.py --newest-first       # each report published before those ahead of it
 
 Automated journalism (earnings, market and weather reports) writes thousands of stories from
 one template: every sentence is shared but for the company, the city and the figures, so

@@ -691,13 +691,31 @@ def test_a_passage_is_scored_against_its_likeliest_candidates_only(monkeypatch):
     assert derive._likeliest(likely) == likely
 
 
+def _edited_copies() -> tuple[list[str], list[str]]:
+    """Three lines of seed 000 as a site edited them, and as a later text edited the site's."""
+    site_version = [" ".join(w if k % 7 else w.upper() + "X" for k, w in enumerate(line.split()))
+                    for line in _long_seed_lines(3)]
+    return site_version, [line.replace(" ", " really ", 1) for line in site_version]
+
+
+def _ingest_dated(db, folder: Path, name: str, text: str, published: str) -> None:
+    """Ingest one document, ``name`` of ``folder/name.jsonl``, published at ``published``."""
+    path = folder / f"{name}.jsonl"
+    path.write_text(json.dumps({"id": name, "text": text, "published_at": published}) + "\n", encoding="utf-8")
+    run(db, "ingest", str(path))
+
+
+def _lineage(db) -> set[tuple[str, str]]:
+    """(source, derived) of every derivation reported, by JSONL record id."""
+    return {(item["source"]["path"].rsplit("#", 1)[1], item["derived"]["path"].rsplit("#", 1)[1])
+            for item in report(db)["derivations"]}
+
+
 def test_a_copy_closer_to_the_text_than_the_original_is_named_beside_it(db, tmp_path):
     """A site edited the wire story's excerpt; a later text edits that version once more.
     Both match as syndications with edits, the site more closely: the lineage names the
     original (the earliest) and the site (the closest)."""
-    lines = _long_seed_lines(3)
-    site_version = [" ".join(w if k % 7 else w.upper() + "X" for k, w in enumerate(line.split())) for line in lines]
-    later_version = [line.replace(" ", " really ", 1) for line in site_version]
+    site_version, later_version = _edited_copies()
     texts = {"site": UNRELATED[0] + "\n" + "\n".join(site_version), "later": UNRELATED[1] + "\n" + "\n".join(later_version)}
     paths = {}
     for name, body in texts.items():
@@ -718,9 +736,7 @@ def test_a_closer_copy_stays_named_when_the_original_arrives_last(tmp_path):
     """The same edited copies as above, dated, ingested oldest first and newest first: the
     wire story arriving last supersedes neither the site as the later text's closest source
     nor itself as the site's."""
-    lines = _long_seed_lines(3)
-    site_version = [" ".join(w if k % 7 else w.upper() + "X" for k, w in enumerate(line.split())) for line in lines]
-    later_version = [line.replace(" ", " really ", 1) for line in site_version]
+    site_version, later_version = _edited_copies()
     records = [("wire", SEED_000.read_text(encoding="utf-8"), "2025-09-18T08:00:00Z"),
                ("site", UNRELATED[0] + "\n" + "\n".join(site_version), "2025-09-19T08:00:00Z"),
                ("later", UNRELATED[1] + "\n" + "\n".join(later_version), "2025-09-20T08:00:00Z")]
@@ -728,11 +744,8 @@ def test_a_closer_copy_stays_named_when_the_original_arrives_last(tmp_path):
     for order in (records, records[::-1]):
         db = tmp_path / f"{len(lineages)}.db"
         for name, text, published in order:
-            path = tmp_path / f"{name}.jsonl"
-            path.write_text(json.dumps({"id": name, "text": text, "published_at": published}) + "\n", encoding="utf-8")
-            run(db, "ingest", str(path))
-        lineages.append({(item["source"]["path"].rsplit("#", 1)[1], item["derived"]["path"].rsplit("#", 1)[1])
-                         for item in report(db)["derivations"]})
+            _ingest_dated(db, tmp_path, name, text, published)
+        lineages.append(_lineage(db))
     assert lineages[0] == {("wire", "site"), ("wire", "later"), ("site", "later")}
     assert lineages[1] == lineages[0]
 
@@ -769,12 +782,8 @@ def test_copies_ingested_newest_first_name_the_sources_oldest_first_names(tmp_pa
     for order in (range(3), reversed(range(3))):
         db = tmp_path / f"{len(lineages)}.db"
         for k in order:
-            site = tmp_path / f"site{k}.jsonl"
-            site.write_text(json.dumps({"id": f"site{k}", "text": UNRELATED[k] + "\n" + excerpt,
-                                        "published_at": f"2025-09-2{k}T10:00:00Z"}) + "\n", encoding="utf-8")
-            run(db, "ingest", str(site))
-        lineages.append({(item["source"]["path"].rsplit("#", 1)[1], item["derived"]["path"].rsplit("#", 1)[1])
-                         for item in report(db)["derivations"]})
+            _ingest_dated(db, tmp_path, f"site{k}", UNRELATED[k] + "\n" + excerpt, f"2025-09-2{k}T10:00:00Z")
+        lineages.append(_lineage(db))
     assert lineages[0] == {("site0", "site1"), ("site0", "site2")}
     assert lineages[1] == lineages[0]
 
@@ -791,19 +800,13 @@ def test_copies_that_named_a_forgotten_source_find_their_sources_again(tmp_path,
     records = [("wire", SEED_000.read_text(encoding="utf-8"), "2025-09-19T08:00:00Z")] + [
         (f"site{k}", UNRELATED[k] + "\n" + excerpt, f"2025-09-2{k}T10:00:00Z") for k in range(3)]
     for name, text, published in records[::-1] if newest_first else records:
-        path = tmp_path / f"{name}.jsonl"
-        path.write_text(json.dumps({"id": name, "text": text, "published_at": published}) + "\n", encoding="utf-8")
-        run(db, "ingest", str(path))
-
-    def lineage() -> set[tuple[str, str]]:
-        return {(item["source"]["path"].rsplit("#", 1)[1], item["derived"]["path"].rsplit("#", 1)[1])
-                for item in report(db)["derivations"]}
+        _ingest_dated(db, tmp_path, name, text, published)
 
     from_wire = {("wire", "site0"), ("wire", "site1"), ("wire", "site2")}
-    assert lineage() == from_wire | ({("site0", "site1"), ("site0", "site2")} if newest_first else set())
+    assert _lineage(db) == from_wire | ({("site0", "site1"), ("site0", "site2")} if newest_first else set())
     forgot = run(db, "forget", f"{tmp_path / 'wire.jsonl'}#wire", "--yes").stdout
     assert "sources found again for 3 document(s) that named a forgotten one" in forgot, forgot
-    assert lineage() == {("site0", "site1"), ("site0", "site2")}
+    assert _lineage(db) == {("site0", "site1"), ("site0", "site2")}
 
 
 def test_a_long_document_is_indexed_and_matched_a_few_passages_at_a_time(tmp_path, monkeypatch):
