@@ -34,8 +34,9 @@ class PreparedPassage:
     #: Computed here, in a worker process when there are several, rather than by the one
     #: writer that stores and matches every document in turn: the token hashes its document
     #: shingles are made of (see :func:`content_shingles`) and, when signed, its LSH band keys
-    #: (an ``array('q')``: 8 bytes a key, where a tuple of ints took about 40; a document of
-    #: 51,108 passages kept 60 MB less).
+    #: (an ``array('q')``: 8 bytes a key, where a tuple of Python ints took about 40; with one
+    #: string a distinct word, see :func:`prepare`, a document of 4.95 million characters peaks
+    #: at 350 MB instead of 460 MB, ``python bench/memory.py --long-document 4950000``).
     token_hashes: np.ndarray
     band_keys: Sequence[int] = ()
 
@@ -79,8 +80,8 @@ def prepare(raw: RawDocument, settings: Settings, digest: Optional[str] = None) 
     the caller has computed it already (see provenance.ingest.Unchanged)."""
     passages = []
     total_words = 0
-    # One string object a distinct word, as a long document repeats most of its words: a document
-    # of 4.95 million characters (51,108 passages) kept 42 MB less.
+    # One string object a distinct word, shared by its occurrences: a long document repeats most
+    # of its words (see PreparedPassage.band_keys for what both save).
     spellings: dict[str, str] = {}
     for seq, passage in enumerate(
         segment(raw.text, min_words=settings.passage_min_words, max_words=settings.passage_max_words)
