@@ -14,7 +14,7 @@ import itertools
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Sequence
+from typing import Callable, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 from sqlalchemy import bindparam, delete, insert, or_, select, update
@@ -191,6 +191,8 @@ class CandidatePassage(NamedTuple):
     signature: Optional[bytes]
     content_word_count: int
     path: str
+    #: Its document's, as the driver returns it (text on SQLite): compared only to others.
+    published_at: object
 
 
 #: Statements run for every new document, built once (see provenance.index).
@@ -214,9 +216,14 @@ _PREFILTERS = (
 #: Which of these passages may still be sources (content passages of latest documents),
 #: with what scoring needs of them.
 _STILL_SOURCES = (
-    f"SELECT p.{', p.'.join(CandidatePassage._fields[:-1])}, d.path"
+    f"SELECT p.{', p.'.join(CandidatePassage._fields[:-2])}, d.path, d.published_at"
     f" FROM {Passage.__tablename__} AS p JOIN {Document.__tablename__} AS d ON d.id = p.document_id"
     " WHERE p.id {in} AND p.boilerplate_id IS NULL AND d.is_latest"
+)
+#: When the documents of these passages were published (see :func:`_highest_bounds`).
+_PASSAGES_PUBLISHED = (
+    f"SELECT p.id, d.published_at FROM {Passage.__tablename__} AS p"
+    f" JOIN {Document.__tablename__} AS d ON d.id = p.document_id WHERE p.id {{in}}"
 )
 
 #: (mine, candidate) signature pairs compared per array operation: bounds the work array
@@ -398,7 +405,10 @@ def likely_sources(
 
     bounds = _estimates(compact.low_bytes, low_bytes(ours), their_index, mine_index)
     maybe = np.flatnonzero(floors_met(bounds, np.arange(len(mine_index))))
-    maybe = _highest_bounds(maybe, mine_index, bounds, compact.ids[their_index])
+    maybe = _highest_bounds(
+        maybe, mine_index, bounds, compact.ids[their_index],
+        published=lambda ids: dict(select_in(session, _PASSAGES_PUBLISHED, ids)),
+    )
     # Read in full now, not when the compact sketch was: the passage must still be content
     # of a latest document.
     current = {
@@ -421,22 +431,54 @@ def likely_sources(
     return likely
 
 
-def _highest_bounds(pairs: np.ndarray, mine_of: np.ndarray, bound_of: np.ndarray, id_of: np.ndarray) -> np.ndarray:
+def _highest_bounds(
+    pairs: np.ndarray, mine_of: np.ndarray, bound_of: np.ndarray, id_of: np.ndarray,
+    published: Optional[Callable[[list[int]], dict[int, object]]] = None,
+) -> np.ndarray:
     """Of ``pairs`` (indexes into the pair arrays, ascending), at most
     :data:`READ_PER_PASSAGE` for each passage of mine: the highest bounds, then the earliest
-    stored; in ascending order."""
+    published, then the earliest stored; in ascending order. ``published`` gives the
+    publication dates of candidates by id; it is asked only about a passage's candidates
+    tied at the last bound kept (see :func:`_earliest_published_first`)."""
     mines = mine_of[pairs]
     if not len(pairs) or np.bincount(mines).max() <= READ_PER_PASSAGE:
         return pairs
     order = np.lexsort((id_of[pairs], -bound_of[pairs], mines))
-    in_order = mines[order]
+    in_order, bound_in_order = mines[order], bound_of[pairs[order]]
     rank = np.arange(len(order)) - np.searchsorted(in_order, in_order, side="left")
-    return np.sort(pairs[order[rank < READ_PER_PASSAGE]])
+    kept = rank < READ_PER_PASSAGE
+    for first_dropped in np.flatnonzero(rank == READ_PER_PASSAGE) if published is not None else ():
+        tie = bound_in_order[first_dropped]
+        if bound_in_order[first_dropped - 1] != tie:
+            continue
+        start = first_dropped - READ_PER_PASSAGE
+        end = np.searchsorted(in_order, in_order[first_dropped], side="right")
+        tied = start + np.flatnonzero(bound_in_order[start:end] == tie)  # contiguous: bounds descend
+        ids = id_of[pairs[order[tied]]].tolist()
+        chosen = _earliest_published_first(ids, published(ids))
+        kept[tied] = False
+        kept[tied[chosen[: READ_PER_PASSAGE - (tied[0] - start)]]] = True
+    return np.sort(pairs[order[kept]])
+
+
+def _earliest_published_first(ids: list[int], dates: Mapping[int, object]) -> list[int]:
+    """Positions of ``ids`` (stored passages, ascending), the earliest published first when
+    every one is dated, else in ingestion order.
+
+    Of candidates alike, those kept must include the earliest published: of those published
+    before the new passage, the earliest is the source lineage names; of those published
+    after it, the earliest have no other source stored. In ingestion order, an archive
+    ingested newest first kept only the latest copies of a wire story syndicated widely, and
+    its earliest copies were left with no source at all."""
+    if any(dates.get(passage_id) is None for passage_id in ids):
+        return list(range(len(ids)))
+    return sorted(range(len(ids)), key=lambda k: (dates[ids[k]], ids[k]))
 
 
 def _likeliest(likely: list[tuple[int, CandidatePassage, float]]) -> list[tuple[int, CandidatePassage, float]]:
     """At most :data:`SCORED_PER_PASSAGE` of each passage's candidates (``likely`` is in
-    order of mine then candidate): the highest estimates, then the earliest stored."""
+    order of mine then candidate): the highest estimates, then the earliest published, then
+    the earliest stored (see :func:`_earliest_published_first`)."""
     counts = Counter(mine for mine, _, _ in likely)
     if not counts or max(counts.values()) <= SCORED_PER_PASSAGE:
         return likely
@@ -444,8 +486,12 @@ def _likeliest(likely: list[tuple[int, CandidatePassage, float]]) -> list[tuple[
     for _, group in itertools.groupby(likely, key=lambda item: item[0]):
         group = list(group)
         if len(group) > SCORED_PER_PASSAGE:
-            group = sorted(heapq.nsmallest(SCORED_PER_PASSAGE, group, key=lambda item: (-item[2], item[1].id)),
-                           key=lambda item: item[1].id)
+            dated = all(item[1].published_at is not None for item in group)
+            group = sorted(
+                heapq.nsmallest(SCORED_PER_PASSAGE, group, key=lambda item: (
+                    -item[2], item[1].published_at if dated else 0, item[1].id)),
+                key=lambda item: item[1].id,
+            )
         kept.extend(group)
     return kept
 
