@@ -1,8 +1,9 @@
-"""How ingest copes with a story type every document shares: one command.
+"""How ingest copes with text a whole feed repeats (a story type, a wire story): one command.
 
     python bench/templated.py                      # 250, 500 and 1,000 reports
     python bench/templated.py --sizes 200,400 --seed 3
     python bench/templated.py --newest-first       # each report published before those ahead of it
+    python bench/templated.py --wire --newest-first --sizes 150   # one wire story excerpted by 150 sites
 
 Automated journalism (earnings, market and weather reports) writes thousands of stories from
 one template: every sentence is shared but for the company, the city and the figures, so
@@ -10,10 +11,13 @@ every passage of a new report matches the same passage of every earlier one. A s
 of such reports (one JSONL file) is ingested by the real CLI into a new database for each
 size, in a subprocess as a user would run it. ``--newest-first`` dates the reports an hour
 apart, each published before the one written ahead of it, as a crawler paging back through an
-archive delivers them. For each size it prints the wall time,
-documents a second, the derivations stored and how many a document, and the peak resident
-set of the child; then the cost per document of the largest size over the smallest. Nothing
-is asserted: the script prints figures.
+archive delivers them. ``--wire`` writes another feed of text a whole feed repeats: one wire
+story (seed 000), published first, and sites that each excerpt three of its lines verbatim
+below paragraphs of their own, an hour apart (last in the feed, or first with
+``--newest-first``). For each size it prints the wall time, documents a second, the
+derivations stored and how many a document, the documents without a source (the first
+published has none), and the peak resident set of the child; then the cost per document of
+the largest size over the smallest. Nothing is asserted: the script prints figures.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from tabulate import tabulate
+
+WIRE_STORY = Path(__file__).resolve().parent.parent / "seeds" / "000_21d20b42f286ae20.txt"
 
 COMPANIES = [f"{first} {second}" for first in ("Northern", "Global", "United", "Pacific", "Atlantic", "Central",
                                                  "Eastern", "Western", "Royal", "National", "First", "Summit")
@@ -81,9 +87,27 @@ def write_feed(path: Path, count: int, seed: int, newest_first: bool = False) ->
             feed.write(json.dumps(record) + "\n")
 
 
-def ingest(folder: Path, count: int, seed: int, newest_first: bool = False) -> dict:
+def write_wire_feed(path: Path, count: int, seed: int, newest_first: bool = False) -> None:
+    """The wire story and ``count`` sites that excerpt it (see the module's docstring)."""
+    rng = random.Random(seed)
+    syllables = [consonant + vowel for consonant in "bcdfghklmnprstvz" for vowel in "aeiou"]
+    vocabulary = ["".join(rng.choice(syllables) for _ in range(3)) for _ in range(5000)]
+    wire = WIRE_STORY.read_text(encoding="utf-8")
+    excerpt = "\n".join([line for line in wire.split("\n") if len(line.split()) > 20][:3])
+    first = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    records = [{"id": "wire", "text": wire, "published_at": first.isoformat()}]
+    for number in range(1, count + 1):
+        own = "\n".join(" ".join(rng.choice(vocabulary) for _ in range(40)).capitalize() + "." for _ in range(6))
+        records.append({"id": f"site-{number}", "text": own + "\n" + excerpt,
+                        "published_at": (first + timedelta(hours=number)).isoformat()})
+    with path.open("w", encoding="utf-8") as feed:
+        for record in reversed(records) if newest_first else records:
+            feed.write(json.dumps(record) + "\n")
+
+
+def ingest(folder: Path, count: int, seed: int, newest_first: bool = False, wire: bool = False) -> dict:
     feed, db = folder / f"reports-{count}.jsonl", folder / f"reports-{count}.db"
-    write_feed(feed, count, seed, newest_first)
+    (write_wire_feed if wire else write_feed)(feed, count, seed, newest_first)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "provenance", "--db", str(db), "ingest", str(feed), "--quiet"], check=True)
@@ -91,7 +115,10 @@ def ingest(folder: Path, count: int, seed: int, newest_first: bool = False) -> d
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     with sqlite3.connect(db) as connection:
         derivations = connection.execute("SELECT count(*) FROM derivation").fetchone()[0]
-    return {"documents": count, "wall": wall, "derivations": derivations,
+        documents, without_source = connection.execute(
+            "SELECT count(*), count(*) FILTER (WHERE id NOT IN (SELECT derived_id FROM derivation)) FROM document"
+        ).fetchone()
+    return {"documents": documents, "wall": wall, "derivations": derivations, "without_source": without_source,
             "peak_mb": peak / 1024 if peak > before else None}
 
 
@@ -101,19 +128,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7, help="random seed of the feed [7]")
     parser.add_argument("--newest-first", action="store_true",
                         help="date the reports, each published an hour before the one ahead of it in the feed")
+    parser.add_argument("--wire", action="store_true",
+                        help="a wire story and sites that excerpt it verbatim, instead of templated reports")
     arguments = parser.parse_args()
     sizes = sorted(int(size) for size in arguments.sizes.split(","))
     rows = []
     with tempfile.TemporaryDirectory(prefix="provenance-templated-") as folder:
         for size in sizes:
-            figures = ingest(Path(folder), size, arguments.seed, arguments.newest_first)
+            figures = ingest(Path(folder), size, arguments.seed, arguments.newest_first, arguments.wire)
             rows.append(figures)
-            print(f"{size:,} reports: {figures['wall']:.1f} s", file=sys.stderr)
+            print(f"{figures['documents']:,} documents: {figures['wall']:.1f} s", file=sys.stderr)
     print(tabulate(
         [[f"{r['documents']:,}", f"{r['wall']:.1f}", f"{r['documents'] / r['wall']:.1f}", f"{r['derivations']:,}",
           f"{r['derivations'] / r['documents']:.1f}", f"{r['documents'] * (r['documents'] - 1) // 2:,}",
-          "" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"] for r in rows],
-        headers=["reports", "ingest s", "docs/s", "derivations", "a document", "pairs", "peak RSS MB"],
+          f"{r['without_source']:,}", "" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"] for r in rows],
+        headers=["documents", "ingest s", "docs/s", "derivations", "a document", "pairs", "without a source",
+                 "peak RSS MB"],
         tablefmt="github",
     ))
     first, last = rows[0], rows[-1]
