@@ -73,6 +73,9 @@ class Context:
 def _check_sqlite_file(path: str, shown: str) -> None:
     if os.path.isdir(path):
         raise ProvenanceError(f"{shown}: is a folder; pass a database file to --db")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ProvenanceError(f"{shown}: the folder {folder} does not exist; create it or pass another --db")
     if os.path.exists(path) and os.path.getsize(path) > 0:
         with open(path, "rb") as handle:
             if handle.read(16) != b"SQLite format 3\x00":

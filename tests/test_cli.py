@@ -933,6 +933,19 @@ def test_unknown_schema_revision_is_refused(invoke, db, command):
     assert revision == [("f00dfacef00d",)]
 
 
+def test_a_database_in_a_folder_that_does_not_exist_is_named_with_the_fix(runner, tmp_path):
+    """SQLite cannot create a file in a missing folder; the error names the folder and the fix."""
+    from provenance.cli import cli
+
+    db = tmp_path / "not-made" / "news.db"
+    result = runner.invoke(cli, ["--db", str(db), "ingest", str(BELTA_SEED)])
+    assert result.exit_code != 0
+    message = one_line(result.stderr)
+    assert f"the folder {db.parent} does not exist" in message
+    assert "create it or pass another --db" in message
+    assert not db.parent.exists()
+
+
 def test_foreign_sqlite_database_is_refused(invoke, db):
     with sqlite3.connect(db) as connection:
         connection.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
