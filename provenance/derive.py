@@ -478,8 +478,10 @@ def _earliest_published_first(ids: list[int], dates: Mapping[int, object]) -> li
 
 def _likeliest(likely: list[tuple[int, CandidatePassage, float]]) -> list[tuple[int, CandidatePassage, float]]:
     """At most :data:`SCORED_PER_PASSAGE` of each passage's candidates (``likely`` is in
-    order of mine then candidate): the highest estimates, then the earliest published, then
-    the earliest stored (see :func:`_earliest_published_first`)."""
+    order of mine then candidate): the highest estimates, then the earliest published when
+    every candidate of the passage is dated, then the earliest stored (see
+    :func:`_earliest_published_first`, which :func:`_highest_bounds` asks about the tied
+    candidates only)."""
     counts = Counter(mine for mine, _, _ in likely)
     if not counts or max(counts.values()) <= SCORED_PER_PASSAGE:
         return likely
