@@ -36,6 +36,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workers import SYLLABLES  # noqa: E402
+
 WIRE_STORY = Path(__file__).resolve().parent.parent / "seeds" / "000_21d20b42f286ae20.txt"
 
 COMPANIES = [f"{first} {second}" for first in ("Northern", "Global", "United", "Pacific", "Atlantic", "Central",
@@ -90,8 +93,7 @@ def write_feed(path: Path, count: int, seed: int, newest_first: bool = False) ->
 def write_wire_feed(path: Path, count: int, seed: int, newest_first: bool = False) -> None:
     """The wire story and ``count`` sites that excerpt it (see the module's docstring)."""
     rng = random.Random(seed)
-    syllables = [consonant + vowel for consonant in "bcdfghklmnprstvz" for vowel in "aeiou"]
-    vocabulary = ["".join(rng.choice(syllables) for _ in range(3)) for _ in range(5000)]
+    vocabulary = ["".join(rng.choice(SYLLABLES) for _ in range(3)) for _ in range(5000)]
     wire = WIRE_STORY.read_text(encoding="utf-8")
     excerpt = "\n".join([line for line in wire.split("\n") if len(line.split()) > 20][:3])
     first = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -248,7 +248,8 @@ def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, see
             f"{summary.versions_added} new version(s), {summary.unchanged} unchanged, {summary.skipped} skipped, "
             f"{summary.failed} failed; {summary.exact_duplicates} exact and {summary.near_duplicates} near-duplicate "
             f"pair(s), {summary.derivations} derivation(s)"
-            + (f" ({summary.derivations_retired} since superseded by an earlier source)" if summary.derivations_retired else "")
+            + (f" ({summary.derivations_retired} since superseded by an earlier source)"
+               if summary.derivations_retired else "")
             + f", {summary.boilerplate_learned} boilerplate passage(s) learned"
             f"; {_rate(summary)}"
         )

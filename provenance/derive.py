@@ -14,7 +14,7 @@ import itertools
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Mapping, NamedTuple, Optional, Sequence
+from typing import Callable, Iterable, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 from sqlalchemy import bindparam, delete, insert, or_, select, update
@@ -438,9 +438,9 @@ def _highest_bounds(
 ) -> np.ndarray:
     """Of ``pairs`` (indexes into the pair arrays, ascending), at most
     :data:`READ_PER_PASSAGE` for each passage of mine: the highest bounds, then the earliest
-    published, then the earliest stored; in ascending order. ``published`` gives the
-    publication dates of candidates by id; it is asked only about a passage's candidates
-    tied at the last bound kept (see :func:`_earliest_published_first`)."""
+    published, then the earliest stored (see :func:`_earliest_first`); in ascending order.
+    ``published`` gives the publication dates of candidates by id; it is asked only about a
+    passage's candidates tied at the last bound kept."""
     mines = mine_of[pairs]
     if not len(pairs) or np.bincount(mines).max() <= READ_PER_PASSAGE:
         return pairs
@@ -456,32 +456,34 @@ def _highest_bounds(
         end = np.searchsorted(in_order, in_order[first_dropped], side="right")
         tied = start + np.flatnonzero(bound_in_order[start:end] == tie)  # contiguous: bounds descend
         ids = id_of[pairs[order[tied]]].tolist()
-        chosen = _earliest_published_first(ids, published(ids))
+        earliest = _earliest_first(published(ids), ids)
+        chosen = sorted(range(len(ids)), key=lambda k: earliest(ids[k]))
         kept[tied] = False
         kept[tied[chosen[: READ_PER_PASSAGE - (tied[0] - start)]]] = True
     return np.sort(pairs[order[kept]])
 
 
-def _earliest_published_first(ids: list[int], dates: Mapping[int, object]) -> list[int]:
-    """Positions of ``ids`` (stored passages, ascending), the earliest published first when
-    every one is dated, else in ingestion order.
+def _earliest_first(dates: Mapping[int, object], among: Iterable[int]) -> Callable[[int], tuple]:
+    """A sort key of stored documents or passages, by id: their publication ``dates`` when
+    every one of ``among`` has one, else the id, the order they were stored in. How lineage
+    orders a passage's sources (:func:`_earliest_and_closest`), and how candidates alike are
+    kept (:func:`_highest_bounds`, :func:`_likeliest`).
 
     Of candidates alike, those kept must include the earliest published: of those published
     before the new passage, the earliest is the source lineage names; of those published
     after it, the earliest have no other source stored. In ingestion order, an archive
     ingested newest first kept only the latest copies of a wire story syndicated widely, and
     its earliest copies were left with no source at all."""
-    if any(dates.get(passage_id) is None for passage_id in ids):
-        return list(range(len(ids)))
-    return sorted(range(len(ids)), key=lambda k: (dates[ids[k]], ids[k]))
+    if any(dates.get(item) is None for item in among):
+        return lambda item: (item,)
+    return lambda item: (dates[item], item)
 
 
 def _likeliest(likely: list[tuple[int, CandidatePassage, float]]) -> list[tuple[int, CandidatePassage, float]]:
     """At most :data:`SCORED_PER_PASSAGE` of each passage's candidates (``likely`` is in
     order of mine then candidate): the highest estimates, then the earliest published when
     every candidate of the passage is dated, then the earliest stored (see
-    :func:`_earliest_published_first`, which :func:`_highest_bounds` asks about the tied
-    candidates only)."""
+    :func:`_earliest_first`; :func:`_highest_bounds` asks about the tied candidates only)."""
     counts = Counter(mine for mine, _, _ in likely)
     if not counts or max(counts.values()) <= SCORED_PER_PASSAGE:
         return likely
@@ -489,12 +491,10 @@ def _likeliest(likely: list[tuple[int, CandidatePassage, float]]) -> list[tuple[
     for _, group in itertools.groupby(likely, key=lambda item: item[0]):
         group = list(group)
         if len(group) > SCORED_PER_PASSAGE:
-            dated = all(item[1].published_at is not None for item in group)
-            group = sorted(
-                heapq.nsmallest(SCORED_PER_PASSAGE, group, key=lambda item: (
-                    -item[2], item[1].published_at if dated else 0, item[1].id)),
-                key=lambda item: item[1].id,
-            )
+            dates = {row.id: row.published_at for _, row, _ in group}
+            earliest = _earliest_first(dates, dates)
+            likeliest = heapq.nsmallest(SCORED_PER_PASSAGE, group, key=lambda item: (-item[2], earliest(item[1].id)))
+            group = sorted(likeliest, key=lambda item: item[1].id)
         kept.extend(group)
     return kept
 
@@ -561,14 +561,17 @@ _TEXT = select(Document.text).where(Document.id == bindparam("document"))
 ContentTokens = dict[int, tuple[list, list[Token]]]
 
 
-def _content_tokens(session: Session, document_id: int, texts: dict[int, str], content: ContentTokens) -> tuple[list, list[Token]]:
+def _content_tokens(
+    session: Session, document_id: int, texts: dict[int, str], content: ContentTokens,
+) -> tuple[list, list[Token]]:
     """A document's content passages and its words in them, read and tokenised once per
     :func:`derive` call: the new document's are the same for each of its derivations, and a
     copy of a wire story has dozens (a wire story's sites crawled newest first tokenised the
     new document 4,304 times for 151 documents, half the alignment's time)."""
     if document_id not in content:
         passages = session.connection().execute(CONTENT_PASSAGES, {"document": document_id}).all()
-        content[document_id] = (passages, tokens_in(texts[document_id], [(p.start_offset, p.end_offset) for p in passages]))
+        spans = [(p.start_offset, p.end_offset) for p in passages]
+        content[document_id] = (passages, tokens_in(texts[document_id], spans))
     return content[document_id]
 
 
@@ -801,11 +804,7 @@ def _earliest_and_closest(sources: dict[int, tuple[int, float]], dates: dict[int
     and the closest (the highest similarity, ties to the earliest)."""
     if not sources:
         return set()
-    undated = any(dates[other] is None for other in sources)
-
-    def earliest_first(other: int) -> tuple:
-        return (other,) if undated else (dates[other], other)
-
+    earliest_first = _earliest_first(dates, sources)
     label = max(rank for rank, _ in sources.values())
     strongest = {other: similarity for other, (rank, similarity) in sources.items() if rank == label}
     highest = max(strongest.values())

@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import shutil
+import string
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,6 +74,14 @@ def record_read_ahead(monkeypatch, module) -> tuple[list[tuple[str, list]], list
 
     monkeypatch.setattr(module, "ReadAhead", Recorded)
     return asked, answers
+
+
+def made_up_words(rng: random.Random, size: int, shortest: int = 4, longest: int = 9) -> list[str]:
+    """A vocabulary of ``size`` random lower-case words: letters only (digits are masked in
+    boilerplate keys and would make lines look alike), and unrelated texts drawn from it share
+    almost no words."""
+    return ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(shortest, longest)))
+            for _ in range(size)]
 
 
 def near_copy(text: str, changes: int = 3, boilerplate: Optional[list[str]] = None) -> str:

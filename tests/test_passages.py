@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from conftest import made_up_words
 from provenance.cli import cli
 from provenance.db.models import Boilerplate, Passage
 from provenance.db.session import make_engine, session_scope
@@ -823,7 +824,7 @@ def test_a_wire_story_copied_widely_and_crawled_newest_first_leaves_no_copy_with
     monkeypatch.setattr(derive, "SCORED_PER_PASSAGE", 3)
     monkeypatch.setattr(derive, "READ_PER_PASSAGE", 5)
     rng = random.Random(7)
-    vocabulary = ["".join(rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(3)) for _ in range(3000)]
+    vocabulary = made_up_words(rng, 3000)
     excerpt = "\n".join(_long_seed_lines(3))
     published = {"wire": "2025-09-01T08:00:00Z"}
     records = [{"id": "wire", "text": SEED_000.read_text(encoding="utf-8"), "published_at": published["wire"]}]

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-import string
 import subprocess
 import sys
 import threading
@@ -42,7 +41,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import aliased
 
-from conftest import BELTA_SEED, TASS_SEED, near_copy
+from conftest import BELTA_SEED, TASS_SEED, made_up_words, near_copy
 from provenance.cli import cli
 from provenance.db.migrate import upgrade_to_head
 from provenance.db.models import Derivation, Document, IngestRun
@@ -58,8 +57,8 @@ START = datetime(2026, 1, 1, 8, 0)
 
 # -- a corpus whose result does not depend on arrival order -----------------------------
 def _vocabulary(rng: random.Random, size: int = 20000) -> list[str]:
-    # Letters only, and a large vocabulary: unrelated documents share almost no words.
-    return ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(5, 10))) for _ in range(size)]
+    # A large vocabulary: unrelated documents share almost no words.
+    return made_up_words(rng, size, 5, 10)
 
 
 def _article(rng: random.Random, vocabulary: list[str], paragraphs: int = 8) -> str:

@@ -16,7 +16,6 @@ import os
 import random
 import signal
 import sqlite3
-import string
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, example, given, settings as hsettings, strategies as st
 
-from conftest import BELTA_SEED, TASS_SEED, one_line
+from conftest import BELTA_SEED, TASS_SEED, made_up_words, one_line
 from provenance.cli import cli
 from provenance.db.migrate import upgrade_to_head
 from provenance.db.session import database_url, make_engine
@@ -47,8 +46,7 @@ INT64 = (-(1 << 63), (1 << 63) - 1)
 
 # -- corpus and database helpers ------------------------------------------------------
 def _vocabulary(rng: random.Random, size: int = 3000) -> list[str]:
-    # Letters only: digits are masked in boilerplate keys and would make lines look alike.
-    return ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(4, 9))) for _ in range(size)]
+    return made_up_words(rng, size)
 
 
 def write_corpus(folder: Path, count: int, seed: int, near_copy_every: int = 0) -> list[Path]:
