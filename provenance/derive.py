@@ -14,6 +14,7 @@ import itertools
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Iterable, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -27,7 +28,7 @@ from .db.models import Citation, Derivation, Document, DocumentPair, Passage, Pa
 from .db.session import connection_state
 from .align import Token, align, tokens_in
 from .match import LABEL_STRENGTH, WordProfile, profile, score, shared_extent, strength
-from .prepare import passage_words
+from .prepare import comparison_words, passage_words
 from .settings import Settings
 from .text.normalize import content_words, normalize, tokens
 from .sketch import estimate_jaccard, from_blob, low_bytes
@@ -118,7 +119,7 @@ def derive(
             mine_profiles[mine] = profile(words_by_passage[mine])
         if row.id not in their_profiles:
             source_text = texts[row.document_id][row.start_offset : row.end_offset]
-            their_profiles[row.id] = profile(passage_words(source_text, settings))
+            their_profiles[row.id] = _passage_profile(source_text, settings)
         result = score(mine_profiles[mine], their_profiles[row.id], policy)
         if result.label is None:
             continue
@@ -147,6 +148,7 @@ def derive(
     me = connection.execute(_DATING, {"document": document_id}).one()
     later: list[int] = []  # documents published before this one but stored after it
     content: ContentTokens = {}
+    documents = DocumentsRead(connection, texts)
     for other_id, matches in sorted(by_source.items()):
         way = direction(me, connection.execute(_DATING, {"document": other_id}).one())
         forward = way.derived_id == document_id
@@ -177,9 +179,9 @@ def derive(
             session.execute(insert(PassageMatch.__table__), rows)
             if not forward:
                 later.append(other_id)
-        if summarise(session, derivation_id, settings):
+        if summarise(session, derivation_id, settings, documents):
             created += 1
-    return Found(created, _retire_superseded(session, document_id, later, settings))
+    return Found(created, _retire_superseded(session, document_id, later, settings, documents))
 
 
 class CandidatePassage(NamedTuple):
@@ -401,7 +403,9 @@ def likely_sources(
     vocabularies = np.array([len(set(content_words(words[mine]))) for mine in mine_order])
 
     def floors_met(estimates: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-        overlaps = estimated_overlap(estimates, vocabularies[mine_index[pairs]], compact.word_counts[their_index[pairs]])
+        overlaps = estimated_overlap(
+            estimates, vocabularies[mine_index[pairs]], compact.word_counts[their_index[pairs]]
+        )
         return (estimates >= ESTIMATE_FLOOR) & (overlaps >= overlap_floor)
 
     bounds = _estimates(compact.low_bytes, low_bytes(ours), their_index, mine_index)
@@ -558,7 +562,38 @@ _TEXT = select(Document.text).where(Document.id == bindparam("document"))
 
 #: A document's content passages and their words as alignment compares them (see
 #: :func:`_content_tokens`).
-ContentTokens = dict[int, tuple[list, list[Token]]]
+ContentTokens = dict[int, tuple[list, Sequence[Token]]]
+
+
+# Memos across derive calls, keyed by the text itself, so that no stored change (a passage
+# turned boilerplate, a document forgotten and its id given again) can make them stale.
+# A document that is a source of many, or a later copy that each earlier arrival becomes a
+# source of (an archive crawled newest first), is read again by every derivation it is in:
+# 150 sites excerpting a wire story, crawled newest first, made 4,304 derivations and
+# tokenised the same few dozen documents and their passages for each (see bench/README.md).
+
+@lru_cache(maxsize=128)
+def _tokens_of(text: str, spans: tuple[tuple[int, int], ...]) -> tuple[Token, ...]:
+    """:func:`tokens_in`, memoised: some 60 kB a news article of 3 kB (seed 001), a copy of
+    a wire story's derivations within reach (:data:`SCORED_PER_PASSAGE`)."""
+    return tuple(tokens_in(text, spans))
+
+
+@lru_cache(maxsize=1024)
+def _profile_of(text: str, transliterate: bool) -> WordProfile:
+    """The scoring profile of a piece of text (a passage, an aligned span), memoised: some
+    22 kB for a paragraph of 700 characters (seed 001's). Callers must not change it."""
+    return profile(comparison_words(text, transliterate))
+
+
+def _passage_profile(text: str, settings: Settings) -> WordProfile:
+    return _profile_of(text, settings.transliterate)
+
+
+@lru_cache(maxsize=4096)
+def _content_word_count(text: str) -> int:
+    """How many content words a span of a derived text holds, memoised for :func:`summarise`."""
+    return len(content_words(tokens(normalize(text))))
 
 
 def _content_tokens(
@@ -571,7 +606,7 @@ def _content_tokens(
     if document_id not in content:
         passages = session.connection().execute(CONTENT_PASSAGES, {"document": document_id}).all()
         spans = [(p.start_offset, p.end_offset) for p in passages]
-        content[document_id] = (passages, tokens_in(texts[document_id], spans))
+        content[document_id] = (passages, _tokens_of(texts[document_id], tuple(spans)))
     return content[document_id]
 
 
@@ -604,12 +639,15 @@ def _evidence(
     for segment in segments:
         segment = dataclasses.replace(
             segment,
-            a_start=_widen_left(texts[document_id], segment.a_start), a_end=_widen_right(texts[document_id], segment.a_end),
+            a_start=_widen_left(texts[document_id], segment.a_start),
+            a_end=_widen_right(texts[document_id], segment.a_end),
             b_start=_widen_left(texts[other_id], segment.b_start), b_end=_widen_right(texts[other_id], segment.b_end),
         )
-        mine_words = passage_words(texts[document_id][segment.a_start : segment.a_end], settings)
-        other_words = passage_words(texts[other_id][segment.b_start : segment.b_end], settings)
-        result = score(mine_words, other_words, settings.match_policy())
+        result = score(
+            _passage_profile(texts[document_id][segment.a_start : segment.a_end], settings),
+            _passage_profile(texts[other_id][segment.b_start : segment.b_end], settings),
+            settings.match_policy(),
+        )
         label = "verbatim" if segment.identical else "syndicated"
         out.append(Evidence(
             (_passage_at(passages[document_id], segment.a_start), segment.a_start, segment.a_end),
@@ -677,8 +715,9 @@ def _aligned_spans(
     for mine, candidate, result, _ in matches:
         mine_span, other_span = offsets[mine], offsets[candidate]
         if result.label in ("verbatim", "syndicated"):
-            mine_words = words_by_passage.get(mine) or passage_words(texts[document_id][slice(*mine_span)], settings)
-            other_words = passage_words(texts[other_id][slice(*other_span)], settings)
+            mine_words = (words_by_passage.get(mine)
+                          or _passage_profile(texts[document_id][slice(*mine_span)], settings).words)
+            other_words = _passage_profile(texts[other_id][slice(*other_span)], settings).words
             mine_span = _trim(texts[document_id], mine_span, mine_words, other_words)
             other_span = _trim(texts[other_id], other_span, other_words, mine_words)
         out[(mine, candidate)] = (mine_span, other_span)
@@ -726,7 +765,7 @@ def _extend(
     def profile_of(index_in_other: int) -> WordProfile:
         row = other_rows[index_in_other]
         if row.id not in other_profiles:
-            other_profiles[row.id] = profile(passage_words(other_text[row.start_offset : row.end_offset], settings))
+            other_profiles[row.id] = _passage_profile(other_text[row.start_offset : row.end_offset], settings)
         return other_profiles[row.id]
 
     mine_index = {pid: i for i, pid in enumerate(mine_rows)}
@@ -822,7 +861,9 @@ _EVIDENCE_OF = (
 )
 
 
-def _retire_superseded(session: Session, document_id: int, later: list[int], settings: Settings) -> int:
+def _retire_superseded(
+    session: Session, document_id: int, later: list[int], settings: Settings, documents: Optional[DocumentsRead] = None,
+) -> int:
     """Keep the sources of each passage of ``later`` documents (which the new one, published
     before them, has just become a source of) to the earliest and the closest: the new one
     too, where an earlier source stored before it is both.
@@ -838,7 +879,7 @@ def _retire_superseded(session: Session, document_id: int, later: list[int], set
     Stored evidence is aligned spans, not passages: a span over three copied passages may be
     labelled ``syndicated`` where each passage scored ``verbatim``. So here any copy ranks
     alike, and a span is retired only where every passage it overlaps names other sources.
-    Returns how many derivations were dropped.
+    Returns how many derivations were dropped. ``documents``: see :class:`DocumentsRead`.
     """
     if not later:
         return 0
@@ -872,7 +913,7 @@ def _retire_superseded(session: Session, document_id: int, later: list[int], set
                 touched.add(span.derivation_id)
     for batch in index.chunks(retired):
         session.execute(delete(PassageMatch).where(PassageMatch.id.in_(batch)))
-    return sum(not summarise(session, derivation_id, settings) for derivation_id in sorted(touched))
+    return sum(not summarise(session, derivation_id, settings, documents) for derivation_id in sorted(touched))
 
 
 def _prefer_originals(session: Session, by_source: dict[int, list], found_by_passages: set[int]) -> None:
@@ -916,26 +957,73 @@ _SET_SUMMARY = update(Derivation).where(Derivation.id == bindparam("derivation")
 )
 
 
-def summarise(session: Session, derivation_id: int, settings: Settings) -> bool:
+class DocumentsRead:
+    """What :func:`summarise` reads of the documents at either end of a derivation, read once
+    for all the derivations one :func:`derive` call summarises: their texts, content
+    characters and credited agencies do not change while it runs. A wire story's copy
+    crawled newest first is the derived end of a new derivation and of the one it retires,
+    and the new document the source end of dozens (250 templated reports summarised 38,483
+    derivations, at nine statements each)."""
+
+    def __init__(self, connection: Connection, texts: Optional[dict[int, str]] = None):
+        self.connection = connection
+        self.texts = {} if texts is None else texts
+        self._content_chars: dict[int, int] = {}
+        self._credits: dict[int, set[str]] = {}
+        self._credited_as: dict[int, set[str]] = {}
+
+    def text(self, document_id: int) -> str:
+        if document_id not in self.texts:
+            self.texts[document_id] = self.connection.scalar(_TEXT, {"document": document_id})
+        return self.texts[document_id]
+
+    def content_chars(self, document_id: int) -> int:
+        """Characters of the document's content passages (boilerplate left out)."""
+        if document_id not in self._content_chars:
+            self._content_chars[document_id] = sum(
+                row.end_offset - row.start_offset
+                for row in self.connection.execute(CONTENT_PASSAGES, {"document": document_id})
+            )
+        return self._content_chars[document_id]
+
+    def credits(self, document_id: int) -> set[str]:
+        """The agencies the document credits ("reported by TASS")."""
+        if document_id not in self._credits:
+            self._credits[document_id] = _agencies(self.connection, document_id)
+        return self._credits[document_id]
+
+    def credited_as(self, document_id: int) -> set[str]:
+        """The agencies a copy of the document credits it as: those it credits, and its
+        publisher's, when that is an agency (a TASS feed's own story)."""
+        if document_id not in self._credited_as:
+            self._credited_as[document_id] = (
+                self.credits(document_id) | _publisher_agency(self.connection, document_id)
+            )
+        return self._credited_as[document_id]
+
+
+def summarise(
+    session: Session, derivation_id: int, settings: Settings, documents: Optional[DocumentsRead] = None,
+) -> bool:
     """Set relation, score, coverage and credit from the stored evidence.
 
     Deletes the derivation and returns False when the evidence no longer supports it.
+    ``documents``: what was read of the documents already (see :class:`DocumentsRead`).
     """
     connection = session.connection()
+    documents = DocumentsRead(connection) if documents is None else documents
     derived_id, source_id = connection.execute(_ENDS, {"derivation": derivation_id}).one()
     pair = connection.execute(
         _PAIR, {"first": min(derived_id, source_id), "second": max(derived_id, source_id)}
     ).first()
     matches = connection.execute(_EVIDENCE_SPANS, {"derivation": derivation_id}).all()
-    content_chars = sum(
-        row.end_offset - row.start_offset for row in connection.execute(CONTENT_PASSAGES, {"document": derived_id})
-    )
-    text = connection.scalar(_TEXT, {"document": derived_id}) if matches else ""
+    content_chars = documents.content_chars(derived_id)
+    text = documents.text(derived_id) if matches else ""
     copied = _union([(m.derived_start, m.derived_end) for m in matches if m.label in ("verbatim", "syndicated")])
     everything = _union([(m.derived_start, m.derived_end) for m in matches])
     matched_chars = sum(end - start for start, end in everything)
-    copied_words = sum(len(content_words(tokens(normalize(text[start:end])))) for start, end in copied)
-    all_words = sum(len(content_words(tokens(normalize(text[start:end])))) for start, end in everything)
+    copied_words = sum(_content_word_count(text[start:end]) for start, end in copied)
+    all_words = sum(_content_word_count(text[start:end]) for start, end in everything)
     coverage = min(1.0, matched_chars / content_chars) if content_chars else 0.0
     weighted_total = sum(m.similarity * (m.derived_end - m.derived_start) for m in matches)
     weighted_length = sum(m.derived_end - m.derived_start for m in matches)
@@ -953,8 +1041,7 @@ def summarise(session: Session, derivation_id: int, settings: Settings) -> bool:
     if relation is None:
         connection.execute(_DROP_DERIVATION_BY_ID, {"derivation": derivation_id})
         return False
-    cited = _agencies(connection, source_id) | _publisher_agency(connection, source_id)
-    credited = bool(_agencies(connection, derived_id) & cited)
+    credited = bool(documents.credits(derived_id) & documents.credited_as(source_id))
     connection.execute(_SET_SUMMARY, {
         "derivation": derivation_id, "new_relation": relation, "new_score": round(value, 4),
         "new_coverage": round(coverage, 4), "new_credited": credited,

@@ -62,8 +62,14 @@ def content_hash(text: str) -> str:
 
 def passage_words(text: str, settings: Settings) -> list[str]:
     """The comparison words of a piece of text under ``settings`` (transliterated if asked)."""
+    return comparison_words(text, settings.transliterate)
+
+
+def comparison_words(text: str, transliterate: bool) -> list[str]:
+    """:func:`passage_words` given only the one setting it reads: a key short to hash for
+    the memos of :mod:`provenance.derive`."""
     words = tokens(normalize(text))
-    return [phonetic_key(w) for w in words] if settings.transliterate else words
+    return [phonetic_key(w) for w in words] if transliterate else words
 
 
 def passage_hashes(words: list[str], settings: Settings) -> Optional[np.ndarray]:

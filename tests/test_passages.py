@@ -936,3 +936,50 @@ def test_of_candidates_alike_the_earliest_published_are_read_and_scored(monkeypa
     assert [row.id for _, row, _ in derive._likeliest(likely)] == [10, 12]
     likely[3] = (1, candidate(13, None), 0.5)
     assert [row.id for _, row, _ in derive._likeliest(likely)] == [10, 11]
+
+
+def test_a_story_stored_after_its_copies_is_read_once_to_credit_them_all(db, tmp_path):
+    """A wire story stored after the sites that excerpt it (published before them) becomes
+    the source of each in one ingest. Each summary credits the story's agency only where the
+    site names it, and what is read of the story for those summaries (the agencies it
+    credits) is read once, not once a site (see derive.DocumentsRead)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    rng = random.Random(11)
+    vocabulary = made_up_words(rng, 2000)
+    excerpt = "\n".join([line for line in _long_seed_lines(6) if "BelTA" not in line][:3])  # credits only its own
+    naming_belta = set()
+    records = []
+    for k in range(1, 9):
+        own = " ".join(rng.choice(vocabulary) for _ in range(30)).capitalize()
+        agency = "BelTA" if k % 2 else "TASS"
+        if agency == "BelTA":
+            naming_belta.add(f"site{k}")
+        records.append({"id": f"site{k}", "text": f"{own}, according to {agency}.\n{excerpt}",
+                        "published_at": f"2025-09-{10 + k:02d}T10:00:00Z"})
+    sites, wire = tmp_path / "sites.jsonl", tmp_path / "wire.jsonl"
+    sites.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    wire.write_text(json.dumps({"id": "wire", "text": SEED_000.read_text(encoding="utf-8"),
+                                "published_at": "2025-09-01T08:00:00Z"}) + "\n", encoding="utf-8")
+    run(db, "ingest", str(sites))
+    wire_id = len(records) + 1
+    credits_read = []
+
+    def record(connection, cursor, statement, parameters, context, executemany):
+        if statement.startswith("SELECT citation.agency") and tuple(parameters) == (wire_id,):
+            credits_read.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        run(db, "ingest", str(wire))
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+
+    data = report(db)
+    assert next(d["id"] for d in data["documents"] if d["path"].endswith("#wire")) == wire_id
+    from_wire = {item["derived"]["path"].rsplit("#", 1)[1]: item for item in data["derivations"]
+                 if item["source"]["path"].endswith("#wire")}
+    assert sorted(from_wire) == sorted(record["id"] for record in records)
+    assert {site for site, item in from_wire.items() if item["credited"]} == naming_belta
+    assert len(credits_read) == 1, credits_read
