@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from . import index
-from .db.bulk import select_in
+from .db.bulk import DriverStatement, insert_rows, select_in
 from .db.models import Citation, Derivation, Document, DocumentPair, Passage, PassageMatch, PassagePrefilter
 from .db.session import connection_state
 from .align import Token, align, tokens_in
@@ -111,6 +111,7 @@ def derive(
     my_signatures = {pid: from_blob(blob) for pid, blob in signed}
     texts: dict[int, str] = {}
     likely = likely_sources(session, candidates, my_signatures, words_by_passage, texts, cache=sketches)
+    documents = DocumentsRead(session.connection(), texts)
     mine_profiles: dict[int, WordProfile] = {}
     their_profiles: dict[int, WordProfile] = {}
     best: dict[tuple[int, int], tuple] = {}
@@ -133,7 +134,8 @@ def derive(
             by_source.setdefault(other_document, []).append((mine, candidate, result, estimate))
     for other_document, matches in by_source.items():
         matches.extend(
-            _extend(session, document_id, other_document, matches, words_by_passage, texts, my_signatures, settings)
+            _extend(session, document_id, other_document, matches, words_by_passage, texts, my_signatures, settings,
+                    documents)
         )
     # Duplicates found at document level are derivations even without passage evidence.
     connection = session.connection()
@@ -147,36 +149,28 @@ def derive(
         return Found(0, 0)
     me = connection.execute(_DATING, {"document": document_id}).one()
     later: list[int] = []  # documents published before this one but stored after it
-    content: ContentTokens = {}
-    documents = DocumentsRead(connection, texts)
     for other_id, matches in sorted(by_source.items()):
         way = direction(me, connection.execute(_DATING, {"document": other_id}).one())
         forward = way.derived_id == document_id
-        connection.execute(_DROP_DERIVATION, {"derived": way.derived_id, "source": way.source_id})
-        derivation_id = connection.execute(_NEW_DERIVATION, {
-            "derived_id": way.derived_id, "source_id": way.source_id, "relation": "pending", "score": 0.0,
-            "coverage": 0.0, "credited": False, "reason": way.reason, "run_id": me.run_id,
-        }).scalar_one()
+        _DROP_DERIVATION.run(connection, derived=way.derived_id, source=way.source_id)
+        derivation_id = _NEW_DERIVATION.scalar(
+            connection, derived_id=way.derived_id, source_id=way.source_id, relation="pending", score=0.0,
+            coverage=0.0, credited=False, reason=way.reason, run_id=me.run_id,
+        )
         if matches:
-            evidence = _evidence(session, document_id, other_id, matches, words_by_passage, texts, settings, content)
+            evidence = _evidence(session, document_id, other_id, matches, words_by_passage, texts, settings, documents)
             rows = []
             for item in evidence:
                 derived_side, source_side = (item.mine, item.other) if forward else (item.other, item.mine)
-                rows.append({
-                    "derivation_id": derivation_id,
-                    "derived_passage_id": derived_side[0],
-                    "source_passage_id": source_side[0],
-                    "label": item.label,
-                    "similarity": item.similarity,
-                    "derived_start": derived_side[1], "derived_end": derived_side[2],
-                    "source_start": source_side[1], "source_end": source_side[2],
-                    "estimated_jaccard": None if item.estimate is None else round(item.estimate, 4),
-                    "jaccard": item.jaccard,
-                    "containment_derived": item.containment_mine if forward else item.containment_other,
-                    "containment_source": item.containment_other if forward else item.containment_mine,
-                    "content_overlap": item.content_overlap,
-                })
-            session.execute(insert(PassageMatch.__table__), rows)
+                rows.append((  # in the order of _MATCH_COLUMNS
+                    derivation_id, derived_side[0], source_side[0], item.label, item.similarity,
+                    derived_side[1], derived_side[2], source_side[1], source_side[2],
+                    None if item.estimate is None else round(item.estimate, 4), item.jaccard,
+                    item.containment_mine if forward else item.containment_other,
+                    item.containment_other if forward else item.containment_mine,
+                    item.content_overlap,
+                ))
+            insert_rows(session, PassageMatch.__table__, _MATCH_COLUMNS, rows)
             if not forward:
                 later.append(other_id)
         if summarise(session, derivation_id, settings, documents):
@@ -206,10 +200,19 @@ _DUPLICATE_PAIRS = select(DocumentPair.first_id, DocumentPair.second_id).where(
 #: What :func:`direction` needs of a document, and the run that found the derivation.
 _DATING = select(Document.id, Document.published_at, Document.run_id).where(Document.id == bindparam("document"))
 _PUBLISHED = f"SELECT id, published_at FROM {Document.__tablename__} WHERE id {{in}}"
-_DROP_DERIVATION = delete(Derivation).where(
+_DROP_DERIVATION = DriverStatement(delete(Derivation).where(
     Derivation.derived_id == bindparam("derived"), Derivation.source_id == bindparam("source")
+))
+_NEW_DERIVATION = DriverStatement(
+    insert(Derivation.__table__).returning(Derivation.__table__.c.id),
+    column_keys=("derived_id", "source_id", "relation", "score", "coverage", "credited", "reason", "run_id"),
 )
-_NEW_DERIVATION = insert(Derivation.__table__).returning(Derivation.__table__.c.id)
+#: The columns of a derivation's evidence as derive writes them.
+_MATCH_COLUMNS = (
+    "derivation_id", "derived_passage_id", "source_passage_id", "label", "similarity", "derived_start",
+    "derived_end", "source_start", "source_end", "estimated_jaccard", "jaccard", "containment_derived",
+    "containment_source", "content_overlap",
+)
 
 #: A candidate's compact sketch (see :class:`PassagePrefilter`): content-word count and the
 #: low byte of each signature value.
@@ -554,15 +557,13 @@ CONTENT_PASSAGES = (
     select(Passage.id, Passage.start_offset, Passage.end_offset, Passage.signature)
     .where(Passage.document_id == bindparam("document"), Passage.boilerplate_id.is_(None)).order_by(Passage.seq)
 )
-_PASSAGE_SPANS = select(Passage.id, Passage.start_offset, Passage.end_offset).where(
-    Passage.id.in_(bindparam("ids", expanding=True))
-)
+_PASSAGE_SPANS = f"SELECT id, start_offset, end_offset FROM {Passage.__tablename__} WHERE id {{in}}"
 _TEXT = select(Document.text).where(Document.id == bindparam("document"))
+#: The same two, run on the driver (see :class:`DriverStatement`): read for each derivation.
+_CONTENT_PASSAGES = DriverStatement(CONTENT_PASSAGES)
+_DRIVER_TEXT = DriverStatement(_TEXT)
 
 
-#: A document's content passages and their words as alignment compares them (see
-#: :func:`_content_tokens`).
-ContentTokens = dict[int, tuple[list, Sequence[Token]]]
 
 
 # Memos across derive calls, keyed by the text itself, so that no stored change (a passage
@@ -596,37 +597,75 @@ def _content_word_count(text: str) -> int:
     return len(content_words(tokens(normalize(text))))
 
 
-def _content_tokens(
-    session: Session, document_id: int, texts: dict[int, str], content: ContentTokens,
-) -> tuple[list, list[Token]]:
-    """A document's content passages and its words in them, read and tokenised once per
-    :func:`derive` call: the new document's are the same for each of its derivations, and a
-    copy of a wire story has dozens (a wire story's sites crawled newest first tokenised the
-    new document 4,304 times for 151 documents, half the alignment's time)."""
-    if document_id not in content:
-        passages = session.connection().execute(CONTENT_PASSAGES, {"document": document_id}).all()
-        spans = [(p.start_offset, p.end_offset) for p in passages]
-        content[document_id] = (passages, _tokens_of(texts[document_id], tuple(spans)))
-    return content[document_id]
+class DocumentsRead:
+    """What one :func:`derive` call reads of the documents it compares, read once for all its
+    derivations: their texts, content passages and credited agencies do not change while it
+    runs (it writes derivations and their evidence only). The new document is at one end of
+    each derivation; a copy of a wire story crawled newest first is the derived end of a new
+    derivation and of the one it retires (250 templated reports crawled that way made 17,871
+    derivations, summarised 38,483 times, and read content passages 90,474 times)."""
+
+    def __init__(self, connection: Connection, texts: Optional[dict[int, str]] = None):
+        self.connection = connection
+        self.texts = {} if texts is None else texts
+        self._passages: dict[int, list] = {}
+        self._tokens: dict[int, Sequence[Token]] = {}
+        self._credits: dict[int, set[str]] = {}
+        self._credited_as: dict[int, set[str]] = {}
+
+    def text(self, document_id: int) -> str:
+        if document_id not in self.texts:
+            self.texts[document_id] = _DRIVER_TEXT.scalar(self.connection, document=document_id)
+        return self.texts[document_id]
+
+    def passages(self, document_id: int) -> list:
+        """The document's content passages, in order (:data:`CONTENT_PASSAGES`)."""
+        if document_id not in self._passages:
+            self._passages[document_id] = _CONTENT_PASSAGES.rows(self.connection, document=document_id)
+        return self._passages[document_id]
+
+    def content_chars(self, document_id: int) -> int:
+        """Characters of the document's content passages (boilerplate left out)."""
+        return sum(row.end_offset - row.start_offset for row in self.passages(document_id))
+
+    def tokens(self, document_id: int) -> Sequence[Token]:
+        """The document's words in its content passages, as alignment compares them."""
+        if document_id not in self._tokens:
+            spans = tuple((row.start_offset, row.end_offset) for row in self.passages(document_id))
+            self._tokens[document_id] = _tokens_of(self.text(document_id), spans)
+        return self._tokens[document_id]
+
+    def credits(self, document_id: int) -> set[str]:
+        """The agencies the document credits ("reported by TASS")."""
+        if document_id not in self._credits:
+            self._credits[document_id] = _agencies(self.connection, document_id)
+        return self._credits[document_id]
+
+    def credited_as(self, document_id: int) -> set[str]:
+        """The agencies a copy of the document credits it as: those it credits, and its
+        publisher's, when that is an agency (a TASS feed's own story)."""
+        if document_id not in self._credited_as:
+            self._credited_as[document_id] = (
+                self.credits(document_id) | _publisher_agency(self.connection, document_id)
+            )
+        return self._credited_as[document_id]
 
 
 def _evidence(
     session: Session, document_id: int, other_id: int, matches: list[tuple], words_by_passage: dict[int, list[str]],
-    texts: dict[int, str], settings: Settings, content: Optional[ContentTokens] = None,
+    texts: dict[int, str], settings: Settings, documents: Optional[DocumentsRead] = None,
 ) -> list[Evidence]:
     """Passage matches plus exact alignment of the copied text between the two documents.
 
     Copied text is reported as aligned segments, whatever the sentence boundaries; passage
     matches that a segment already covers are dropped, reworded passages are kept.
-    ``content``: the documents' content tokens already read (see :func:`_content_tokens`).
+    ``documents``: what was read of the two documents already (see :class:`DocumentsRead`).
     """
     spans = _aligned_spans(session, matches, words_by_passage, texts, document_id, other_id, settings)
-    content = {} if content is None else content
-    (mine_passages, mine_tokens), (other_passages, other_tokens) = (
-        _content_tokens(session, doc_id, texts, content) for doc_id in (document_id, other_id)
-    )
-    passages = {document_id: mine_passages, other_id: other_passages}
-    segments = align(mine_tokens, other_tokens, gap=settings.alignment_gap, min_seeds=settings.alignment_min_seeds)
+    documents = DocumentsRead(session.connection(), texts) if documents is None else documents
+    passages = {document_id: documents.passages(document_id), other_id: documents.passages(other_id)}
+    segments = align(documents.tokens(document_id), documents.tokens(other_id),
+                     gap=settings.alignment_gap, min_seeds=settings.alignment_min_seeds)
     # A segment must rest on passage evidence, or be long enough to stand on its own:
     # short runs of shared words ("United States of America") are not reuse.
     supported = [spans[(m[0], m[1])][0] for m in matches]
@@ -704,13 +743,10 @@ def _aligned_spans(
     the two passages share, reworded ones whole."""
     connection = session.connection()
     ids = sorted({m[0] for m in matches} | {m[1] for m in matches})
-    offsets = {}
-    for batch in index.chunks(ids):
-        for row in connection.execute(_PASSAGE_SPANS, {"ids": batch}):
-            offsets[row.id] = (row.start_offset, row.end_offset)
+    offsets = {passage_id: (start, end) for passage_id, start, end in select_in(session, _PASSAGE_SPANS, ids)}
     for doc_id in (document_id, other_id):
         if doc_id not in texts:
-            texts[doc_id] = connection.scalar(_TEXT, {"document": doc_id})
+            texts[doc_id] = _DRIVER_TEXT.scalar(connection, document=doc_id)
     out = {}
     for mine, candidate, result, _ in matches:
         mine_span, other_span = offsets[mine], offsets[candidate]
@@ -745,21 +781,21 @@ def _extend(
     texts: dict[int, str],
     my_signatures: dict,
     settings: Settings,
+    documents: Optional[DocumentsRead] = None,
 ) -> list[tuple]:
     """Seed and extend: grow matched runs into neighbouring passages under looser thresholds.
 
     Heavily edited reuse keeps its order: the passage next to a copied one is usually the
     (reworded) next passage of the source, even when alone it would look too different.
-    Returns the new matches, in the same shape as the seeds.
+    Returns the new matches, in the same shape as the seeds. ``documents``: see
+    :class:`DocumentsRead`.
     """
     policy = settings.extension_policy()
     window = settings.extension_window
-    connection = session.connection()
-    mine_rows = [row.id for row in connection.execute(CONTENT_PASSAGES, {"document": document_id})]
-    other_rows = connection.execute(CONTENT_PASSAGES, {"document": other_id}).all()
-    if other_id not in texts:
-        texts[other_id] = connection.scalar(_TEXT, {"document": other_id})
-    other_text = texts[other_id]
+    documents = DocumentsRead(session.connection(), texts) if documents is None else documents
+    mine_rows = [row.id for row in documents.passages(document_id)]
+    other_rows = documents.passages(other_id)
+    other_text = documents.text(other_id)
     other_profiles: dict[int, WordProfile] = {}
 
     def profile_of(index_in_other: int) -> WordProfile:
@@ -853,7 +889,7 @@ def _earliest_and_closest(sources: dict[int, tuple[int, float]], dates: dict[int
 
 
 #: A document's evidence, each aligned span with its source (see :func:`_retire_superseded`).
-_EVIDENCE_OF = (
+_EVIDENCE_OF = DriverStatement(
     select(PassageMatch.id, PassageMatch.derivation_id, Derivation.source_id, PassageMatch.label,
            PassageMatch.similarity, PassageMatch.derived_start, PassageMatch.derived_end)
     .join(Derivation, Derivation.id == PassageMatch.derivation_id)
@@ -884,15 +920,16 @@ def _retire_superseded(
     if not later:
         return 0
     connection = session.connection()
+    documents = DocumentsRead(connection) if documents is None else documents
     dates: dict[int, object] = {}
     touched: set[int] = set()
     retired: list[int] = []
     for derived_id in later:
-        spans = connection.execute(_EVIDENCE_OF, {"document": derived_id}).all()
+        spans = _EVIDENCE_OF.rows(connection, document=derived_id)
         if len({span.source_id for span in spans}) < 2:
             continue
         dates.update(select_in(session, _PUBLISHED, sorted({span.source_id for span in spans} - dates.keys())))
-        passages = connection.execute(CONTENT_PASSAGES, {"document": derived_id}).all()
+        passages = documents.passages(derived_id)
         starts, ends = [p.start_offset for p in passages], [p.end_offset for p in passages]
 
         def overlapped(span) -> range:  # the passages a span overlaps (they are in text order)
@@ -941,65 +978,22 @@ def _prefer_originals(session: Session, by_source: dict[int, list], found_by_pas
 
 #: What :func:`summarise` reads and writes, built once (see :data:`CONTENT_PASSAGES`; a
 #: summary took 4.7-5.7 ms with statements built each time, 1.6-1.9 ms without).
-_ENDS = select(Derivation.derived_id, Derivation.source_id).where(Derivation.id == bindparam("derivation"))
-_PAIR = select(DocumentPair.similarity, DocumentPair.exact).where(
-    DocumentPair.first_id == bindparam("first"), DocumentPair.second_id == bindparam("second")
+_ENDS = DriverStatement(
+    select(Derivation.derived_id, Derivation.source_id).where(Derivation.id == bindparam("derivation"))
 )
-_EVIDENCE_SPANS = select(
+_PAIR = DriverStatement(select(DocumentPair.similarity, DocumentPair.exact).where(
+    DocumentPair.first_id == bindparam("first"), DocumentPair.second_id == bindparam("second")
+))
+_EVIDENCE_SPANS = DriverStatement(select(
     PassageMatch.label, PassageMatch.similarity, PassageMatch.derived_start, PassageMatch.derived_end
-).where(PassageMatch.derivation_id == bindparam("derivation"))
-_CITED_AGENCIES = select(Citation.agency).where(Citation.document_id == bindparam("document"))
-_SOURCE_NAME = select(Document.source).where(Document.id == bindparam("document"))
-_DROP_DERIVATION_BY_ID = delete(Derivation).where(Derivation.id == bindparam("derivation"))
-_SET_SUMMARY = update(Derivation).where(Derivation.id == bindparam("derivation")).values(
+).where(PassageMatch.derivation_id == bindparam("derivation")))
+_CITED_AGENCIES = DriverStatement(select(Citation.agency).where(Citation.document_id == bindparam("document")))
+_SOURCE_NAME = DriverStatement(select(Document.source).where(Document.id == bindparam("document")))
+_DROP_DERIVATION_BY_ID = DriverStatement(delete(Derivation).where(Derivation.id == bindparam("derivation")))
+_SET_SUMMARY = DriverStatement(update(Derivation).where(Derivation.id == bindparam("derivation")).values(
     relation=bindparam("new_relation"), score=bindparam("new_score"), coverage=bindparam("new_coverage"),
     credited=bindparam("new_credited"),
-)
-
-
-class DocumentsRead:
-    """What :func:`summarise` reads of the documents at either end of a derivation, read once
-    for all the derivations one :func:`derive` call summarises: their texts, content
-    characters and credited agencies do not change while it runs. A wire story's copy
-    crawled newest first is the derived end of a new derivation and of the one it retires,
-    and the new document the source end of dozens (250 templated reports summarised 38,483
-    derivations, at nine statements each)."""
-
-    def __init__(self, connection: Connection, texts: Optional[dict[int, str]] = None):
-        self.connection = connection
-        self.texts = {} if texts is None else texts
-        self._content_chars: dict[int, int] = {}
-        self._credits: dict[int, set[str]] = {}
-        self._credited_as: dict[int, set[str]] = {}
-
-    def text(self, document_id: int) -> str:
-        if document_id not in self.texts:
-            self.texts[document_id] = self.connection.scalar(_TEXT, {"document": document_id})
-        return self.texts[document_id]
-
-    def content_chars(self, document_id: int) -> int:
-        """Characters of the document's content passages (boilerplate left out)."""
-        if document_id not in self._content_chars:
-            self._content_chars[document_id] = sum(
-                row.end_offset - row.start_offset
-                for row in self.connection.execute(CONTENT_PASSAGES, {"document": document_id})
-            )
-        return self._content_chars[document_id]
-
-    def credits(self, document_id: int) -> set[str]:
-        """The agencies the document credits ("reported by TASS")."""
-        if document_id not in self._credits:
-            self._credits[document_id] = _agencies(self.connection, document_id)
-        return self._credits[document_id]
-
-    def credited_as(self, document_id: int) -> set[str]:
-        """The agencies a copy of the document credits it as: those it credits, and its
-        publisher's, when that is an agency (a TASS feed's own story)."""
-        if document_id not in self._credited_as:
-            self._credited_as[document_id] = (
-                self.credits(document_id) | _publisher_agency(self.connection, document_id)
-            )
-        return self._credited_as[document_id]
+))
 
 
 def summarise(
@@ -1012,11 +1006,9 @@ def summarise(
     """
     connection = session.connection()
     documents = DocumentsRead(connection) if documents is None else documents
-    derived_id, source_id = connection.execute(_ENDS, {"derivation": derivation_id}).one()
-    pair = connection.execute(
-        _PAIR, {"first": min(derived_id, source_id), "second": max(derived_id, source_id)}
-    ).first()
-    matches = connection.execute(_EVIDENCE_SPANS, {"derivation": derivation_id}).all()
+    derived_id, source_id = _ENDS.first(connection, derivation=derivation_id)
+    pair = _PAIR.first(connection, first=min(derived_id, source_id), second=max(derived_id, source_id))
+    matches = _EVIDENCE_SPANS.rows(connection, derivation=derivation_id)
     content_chars = documents.content_chars(derived_id)
     text = documents.text(derived_id) if matches else ""
     copied = _union([(m.derived_start, m.derived_end) for m in matches if m.label in ("verbatim", "syndicated")])
@@ -1039,13 +1031,13 @@ def summarise(
     elif all_words >= settings.derivation_min_content_words:
         relation = "rewritten"
     if relation is None:
-        connection.execute(_DROP_DERIVATION_BY_ID, {"derivation": derivation_id})
+        _DROP_DERIVATION_BY_ID.run(connection, derivation=derivation_id)
         return False
     credited = bool(documents.credits(derived_id) & documents.credited_as(source_id))
-    connection.execute(_SET_SUMMARY, {
-        "derivation": derivation_id, "new_relation": relation, "new_score": round(value, 4),
-        "new_coverage": round(coverage, 4), "new_credited": credited,
-    })
+    _SET_SUMMARY.run(
+        connection, derivation=derivation_id, new_relation=relation, new_score=round(value, 4),
+        new_coverage=round(coverage, 4), new_credited=credited,
+    )
     return True
 
 
@@ -1060,13 +1052,13 @@ def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _agencies(connection: Connection, document_id: int) -> set[str]:
-    return set(connection.scalars(_CITED_AGENCIES, {"document": document_id}))
+    return {agency for agency, in _CITED_AGENCIES.rows(connection, document=document_id)}
 
 
 def _publisher_agency(connection: Connection, document_id: int) -> set[str]:
     from .text.attribution import AGENCIES
 
-    source = connection.scalar(_SOURCE_NAME, {"document": document_id}) or ""
+    source = _SOURCE_NAME.scalar(connection, document=document_id) or ""
     return {name for name, spellings in AGENCIES.items() if source in spellings or source.lower() == name.lower()}
 
 
