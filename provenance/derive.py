@@ -564,15 +564,12 @@ _CONTENT_PASSAGES = DriverStatement(CONTENT_PASSAGES)
 _DRIVER_TEXT = DriverStatement(_TEXT)
 
 
-
-
 # Memos across derive calls, keyed by the text itself, so that no stored change (a passage
 # turned boilerplate, a document forgotten and its id given again) can make them stale.
 # A document that is a source of many, or a later copy that each earlier arrival becomes a
 # source of (an archive crawled newest first), is read again by every derivation it is in:
 # 150 sites excerpting a wire story, crawled newest first, made 4,304 derivations and
 # tokenised the same few dozen documents and their passages for each (see bench/README.md).
-
 @lru_cache(maxsize=128)
 def _tokens_of(text: str, spans: tuple[tuple[int, int], ...]) -> tuple[Token, ...]:
     """:func:`tokens_in`, memoised: some 60 kB a news article of 3 kB (seed 001), a copy of

@@ -980,3 +980,41 @@ def test_a_story_stored_after_its_copies_is_read_once_to_credit_them_all(db, tmp
     assert sorted(from_wire) == sorted(record["id"] for record in records)
     assert {site for site, item in from_wire.items() if item["credited"]} == naming_belta
     assert credits_read.count(wire_id) == 1, credits_read
+
+
+def test_a_statement_sent_to_the_driver_reads_and_writes_what_sqlalchemy_would(db_url):
+    """derive's per-derivation statements run on the driver's cursor (db.bulk.DriverStatement):
+    compiled for each backend's parameter style, an INSERT ... RETURNING gives the new id, the
+    rows come back with their columns' names, and an expanding IN (which cannot be compiled
+    once) is refused. On each backend."""
+    from sqlalchemy import bindparam, delete, insert
+
+    from provenance.db.bulk import DriverStatement
+    from provenance.db.models import Derivation, Document
+
+    run(db_url, "ingest", str(SEEDS))
+    new = DriverStatement(insert(Derivation.__table__).returning(Derivation.__table__.c.id),
+                          column_keys=("derived_id", "source_id", "relation", "score", "coverage", "credited",
+                                       "reason", "run_id"))
+    read = DriverStatement(select(Derivation.derived_id, Derivation.source_id, Derivation.relation, Derivation.score,
+                                  Derivation.credited).where(Derivation.id == bindparam("derivation")))
+    drop = DriverStatement(delete(Derivation).where(Derivation.id == bindparam("derivation")))
+    with session_scope(make_engine(db_url)) as session:
+        first, second = session.scalars(select(Document.id).order_by(Document.id)).all()[:2]
+        run_id = session.scalar(select(Document.run_id).where(Document.id == second))
+        connection = session.connection()
+        made = new.scalar(connection, derived_id=second, source_id=first, relation="rewritten", score=0.75,
+                          coverage=0.5, credited=True, reason="planted by the test", run_id=run_id)
+        assert isinstance(made, int)
+        stored = session.get(Derivation, made)
+        assert (stored.derived_id, stored.source_id, stored.relation, stored.score, stored.credited) == (
+            second, first, "rewritten", 0.75, True)
+        row = read.first(connection, derivation=made)
+        assert (row.derived_id, row.source_id, row.relation, row.score, bool(row.credited)) == (
+            second, first, "rewritten", 0.75, True)
+        assert read.first(connection, derivation=made + 1000) is None
+        drop.run(connection, derivation=made)
+        assert read.rows(connection, derivation=made) == []
+        expanding = DriverStatement(select(Derivation.id).where(Derivation.id.in_(bindparam("ids", expanding=True))))
+        with pytest.raises(ValueError, match="expanding IN"):
+            expanding.rows(connection, ids=[made])

@@ -1,4 +1,5 @@
-"""Bulk reads and inserts for the big tables (the LSH band indexes), on either backend.
+"""Bulk reads and inserts for the big tables (the LSH band indexes), and statements run past
+SQLAlchemy's execution for every derivation (:class:`DriverStatement`), on either backend.
 
 A document adds several hundred band rows (one per passage and band). Sent as an
 executemany, psycopg 3 runs one INSERT per row (pipelined, but parsed, bound and
