@@ -147,10 +147,12 @@ def derive(
     created = 0
     if not by_source:
         return Found(0, 0)
-    me = connection.execute(_DATING, {"document": document_id}).one()
+    dating = {row.id: row for batch in index.chunks(sorted({document_id, *by_source}))
+              for row in connection.execute(_DATING, {"ids": batch})}
+    me = dating[document_id]
     later: list[int] = []  # documents published before this one but stored after it
     for other_id, matches in sorted(by_source.items()):
-        way = direction(me, connection.execute(_DATING, {"document": other_id}).one())
+        way = direction(me, dating[other_id])
         forward = way.derived_id == document_id
         _DROP_DERIVATION.run(connection, derived=way.derived_id, source=way.source_id)
         derivation_id = _NEW_DERIVATION.scalar(
@@ -197,8 +199,11 @@ _DUPLICATE_PAIRS = select(DocumentPair.first_id, DocumentPair.second_id).where(
     or_(DocumentPair.first_id == bindparam("document"), DocumentPair.second_id == bindparam("document")),
     or_(DocumentPair.exact.is_(True), DocumentPair.similarity >= bindparam("threshold")),
 )
-#: What :func:`direction` needs of a document, and the run that found the derivation.
-_DATING = select(Document.id, Document.published_at, Document.run_id).where(Document.id == bindparam("document"))
+#: What :func:`direction` needs of documents, and the run that found the derivation: read at once
+#: for the new document and those it derives with (a copy of a wire story meets dozens).
+_DATING = select(Document.id, Document.published_at, Document.run_id).where(
+    Document.id.in_(bindparam("ids", expanding=True))
+)
 _PUBLISHED = f"SELECT id, published_at FROM {Document.__tablename__} WHERE id {{in}}"
 _DROP_DERIVATION = DriverStatement(delete(Derivation).where(
     Derivation.derived_id == bindparam("derived"), Derivation.source_id == bindparam("source")
