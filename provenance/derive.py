@@ -110,7 +110,9 @@ def derive(
     )
     my_signatures = {pid: from_blob(blob) for pid, blob in signed}
     texts: dict[int, str] = {}
-    likely = likely_sources(session, candidates, my_signatures, words_by_passage, texts, cache=sketches)
+    published = dict(select_in(session, _PUBLISHED, [document_id])).get(document_id)
+    likely = likely_sources(session, candidates, my_signatures, words_by_passage, texts, cache=sketches,
+                            published=published)
     documents = DocumentsRead(session.connection(), texts)
     mine_profiles: dict[int, WordProfile] = {}
     their_profiles: dict[int, WordProfile] = {}
@@ -371,7 +373,7 @@ class SketchCache:
 def likely_sources(
     session: Session, candidates: dict[int, set[int]], signatures: dict[int, np.ndarray],
     words: dict[int, list[str]], texts: dict[int, str], overlap_floor: float = OVERLAP_FLOOR,
-    cache: Optional[SketchCache] = None,
+    cache: Optional[SketchCache] = None, published: object = None,
 ) -> list[tuple[int, CandidatePassage, float]]:
     """(mine, row, estimate) for the LSH candidates worth scoring exactly: content passages of
     latest documents whose estimated Jaccard with ``mine`` reaches :data:`ESTIMATE_FLOOR` and
@@ -379,6 +381,7 @@ def likely_sources(
     candidate. ``words``: the words of each of mine, whose distinct content words are its
     vocabulary (a stored passage's content-word count stands in for its own). Their
     documents' texts are added to ``texts``. ``cache``: compact sketches kept across calls.
+    ``published``: when the new document was, as the driver returns it (see :func:`_likeliest`).
 
     Two passes with the same floors: on the low bytes of the signatures (an upper bound of
     the estimate, see :class:`PassagePrefilter`) for every candidate, then on the full
@@ -420,7 +423,7 @@ def likely_sources(
     maybe = np.flatnonzero(floors_met(bounds, np.arange(len(mine_index))))
     maybe = _highest_bounds(
         maybe, mine_index, bounds, compact.ids[their_index],
-        published=lambda ids: dict(select_in(session, _PASSAGES_PUBLISHED, ids)),
+        published=lambda ids: dict(select_in(session, _PASSAGES_PUBLISHED, ids)), after=published,
     )
     # Read in full now, not when the compact sketch was: the passage must still be content
     # of a latest document.
@@ -439,20 +442,22 @@ def likely_sources(
     likely = _likeliest([
         (mine_order[mine_index[k]], row, float(estimate))
         for k, row, estimate, met in zip(maybe, rows, estimates, floors_met(estimates, maybe)) if met
-    ])
+    ], published)
     load_texts(session, {row.document_id for _, row, _ in likely}, texts)
     return likely
 
 
 def _highest_bounds(
     pairs: np.ndarray, mine_of: np.ndarray, bound_of: np.ndarray, id_of: np.ndarray,
-    published: Optional[Callable[[list[int]], dict[int, object]]] = None,
+    published: Optional[Callable[[list[int]], dict[int, object]]] = None, after: object = None,
 ) -> np.ndarray:
     """Of ``pairs`` (indexes into the pair arrays, ascending), at most
     :data:`READ_PER_PASSAGE` for each passage of mine: the highest bounds, then the earliest
     published, then the earliest stored (see :func:`_earliest_first`); in ascending order.
-    ``published`` gives the publication dates of candidates by id; it is asked only about a
-    passage's candidates tied at the last bound kept."""
+    ``published`` gives the publication dates of candidates by id; it is asked about a
+    passage's candidates tied at the last bound kept, and, when the new document is dated
+    (``after``, as the driver returns dates), about all of a passage's candidates, to keep
+    the one published next after it as :func:`_likeliest` does."""
     mines = mine_of[pairs]
     if not len(pairs) or np.bincount(mines).max() <= READ_PER_PASSAGE:
         return pairs
@@ -461,18 +466,32 @@ def _highest_bounds(
     rank = np.arange(len(order)) - np.searchsorted(in_order, in_order, side="left")
     kept = rank < READ_PER_PASSAGE
     for first_dropped in np.flatnonzero(rank == READ_PER_PASSAGE) if published is not None else ():
-        tie = bound_in_order[first_dropped]
-        if bound_in_order[first_dropped - 1] != tie:
-            continue
         start = first_dropped - READ_PER_PASSAGE
         end = np.searchsorted(in_order, in_order[first_dropped], side="right")
-        tied = start + np.flatnonzero(bound_in_order[start:end] == tie)  # contiguous: bounds descend
-        ids = id_of[pairs[order[tied]]].tolist()
-        earliest = _earliest_first(published(ids), ids)
-        chosen = sorted(range(len(ids)), key=lambda k: earliest(ids[k]))
-        kept[tied] = False
-        kept[tied[chosen[: READ_PER_PASSAGE - (tied[0] - start)]]] = True
+        tie = bound_in_order[first_dropped]
+        if bound_in_order[first_dropped - 1] == tie:
+            tied = start + np.flatnonzero(bound_in_order[start:end] == tie)  # contiguous: bounds descend
+            ids = id_of[pairs[order[tied]]].tolist()
+            earliest = _earliest_first(published(ids), ids)
+            chosen = sorted(range(len(ids)), key=lambda k: earliest(ids[k]))
+            kept[tied] = False
+            kept[tied[chosen[: READ_PER_PASSAGE - (tied[0] - start)]]] = True
+        if after is not None:
+            ids = id_of[pairs[order[start:end]]].tolist()
+            nearest = _next_after(published(ids), ids, after)
+            if nearest is not None and not kept[start + nearest]:
+                kept[start + np.flatnonzero(kept[start:end])[-1]] = False  # the last kept
+                kept[start + nearest] = True
     return np.sort(pairs[order[kept]])
+
+
+def _next_after(dates: Mapping[int, object], ids: Sequence[int], after: object) -> Optional[int]:
+    """The index in ``ids`` of the one published next after ``after``, when every one is
+    dated (see :func:`_likeliest`); None when none is later, or one is undated."""
+    if any(dates.get(item) is None for item in ids):
+        return None
+    later = [k for k, item in enumerate(ids) if dates[item] > after]
+    return min(later, key=lambda k: (dates[ids[k]], ids[k])) if later else None
 
 
 def _earliest_first(dates: Mapping[int, object], among: Iterable[int]) -> Callable[[int], tuple]:
@@ -491,11 +510,20 @@ def _earliest_first(dates: Mapping[int, object], among: Iterable[int]) -> Callab
     return lambda item: (dates[item], item)
 
 
-def _likeliest(likely: list[tuple[int, CandidatePassage, float]]) -> list[tuple[int, CandidatePassage, float]]:
+def _likeliest(
+    likely: list[tuple[int, CandidatePassage, float]], published: object = None,
+) -> list[tuple[int, CandidatePassage, float]]:
     """At most :data:`SCORED_PER_PASSAGE` of each passage's candidates (``likely`` is in
     order of mine then candidate): the highest estimates, then the earliest published when
     every candidate of the passage is dated, then the earliest stored (see
-    :func:`_earliest_first`; :func:`_highest_bounds` asks about the tied candidates only)."""
+    :func:`_earliest_first`; :func:`_highest_bounds` asks about the tied candidates only).
+
+    When the new document is dated (``published``, as the driver returns dates) and so is
+    every candidate, the one published next after it is kept in place of the last: it has
+    no earlier source stored but the new document, which is its source. A story type every
+    report shares, crawled newest first, is alike in every candidate but for names and
+    figures, so estimates, not dates, made the cut, and a report whose only earlier one
+    arrived after it could be left out of that one's cut and without a source."""
     counts = Counter(mine for mine, _, _ in likely)
     if not counts or max(counts.values()) <= SCORED_PER_PASSAGE:
         return likely
@@ -506,6 +534,10 @@ def _likeliest(likely: list[tuple[int, CandidatePassage, float]]) -> list[tuple[
             dates = {row.id: row.published_at for _, row, _ in group}
             earliest = _earliest_first(dates, dates)
             likeliest = heapq.nsmallest(SCORED_PER_PASSAGE, group, key=lambda item: (-item[2], earliest(item[1].id)))
+            nearest = None if published is None else _next_after(
+                {row.id: row.published_at for _, row, _ in group}, [row.id for _, row, _ in group], published)
+            if nearest is not None and group[nearest] not in likeliest:
+                likeliest[-1] = group[nearest]
             group = sorted(likeliest, key=lambda item: item[1].id)
         kept.extend(group)
     return kept

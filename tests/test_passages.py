@@ -675,6 +675,30 @@ def test_a_story_type_every_document_shares_gives_derivations_in_proportion_to_d
     assert set(per_document) == {f"{feed}#{record['id']}" for record in records} - {first_published}
 
 
+def test_reports_of_a_story_type_crawled_newest_first_each_keep_a_source_past_the_limits(db, tmp_path, monkeypatch):
+    """Reports of one story type crawled newest first, more of them than a passage's
+    candidates scored: each arrival is published before every report stored, and estimates
+    (names and figures), not dates, make its cut. The report published next after it is
+    kept all the same, so no report but the first published is left without a source."""
+    from provenance import derive
+
+    monkeypatch.setattr(derive, "SCORED_PER_PASSAGE", 3)
+    monkeypatch.setattr(derive, "READ_PER_PASSAGE", 8)
+    rng = random.Random(3)
+    count = 24
+    records = [{"id": f"r{k:02d}", "text": _templated_story(rng, k),
+                "published_at": f"2025-10-{30 - k // 24:02d}T{23 - k % 24:02d}:00:00Z"} for k in range(count)]
+    feed = tmp_path / "earnings.jsonl"
+    feed.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    run(db, "ingest", str(feed))
+    published = {record["id"]: record["published_at"] for record in records}
+    sources: dict[str, set[str]] = {}
+    for source, derived in _lineage(db):
+        assert published[source] < published[derived], (source, derived)
+        sources.setdefault(derived, set()).add(source)
+    assert sorted(sources) == sorted(published.keys() - {f"r{count - 1:02d}"}), "every report but the first published"
+
+
 def test_a_passage_is_scored_against_its_likeliest_candidates_only(monkeypatch):
     """Past the limit, a passage keeps the candidates of the highest estimates, then the
     earliest stored, in the order they came; other passages keep all of theirs."""
