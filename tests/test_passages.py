@@ -716,6 +716,41 @@ def test_a_passage_is_scored_against_its_likeliest_candidates_only(monkeypatch):
     assert derive._likeliest(likely) == likely
 
 
+def test_a_dated_new_passage_keeps_the_candidate_published_next_after_it(monkeypatch):
+    """Past the limits, both cuts keep the candidate published next after a dated new
+    document in place of the last kept; not when it is undated, when a candidate is, or when
+    none is published after it (dates as SQLite's driver returns them)."""
+    from provenance import derive
+
+    monkeypatch.setattr(derive, "SCORED_PER_PASSAGE", 2)
+    monkeypatch.setattr(derive, "READ_PER_PASSAGE", 2)
+    estimates = {10: 0.9, 11: 0.8, 12: 0.5, 13: 0.4}
+
+    def dated(dates):
+        return {passage_id: f"2025-01-{day:02d} 00:00:00.000000" if day else None for passage_id, day in dates.items()}
+
+    def kept_by_both(dates, after):
+        likely = [(1, derive.CandidatePassage(i, i, 0, 10, None, 8, f"doc{i}", dates[i]), estimate)
+                  for i, estimate in estimates.items()]
+        scored = [row.id for _, row, _ in derive._likeliest(likely, after)]
+        ids = np.array(list(estimates))
+        asked = []
+
+        def published(wanted):
+            asked.append(sorted(wanted))
+            return {i: dates[i] for i in wanted}
+
+        read = derive._highest_bounds(np.arange(4), np.zeros(4, dtype=np.int64), np.array(list(estimates.values())),
+                                      ids, published=published, after=after)
+        return scored, ids[read].tolist(), asked
+
+    days = dated({10: 5, 11: 4, 12: 2, 13: 3})
+    assert kept_by_both(days, "2025-01-01 00:00:00.000000") == ([10, 12], [10, 12], [[10, 11, 12, 13]])
+    assert kept_by_both(days, None) == ([10, 11], [10, 11], [])
+    assert kept_by_both(days, "2025-01-06 00:00:00.000000")[:2] == ([10, 11], [10, 11])
+    assert kept_by_both(dated({10: 5, 11: 4, 12: 2, 13: 0}), "2025-01-01 00:00:00.000000")[:2] == ([10, 11], [10, 11])
+
+
 def _edited_copies() -> tuple[list[str], list[str]]:
     """Three lines of seed 000 as a site edited them, and as a later text edited the site's."""
     site_version = [" ".join(w if k % 7 else w.upper() + "X" for k, w in enumerate(line.split()))
