@@ -516,7 +516,8 @@ def _likeliest(
     """At most :data:`SCORED_PER_PASSAGE` of each passage's candidates (``likely`` is in
     order of mine then candidate): the highest estimates, then the earliest published when
     every candidate of the passage is dated, then the earliest stored (see
-    :func:`_earliest_first`; :func:`_highest_bounds` asks about the tied candidates only).
+    :func:`_earliest_first`; :func:`_highest_bounds` asks the database for dates only where
+    it needs them).
 
     When the new document is dated (``published``, as the driver returns dates) and so is
     every candidate, the one published next after it is kept in place of the last: it has
@@ -534,8 +535,7 @@ def _likeliest(
             dates = {row.id: row.published_at for _, row, _ in group}
             earliest = _earliest_first(dates, dates)
             likeliest = heapq.nsmallest(SCORED_PER_PASSAGE, group, key=lambda item: (-item[2], earliest(item[1].id)))
-            nearest = None if published is None else _next_after(
-                {row.id: row.published_at for _, row, _ in group}, [row.id for _, row, _ in group], published)
+            nearest = None if published is None else _next_after(dates, [row.id for _, row, _ in group], published)
             if nearest is not None and group[nearest] not in likeliest:
                 likeliest[-1] = group[nearest]
             group = sorted(likeliest, key=lambda item: item[1].id)
