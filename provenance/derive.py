@@ -468,17 +468,19 @@ def _highest_bounds(
     for first_dropped in np.flatnonzero(rank == READ_PER_PASSAGE) if published is not None else ():
         start = first_dropped - READ_PER_PASSAGE
         end = np.searchsorted(in_order, in_order[first_dropped], side="right")
+        # A dated new document: every candidate's date is read once; else only the tied ones'.
+        every = id_of[pairs[order[start:end]]].tolist() if after is not None else []
+        dates = published(every) if every else None
         tie = bound_in_order[first_dropped]
         if bound_in_order[first_dropped - 1] == tie:
             tied = start + np.flatnonzero(bound_in_order[start:end] == tie)  # contiguous: bounds descend
             ids = id_of[pairs[order[tied]]].tolist()
-            earliest = _earliest_first(published(ids), ids)
+            earliest = _earliest_first(published(ids) if dates is None else dates, ids)
             chosen = sorted(range(len(ids)), key=lambda k: earliest(ids[k]))
             kept[tied] = False
             kept[tied[chosen[: READ_PER_PASSAGE - (tied[0] - start)]]] = True
-        if after is not None:
-            ids = id_of[pairs[order[start:end]]].tolist()
-            nearest = _next_after(published(ids), ids, after)
+        if dates is not None:
+            nearest = _next_after(dates, every, after)
             if nearest is not None and not kept[start + nearest]:
                 kept[start + np.flatnonzero(kept[start:end])[-1]] = False  # the last kept
                 kept[start + nearest] = True
@@ -695,8 +697,11 @@ def _evidence(
     matches that a segment already covers are dropped, reworded passages are kept.
     ``documents``: what was read of the two documents already (see :class:`DocumentsRead`).
     """
-    spans = _aligned_spans(session, matches, words_by_passage, texts, document_id, other_id, settings)
     documents = DocumentsRead(session.connection(), texts) if documents is None else documents
+    texts = documents.texts
+    for doc_id in (document_id, other_id):
+        documents.text(doc_id)  # into texts, which the spans below are cut from
+    spans = _aligned_spans(session, matches, words_by_passage, texts, document_id, other_id, settings)
     passages = {document_id: documents.passages(document_id), other_id: documents.passages(other_id)}
     segments = align(documents.tokens(document_id), documents.tokens(other_id),
                      gap=settings.alignment_gap, min_seeds=settings.alignment_min_seeds)
@@ -773,14 +778,10 @@ def _aligned_spans(
     session: Session, matches: list[tuple], words_by_passage: dict[int, list[str]], texts: dict[int, str],
     document_id: int, other_id: int, settings: Settings,
 ) -> dict[tuple[int, int], tuple[tuple[int, int], tuple[int, int]]]:
-    """Character spans of the evidence in each text: copied passages trimmed to the part
-    the two passages share, reworded ones whole."""
-    connection = session.connection()
+    """Character spans of the evidence in each text (``texts`` holds both documents'):
+    copied passages trimmed to the part the two passages share, reworded ones whole."""
     ids = sorted({m[0] for m in matches} | {m[1] for m in matches})
     offsets = {passage_id: (start, end) for passage_id, start, end in select_in(session, _PASSAGE_SPANS, ids)}
-    for doc_id in (document_id, other_id):
-        if doc_id not in texts:
-            texts[doc_id] = _DRIVER_TEXT.scalar(connection, document=doc_id)
     out = {}
     for mine, candidate, result, _ in matches:
         mine_span, other_span = offsets[mine], offsets[candidate]
