@@ -141,8 +141,8 @@ def derive(
         )
     # Duplicates found at document level are derivations even without passage evidence.
     connection = session.connection()
-    for first, second in connection.execute(
-        _DUPLICATE_PAIRS, {"document": document_id, "threshold": settings.near_duplicate_threshold}
+    for first, second in _DUPLICATE_PAIRS.rows(
+        connection, document=document_id, threshold=settings.near_duplicate_threshold
     ):
         by_source.setdefault(second if first == document_id else first, [])
     _prefer_originals(session, by_source, found_by_passages={other for _, other in best})
@@ -197,10 +197,10 @@ class CandidatePassage(NamedTuple):
 
 
 #: Statements run for every new document, built once (see provenance.index).
-_DUPLICATE_PAIRS = select(DocumentPair.first_id, DocumentPair.second_id).where(
+_DUPLICATE_PAIRS = DriverStatement(select(DocumentPair.first_id, DocumentPair.second_id).where(
     or_(DocumentPair.first_id == bindparam("document"), DocumentPair.second_id == bindparam("document")),
     or_(DocumentPair.exact.is_(True), DocumentPair.similarity >= bindparam("threshold")),
-)
+))
 #: What :func:`direction` needs of documents, and the run that found the derivation: read at once
 #: for the new document and those it derives with (a copy of a wire story meets dozens).
 _DATING = select(Document.id, Document.published_at, Document.run_id).where(
@@ -591,16 +591,14 @@ class Evidence:
 
 #: A document's content passages in order: what ingest signs and indexes, and what the
 #: evidence and summary of each derivation are read from. Statements run for every document
-#: or derivation are built once: building one cost more than SQLite took to run it.
-CONTENT_PASSAGES = (
+#: or derivation are built once and sent to the driver (see :class:`DriverStatement`):
+#: building one, and running it through the session, cost more than SQLite took to run it.
+CONTENT_PASSAGES = DriverStatement(
     select(Passage.id, Passage.start_offset, Passage.end_offset, Passage.signature)
     .where(Passage.document_id == bindparam("document"), Passage.boilerplate_id.is_(None)).order_by(Passage.seq)
 )
 _PASSAGE_SPANS = f"SELECT id, start_offset, end_offset FROM {Passage.__tablename__} WHERE id {{in}}"
-_TEXT = select(Document.text).where(Document.id == bindparam("document"))
-#: The same two, run on the driver (see :class:`DriverStatement`): read for each derivation.
-_CONTENT_PASSAGES = DriverStatement(CONTENT_PASSAGES)
-_DRIVER_TEXT = DriverStatement(_TEXT)
+_TEXT = DriverStatement(select(Document.text).where(Document.id == bindparam("document")))
 
 
 # Memos across derive calls, keyed by the text itself, so that no stored change (a passage
@@ -651,13 +649,13 @@ class DocumentsRead:
 
     def text(self, document_id: int) -> str:
         if document_id not in self.texts:
-            self.texts[document_id] = _DRIVER_TEXT.scalar(self.connection, document=document_id)
+            self.texts[document_id] = _TEXT.scalar(self.connection, document=document_id)
         return self.texts[document_id]
 
     def passages(self, document_id: int) -> list:
         """The document's content passages, in order (:data:`CONTENT_PASSAGES`)."""
         if document_id not in self._passages:
-            self._passages[document_id] = _CONTENT_PASSAGES.rows(self.connection, document=document_id)
+            self._passages[document_id] = CONTENT_PASSAGES.rows(self.connection, document=document_id)
         return self._passages[document_id]
 
     def content_chars(self, document_id: int) -> int:
@@ -1114,8 +1112,8 @@ def rederive(session: Session, document_id: int, settings: Settings) -> Found:
     :func:`_retire_superseded`); when a named source is forgotten, the copies it stood for
     must be found again, or the document would be left with no source at all.
     """
-    text = session.scalar(_TEXT, {"document": document_id})
-    content = session.connection().execute(CONTENT_PASSAGES, {"document": document_id}).all()
+    text = _TEXT.scalar(session.connection(), document=document_id)
+    content = CONTENT_PASSAGES.rows(session.connection(), document=document_id)
     words_by_passage = {row.id: passage_words(text[row.start_offset : row.end_offset], settings) for row in content}
     signed = [(row.id, row.signature) for row in content if row.signature is not None]
     return derive(session, document_id, signed, words_by_passage, settings)

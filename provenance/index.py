@@ -14,10 +14,10 @@ from itertools import chain
 from typing import Callable, Iterable, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
-from sqlalchemy import bindparam, delete, func, insert, or_, select
+from sqlalchemy import bindparam, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from .db.bulk import IN_CHUNK, chunks, delete_rows, insert_rows, select_in
+from .db.bulk import IN_CHUNK, DriverStatement, chunks, delete_rows, insert_rows, select_in
 from .db.models import Document, DocumentBand, DocumentPair, Passage, PassageBand, PassagePrefilter, RecentPassageBand
 from .db.readahead import ReadAhead
 from .db.session import connection_state
@@ -33,23 +33,25 @@ class Found:
     oversized_buckets: int = 0
 
 
-#: The statements every new document runs, built once and run on the connection: building
-#: a statement and running it through the session cost several times what SQLite takes to
-#: run it.
-_DROP_DOCUMENT_BANDS = delete(DocumentBand).where(DocumentBand.document_id == bindparam("document"))
-_DROP_DOCUMENT_PAIRS = delete(DocumentPair).where(
+#: The statements every new document runs, built once and sent to the driver (see
+#: DriverStatement): building a statement and running it through the session cost several
+#: times what SQLite takes to run it.
+_DROP_DOCUMENT_BANDS = DriverStatement(delete(DocumentBand).where(DocumentBand.document_id == bindparam("document")))
+_DROP_DOCUMENT_PAIRS = DriverStatement(delete(DocumentPair).where(
     or_(DocumentPair.first_id == bindparam("document"), DocumentPair.second_id == bindparam("document"))
+))
+_CONTENT_HASH_AND_PATH = DriverStatement(
+    select(Document.content_hash, Document.path).where(Document.id == bindparam("document"))
 )
-_CONTENT_HASH_AND_PATH = select(Document.content_hash, Document.path).where(Document.id == bindparam("document"))
 #: ``is_latest IS NOT false`` (the same for a column that is never null) rather than ``IS
 #: true``: SQLite can use an index for the latter, and before a database has planner
 #: statistics (its whole first ingest) it chose the (is_latest, path) index over the one on
 #: content_hash and read every latest document for each new one (2.8 ms a document at 1,500).
 LATEST_AS_FILTER = Document.is_latest.is_not(False)
-_SAME_CONTENT = select(Document.id).where(
+_SAME_CONTENT = DriverStatement(select(Document.id).where(
     Document.content_hash == bindparam("content_hash"), LATEST_AS_FILTER,
     Document.id != bindparam("document"), Document.path != bindparam("path"),
-)
+))
 #: Those that test a document's band keys go to the driver (see select_in): an expanding IN
 #: list is rendered again by SQLAlchemy for every execution. ``{cap}``: an integer setting.
 _CROWDED_DOCUMENT_BUCKETS = (
@@ -59,7 +61,8 @@ _BAND_NEIGHBOURS = f"SELECT document_id FROM {DocumentBand.__tablename__} WHERE 
 _SIGNED_LATEST = select(Document.id, Document.signature, Document.content_hash).where(
     Document.id.in_(bindparam("ids", expanding=True)), Document.is_latest.is_(True), Document.path != bindparam("path")
 )
-_OWN_PASSAGES = select(Passage.id).where(Passage.document_id == bindparam("document"))
+_OWN_PASSAGES = DriverStatement(select(Passage.id).where(Passage.document_id == bindparam("document")))
+_PAIR_COLUMNS = ("first_id", "second_id", "similarity", "exact")
 
 
 def _crowded_document_buckets(session: Session, keys: list[int], cap: int) -> set[int]:
@@ -80,14 +83,12 @@ def index_document(
     noise (about +-0.035 at 0.8 with 128 permutations). Without them it is the estimate.
     """
     connection = session.connection()
-    connection.execute(_DROP_DOCUMENT_BANDS, {"document": document_id})
-    connection.execute(_DROP_DOCUMENT_PAIRS, {"document": document_id})
-    me = connection.execute(_CONTENT_HASH_AND_PATH, {"document": document_id}).one()
+    _DROP_DOCUMENT_BANDS.run(connection, document=document_id)
+    _DROP_DOCUMENT_PAIRS.run(connection, document=document_id)
+    me = _CONTENT_HASH_AND_PATH.first(connection, document=document_id)
     pairs: dict[int, tuple[float, bool]] = {}
     found = Found()
-    for other in connection.scalars(
-        _SAME_CONTENT, {"content_hash": me.content_hash, "document": document_id, "path": me.path}
-    ):
+    for (other,) in _SAME_CONTENT.rows(connection, content_hash=me.content_hash, document=document_id, path=me.path):
         pairs[other] = (1.0, True)
     if signature is not None:
         keys = band_keys(signature, settings.document)
@@ -109,15 +110,10 @@ def index_document(
             else:
                 similarity = estimate_jaccard(signature, from_blob(row.signature))
             pairs[row.id] = (similarity, row.content_hash == me.content_hash)
-    if pairs:
-        connection.execute(
-            insert(DocumentPair.__table__),
-            [
-                {"first_id": min(document_id, other), "second_id": max(document_id, other),
-                 "similarity": similarity, "exact": exact}
-                for other, (similarity, exact) in sorted(pairs.items())
-            ],
-        )
+    insert_rows(session, DocumentPair.__table__, _PAIR_COLUMNS, [
+        (min(document_id, other), max(document_id, other), float(similarity), exact)
+        for other, (similarity, exact) in sorted(pairs.items())
+    ])
     for similarity, exact in pairs.values():
         if exact:
             found.exact += 1
@@ -126,22 +122,26 @@ def index_document(
     return found
 
 
+_TEXTS = f"SELECT id, text FROM {Document.__tablename__} WHERE id {{in}}"
+#: Content passages' spans in each document's order.
+_CONTENT_SPANS = (
+    f"SELECT document_id, start_offset, end_offset FROM {Passage.__tablename__}"
+    " WHERE document_id {in} AND boilerplate_id IS NULL ORDER BY document_id, seq"
+)
+
+
 def stored_shingles(session: Session, document_ids: list[int], settings: Settings) -> dict[int, np.ndarray]:
     """The shingle sets of stored documents, rebuilt from their text and content passages
     (the same words their signatures were made from)."""
     out: dict[int, np.ndarray] = {}
-    for batch in chunks(sorted(set(document_ids))):
-        texts = dict(session.execute(select(Document.id, Document.text).where(Document.id.in_(batch))).all())
-        spans: dict[int, list[tuple[int, int]]] = {doc_id: [] for doc_id in batch}
-        for row in session.execute(
-            select(Passage.document_id, Passage.start_offset, Passage.end_offset)
-            .where(Passage.document_id.in_(batch), Passage.boilerplate_id.is_(None))
-            .order_by(Passage.document_id, Passage.seq)
-        ):
-            spans[row.document_id].append((row.start_offset, row.end_offset))
-        for doc_id in batch:
-            text = texts.get(doc_id) or ""
-            out[doc_id] = document_shingles([passage_words(text[a:b], settings) for a, b in spans[doc_id]], settings)
+    document_ids = sorted(set(document_ids))
+    texts = dict(select_in(session, _TEXTS, document_ids))
+    spans: dict[int, list[tuple[int, int]]] = {doc_id: [] for doc_id in document_ids}
+    for document_id, start, end in select_in(session, _CONTENT_SPANS, document_ids):
+        spans[document_id].append((start, end))
+    for doc_id in document_ids:
+        text = texts.get(doc_id) or ""
+        out[doc_id] = document_shingles([passage_words(text[a:b], settings) for a, b in spans[doc_id]], settings)
     return out
 
 
@@ -519,7 +519,7 @@ def passage_candidates(
     skipped = {key for key in by_key if key in crowded}
     # The document's own passages are dropped here rather than by joining every bucket
     # member to its passage row (one random read per candidate).
-    own = set(session.connection().scalars(_OWN_PASSAGES, {"document": document_id}))
+    own = {passage_id for (passage_id,) in _OWN_PASSAGES.rows(session.connection(), document=document_id)}
     # A bucket with more members than the cap and the document's own passages together is
     # crowded whichever they are: its members are not all read.
     limit = settings.bucket_cap + len(own) + 1

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from . import __version__, derive, index, manifest, sketch
 from .collect import fewer_collections
-from .db.bulk import insert_rows, select_in
+from .db.bulk import DriverStatement, insert_rows, select_in
 from .db.models import (
     Boilerplate,
     BoilerplateDocument,
@@ -110,19 +110,33 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-#: Statements every new document runs, built once and run on the connection (see
-#: provenance.index).
-_LATEST_VERSION = select(Document.id, Document.content_hash, Document.version).where(
+#: Statements every new document runs, built once and sent to the driver (see DriverStatement
+#: and provenance.index).
+_LATEST_VERSION = DriverStatement(select(Document.id, Document.content_hash, Document.version).where(
     Document.path == bindparam("path"), Document.is_latest.is_(True)
-)
+))
 _STORED_HASHES = select(Document.path, Document.content_hash).where(
     Document.path.in_(bindparam("paths", expanding=True)), Document.is_latest.is_(True)
 )
-_INSERT_DOCUMENT = insert(Document.__table__).returning(Document.__table__.c.id)
+_INSERT_DOCUMENT = DriverStatement(insert(Document.__table__).returning(Document.__table__.c.id), column_keys=(
+    "path", "version", "previous_version_id", "is_latest", "source", "external_id", "url", "title", "format",
+    "size_bytes", "encoding", "content_hash", "published_at", "ingested_at", "run_id", "text", "word_count",
+    "content_word_count",
+))
 _PASSAGE_COLUMNS = ("document_id", "seq", "block", "start_offset", "end_offset", "key_hash", "word_count",
                     "content_word_count", "signature")
-_PASSAGE_IDS = select(Passage.seq, Passage.id).where(Passage.document_id == bindparam("document"))
-_SIGN_DOCUMENT = (
+_CITATION_COLUMNS = ("document_id", "agency", "text", "start_offset", "end_offset")
+_PASSAGE_IDS = DriverStatement(select(Passage.seq, Passage.id).where(Passage.document_id == bindparam("document")))
+#: Latest documents holding a passage key, for :meth:`Ingestor._recurs_independently`.
+_DOCUMENTS_WITH_KEY = DriverStatement(
+    select(Document.id, Document.signature, Document.content_hash)
+    .join(Passage, Passage.document_id == Document.id)
+    .where(Passage.key_hash == bindparam("key"), Document.is_latest.is_(True))
+    .distinct()
+    .order_by(Document.id)
+    .limit(256)
+)
+_SIGN_DOCUMENT = DriverStatement(
     update(Document.__table__)
     .where(Document.__table__.c.id == bindparam("document"))
     .values(signature=bindparam("signature"), content_word_count=bindparam("content_word_count"))
@@ -590,7 +604,7 @@ class Ingestor:
     def _store(self, session: Session, prepared: Union[PreparedDocument, Unchanged], summary: IngestSummary) -> str:
         raw = prepared.raw
         connection = session.connection()
-        latest = connection.execute(_LATEST_VERSION, {"path": raw.path}).first()
+        latest = _LATEST_VERSION.first(connection, path=raw.path)
         if latest is not None and latest.content_hash == prepared.content_hash:
             summary.unchanged += 1
             return "unchanged"
@@ -599,37 +613,33 @@ class Ingestor:
         if latest is not None:
             session.execute(update(Document).where(Document.id == latest.id).values(is_latest=False))
             index.remove_document(session, latest.id, self.settings, self.busy_buckets)
-        document_id = connection.execute(_INSERT_DOCUMENT, {
-            "path": raw.path,
-            "version": latest.version + 1 if latest else 1,
-            "previous_version_id": latest.id if latest else None,
-            "is_latest": True,
-            "source": raw.source,
-            "external_id": raw.external_id,
-            "url": raw.url,
-            "title": raw.title,
-            "format": raw.format,
-            "size_bytes": raw.size_bytes,
-            "encoding": raw.encoding,
-            "content_hash": prepared.content_hash,
-            "published_at": raw.published_at,
-            "ingested_at": utcnow(),
-            "run_id": summary.run_id,
-            "text": raw.text,
-            "word_count": prepared.word_count,
-        }).scalar_one()
+        document_id = _INSERT_DOCUMENT.scalar(
+            connection,
+            path=raw.path,
+            version=latest.version + 1 if latest else 1,
+            previous_version_id=latest.id if latest else None,
+            is_latest=True,
+            source=raw.source,
+            external_id=raw.external_id,
+            url=raw.url,
+            title=raw.title,
+            format=raw.format,
+            size_bytes=raw.size_bytes,
+            encoding=raw.encoding,
+            content_hash=prepared.content_hash,
+            published_at=raw.published_at,
+            ingested_at=utcnow(),
+            run_id=summary.run_id,
+            text=raw.text,
+            word_count=prepared.word_count,
+            content_word_count=0,  # counted as it is signed (_index_document)
+        )
         passage_ids = self._insert_passages(session, document_id, prepared)
         affected = self._tag_boilerplate(session, document_id, prepared, passage_ids, summary)
-        for citation in prepared.citations:
-            session.execute(
-                insert(Citation).values(
-                    document_id=document_id,
-                    agency=citation.agency,
-                    text=citation.text,
-                    start_offset=citation.start,
-                    end_offset=citation.end,
-                )
-            )
+        insert_rows(session, Citation.__table__, _CITATION_COLUMNS, [
+            (document_id, citation.agency, citation.text, citation.start, citation.end)
+            for citation in prepared.citations
+        ])
         by_id = {passage_ids[p.seq]: p for p in prepared.passages}
         self._index_document(session, document_id, {pid: p.words for pid, p in by_id.items()}, summary,
                              rematch=True, new=True, prepared=by_id)
@@ -655,7 +665,7 @@ class Ingestor:
         # would make SQLAlchemy send the rows one statement at a time. Both inserts go
         # through insert_rows, without SQLAlchemy's per-row parameter processing.
         insert_rows(session, Passage.__table__, _PASSAGE_COLUMNS, rows)
-        ids = dict(session.connection().execute(_PASSAGE_IDS, {"document": document_id}).all())
+        ids = dict(_PASSAGE_IDS.rows(session.connection(), document=document_id))
         insert_rows(session, PassagePrefilter.__table__, ("passage_id", "content_word_count", "low_bytes"), [
             (ids[p.seq], p.content_word_count, sketch.low_bytes(p.signature).tobytes())
             for p in prepared.passages if p.signature is not None
@@ -733,14 +743,7 @@ class Ingestor:
         article carried by three sites does not turn its own short lines into boilerplate.
         """
         settings = self.settings
-        rows = session.execute(
-            select(Document.id, Document.signature, Document.content_hash)
-            .join(Passage, Passage.document_id == Document.id)
-            .where(Passage.key_hash == key, Document.is_latest.is_(True))
-            .distinct()
-            .order_by(Document.id)
-            .limit(256)
-        ).all()
+        rows = _DOCUMENTS_WITH_KEY.rows(session.connection(), key=key)
         signatures = {
             row.id: (mine if row.id == document_id else (from_blob(row.signature) if row.signature else None))
             for row in rows
@@ -797,7 +800,7 @@ class Ingestor:
         ``prepared``: its passages by id as prepare made them, with the token hashes and band
         keys computed there (see :class:`PreparedPassage`)."""
         connection = session.connection()
-        content = connection.execute(derive.CONTENT_PASSAGES, {"document": document_id}).all()
+        content = derive.CONTENT_PASSAGES.rows(connection, document=document_id)
         content_words_lists = [words_by_passage[row.id] for row in content]
         if prepared is not None:
             shingles = content_shingles([prepared[row.id] for row in content], self.settings)
@@ -805,11 +808,10 @@ class Ingestor:
         else:
             shingles, keys = document_shingles(content_words_lists, self.settings), None
         signature = sketch.signature(shingles, self.settings.document) if len(shingles) else None
-        connection.execute(_SIGN_DOCUMENT, {
-            "document": document_id,
-            "signature": to_blob(signature) if signature is not None else None,
-            "content_word_count": sum(len(w) for w in content_words_lists),
-        })
+        _SIGN_DOCUMENT.run(
+            connection, document=document_id, signature=to_blob(signature) if signature is not None else None,
+            content_word_count=sum(len(w) for w in content_words_lists),
+        )
         found = index.index_document(session, document_id, signature, self.settings, shingles=shingles)
         summary.exact_duplicates += found.exact
         summary.near_duplicates += found.near

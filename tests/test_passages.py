@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -931,8 +932,8 @@ def test_a_long_document_is_indexed_and_matched_a_few_passages_at_a_time(tmp_pat
                            + session.execute(select(RecentPassageBand.band_key, RecentPassageBand.passage_id)).all())
             # Each seed's passages looked up again: candidates among the other documents.
             candidates = [
-                index.passage_candidates(session, [(p.id, p.signature) for p in session.execute(
-                    derive.CONTENT_PASSAGES, {"document": document_id}) if p.signature is not None],
+                index.passage_candidates(session, [(p.id, p.signature) for p in derive.CONTENT_PASSAGES.rows(
+                    session.connection(), document=document_id) if p.signature is not None],
                     document_id, manifest.load(session))
                 for document_id in (1, 2)
             ]
@@ -1042,10 +1043,11 @@ def test_a_story_stored_after_its_copies_is_read_once_to_credit_them_all(db, tmp
 
 
 def test_a_statement_sent_to_the_driver_reads_and_writes_what_sqlalchemy_would(db_url):
-    """derive's per-derivation statements run on the driver's cursor (db.bulk.DriverStatement):
-    compiled for each backend's parameter style, an INSERT ... RETURNING gives the new id, the
-    rows come back with their columns' names, and an expanding IN (which cannot be compiled
-    once) is refused. On each backend."""
+    """The statements run for every document and derivation go to the driver's cursor
+    (db.bulk.DriverStatement): compiled for each backend's parameter style, an INSERT ...
+    RETURNING gives the new id, the rows come back with their columns' names, parameters are
+    stored as SQLAlchemy stores them (timestamps too), and an expanding IN (which cannot be
+    compiled once) is refused. On each backend."""
     from sqlalchemy import bindparam, delete, insert
 
     from provenance.db.bulk import DriverStatement
@@ -1077,3 +1079,27 @@ def test_a_statement_sent_to_the_driver_reads_and_writes_what_sqlalchemy_would(d
         expanding = DriverStatement(select(Derivation.id).where(Derivation.id.in_(bindparam("ids", expanding=True))))
         with pytest.raises(ValueError, match="expanding IN"):
             expanding.rows(connection, ids=[made])
+
+        # Parameters are converted as SQLAlchemy converts them: a document stored both ways,
+        # with timestamps with and without microseconds and none, is stored alike.
+        stored_as = session.execute(select(Document.__table__).where(Document.id == first)).one()._asdict()
+        columns = [name for name in stored_as if name not in ("id", "path")]
+        columns.insert(0, "path")  # read back below and left out of the comparison
+        insert_document = DriverStatement(insert(Document.__table__).returning(Document.__table__.c.id),
+                                          column_keys=columns)
+        raw = f"SELECT {', '.join(columns)} FROM document WHERE id = "
+        for published, ingested in ((datetime(2024, 5, 1), datetime(2026, 11, 29, 9, 30, 5, 250)),
+                                    (None, datetime(2026, 11, 29, 9, 30, 5))):
+            values = {**stored_as, "published_at": published, "ingested_at": ingested, "is_latest": False}
+            by_sqlalchemy = connection.execute(
+                insert(Document.__table__).returning(Document.__table__.c.id),
+                {**{name: values[name] for name in columns}, "path": f"by SQLAlchemy, {published}"},
+            ).scalar_one()
+            by_the_driver = insert_document.scalar(
+                connection, **{**{name: values[name] for name in columns}, "path": f"by the driver, {published}"}
+            )
+            assert by_the_driver != by_sqlalchemy
+            as_stored = [connection.exec_driver_sql(raw + str(made)).one()[1:] for made in (by_sqlalchemy, by_the_driver)]
+            assert as_stored[0] == as_stored[1]
+            assert session.get(Document, by_the_driver).published_at == published
+            assert session.get(Document, by_the_driver).ingested_at == ingested

@@ -1227,7 +1227,9 @@ def test_ingest_collects_garbage_less_often_and_puts_the_setting_back(tmp_path):
     assert during and set(during) == {max(before[0], GC_THRESHOLD)}
 
 
-def test_exact_copies_are_looked_up_by_content_hash_before_the_planner_has_statistics(tmp_path, seeds_dir):
+def test_exact_copies_are_looked_up_by_content_hash_before_the_planner_has_statistics(
+    tmp_path, seeds_dir, monkeypatch,
+):
     """A database's first ingest runs before it has planner statistics (they are gathered
     after each ingest). SQLite then preferred the (is_latest, path) index for "latest
     documents with this content" and read every latest document for each new one; the
@@ -1235,6 +1237,7 @@ def test_exact_copies_are_looked_up_by_content_hash_before_the_planner_has_stati
     statistics."""
     from sqlalchemy import event
 
+    from provenance.db.bulk import DriverStatement
     from provenance.lookup import match_text
     from provenance.db.session import session_scope
 
@@ -1246,6 +1249,16 @@ def test_exact_copies_are_looked_up_by_content_hash_before_the_planner_has_stati
     def capture(connection, cursor, statement, parameters, context, executemany):
         if "content_hash = ?" in statement and not executemany:
             by_content.append((statement, tuple(parameters)))
+
+    sent_to_the_driver = DriverStatement._prepared  # statements past SQLAlchemy's events
+
+    def capture_sent(self, connection, parameters):
+        statement, values = sent_to_the_driver(self, connection, parameters)
+        if "content_hash = ?" in statement:
+            by_content.append((statement, tuple(values)))
+        return statement, values
+
+    monkeypatch.setattr(DriverStatement, "_prepared", capture_sent)
 
     Ingestor(engine).ingest_paths([str(seeds_dir)])
     with session_scope(engine) as session:

@@ -184,16 +184,17 @@ class DriverStatement:
     several times that in Python. 250 templated reports crawled newest first ran 382,000 of
     them, and a profile put 34% of the ingest in SQLAlchemy's handling and 10% in SQLite's.
 
-    Only for parameters and columns that need no type processing (integers, floats, text,
-    bytes; booleans, which SQLite returns as 0 and 1), never timestamps, and with no
-    expanding IN (see :func:`select_in`). Execution events do not see these statements.
+    Parameters are converted as SQLAlchemy would (a timestamp to SQLite's text); result
+    columns are not, so select only those that need no conversion (integers, floats, text,
+    bytes; booleans, which SQLite returns as 0 and 1), never timestamps. No expanding IN
+    (see :func:`select_in`). Execution events do not see these statements.
     """
 
     def __init__(self, statement: Executable, column_keys: Optional[Sequence[str]] = None):
         """``column_keys``: the columns an INSERT of a whole table sets, each bound by its name."""
         self.statement = statement
         self.column_keys = None if column_keys is None else list(column_keys)
-        self._compiled: dict[str, tuple[str, Optional[tuple[str, ...]], dict]] = {}
+        self._compiled: dict[str, tuple[str, Optional[tuple[str, ...]], dict, dict]] = {}
         selected = getattr(statement, "selected_columns", None)
         self._row = namedtuple("Row", [column.key for column in selected]) if selected is not None else None
 
@@ -205,9 +206,14 @@ class DriverStatement:
                 raise ValueError("DriverStatement cannot run an expanding IN; use select_in")
             order = tuple(compiled.positiontup) if compiled.positional else None
             defaults = {name: value for name, value in compiled.params.items() if not compiled.binds[name].required}
-            self._compiled[dialect.name] = (str(compiled), order, defaults)
-        sql, order, defaults = self._compiled[dialect.name]
+            processors = {name: process for name, bind in compiled.binds.items()
+                          if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
+            self._compiled[dialect.name] = (str(compiled), order, defaults, processors)
+        sql, order, defaults, processors = self._compiled[dialect.name]
         values = {**defaults, **parameters}
+        for name, process in processors.items():
+            if values[name] is not None:
+                values[name] = process(values[name])
         return sql, ([values[name] for name in order] if order is not None else values)
 
     def _cursor(self, connection, parameters: dict):
