@@ -1099,7 +1099,8 @@ def test_a_statement_sent_to_the_driver_reads_and_writes_what_sqlalchemy_would(d
                 connection, **{**{name: values[name] for name in columns}, "path": f"by the driver, {published}"}
             )
             assert by_the_driver != by_sqlalchemy
-            as_stored = [connection.exec_driver_sql(raw + str(made)).one()[1:] for made in (by_sqlalchemy, by_the_driver)]
+            as_stored = [connection.exec_driver_sql(raw + str(made)).one()[1:]
+                         for made in (by_sqlalchemy, by_the_driver)]
             assert as_stored[0] == as_stored[1]
             assert session.get(Document, by_the_driver).published_at == published
             assert session.get(Document, by_the_driver).ingested_at == ingested
