@@ -131,12 +131,14 @@ def _out(text: str, nl: bool = True) -> None:
 class _Commands(click.Group):
     """The command group: a database that stays busy past the wait (another process holding
     SQLite's write lock for longer than the busy timeout, a deadlock, a lost connection)
-    ends any command with one line that says so, not a traceback."""
+    ends any command with one line that says so, not a traceback. Whether the error came
+    through SQLAlchemy or straight from the driver: the reads and writes made for every
+    document and every listed row go to the driver's cursor (provenance.db.bulk)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except SQLAlchemyError as error:
+        except Exception as error:
             if not is_transient(error):
                 raise
             target = ctx.obj.target if isinstance(ctx.obj, Context) else "the database"

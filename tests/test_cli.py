@@ -887,6 +887,27 @@ def test_a_write_lock_held_past_the_wait_ends_in_one_line_and_loses_nothing(invo
     assert document_count(db) == 2
 
 
+def test_a_busy_database_met_by_a_read_sent_to_the_driver_ends_in_one_line(invoke, db, monkeypatch):
+    """The reads made for every listed row go straight to the driver (db.bulk.select_in and
+    plain_rows), so its "database is locked" arrives unwrapped by SQLAlchemy: it too ends the command with
+    one line that says what happened, not a traceback."""
+    from provenance import report as reporting
+
+    assert invoke("ingest", BELTA_SEED, TASS_SEED).exit_code == 0
+
+    def busy(*args, **kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(reporting, "select_in", busy)
+    monkeypatch.setattr(reporting, "plain_rows", busy)
+    result = invoke("report", "--format", "json")
+    assert result.exit_code != 0
+    message = one_line(result.stderr)
+    assert str(db) in message and "database is locked" in message and "run the command again" in message
+    monkeypatch.undo()
+    assert invoke("report", "--format", "json").exit_code == 0
+
+
 def test_db_vacuum_names_a_busy_database_and_a_full_disk():
     """The driver's errors during VACUUM become one line that says what to do."""
     from provenance.db.maintenance import _vacuum_error
