@@ -179,19 +179,23 @@ class DriverStatement:
     """A Core statement compiled once for each database and run on the driver's cursor, past
     SQLAlchemy's execution context and result rows.
 
-    The statements run for every derivation (its evidence, its summary) are small indexed
-    reads and writes that SQLite answers in microseconds; through the connection, each cost
-    several times that in Python. 250 templated reports crawled newest first ran 382,000 of
-    them, and a profile put 34% of the ingest in SQLAlchemy's handling and 10% in SQLite's.
+    The statements run for every document and every derivation (its insert and signing, its
+    evidence, its summary) are small indexed reads and writes that SQLite answers in
+    microseconds; through the connection, each cost several times that in Python. 250
+    templated reports crawled newest first ran 382,000 of them, and a profile put 34% of the
+    ingest in SQLAlchemy's handling and 10% in SQLite's.
 
     Parameters are converted as SQLAlchemy would (a timestamp to SQLite's text); result
     columns are not, so select only those that need no conversion (integers, floats, text,
     bytes; booleans, which SQLite returns as 0 and 1), never timestamps. No expanding IN
-    (see :func:`select_in`). Execution events do not see these statements.
+    (see :func:`select_in`). Execution events do not see these statements, and their errors
+    are the driver's own, not wrapped by SQLAlchemy (``is_transient`` reads both).
     """
 
     def __init__(self, statement: Executable, column_keys: Optional[Sequence[str]] = None):
-        """``column_keys``: the columns an INSERT of a whole table sets, each bound by its name."""
+        """``column_keys``: the columns an INSERT of a whole table sets, each bound by its name.
+        Columns' Python-side defaults are not applied (SQLAlchemy's execution does that), so
+        an INSERT names, and is given, every column it sets."""
         self.statement = statement
         self.column_keys = None if column_keys is None else list(column_keys)
         self._compiled: dict[str, tuple[str, Optional[tuple[str, ...]], dict, dict]] = {}
