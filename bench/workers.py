@@ -3,6 +3,7 @@
     python bench/workers.py                      # 200 documents, SQLite and (if possible) PostgreSQL: ~5 min
     python bench/workers.py --docs 2000          # a bigger run (about ten times longer)
     python bench/workers.py --no-postgres --counts 1,2
+    python bench/workers.py --no-postgres --counts 1,2 --docs 1000 --rounds 5   # medians of 5, in turn
     PROVENANCE_BENCH_PG_URL=postgresql+psycopg://user@host/postgres python bench/workers.py
 
 Two ways to use N cores, each timed for N = 1, 2, 4 on a fresh database:
@@ -14,7 +15,11 @@ Two ways to use N cores, each timed for N = 1, 2, 4 on a fresh database:
 
 Docs/s is documents stored divided by the wall time of the whole command(s), process start
 and schema creation included; the ratio is against N = 1 in the same run (one process with
-one worker: the same command in both modes, so it is timed once). The corpus is a
+one worker: the same command in both modes, so it is timed once). ``--rounds K`` times every
+command K times, in turn (N = 1, then each of the others, then again), and gives the median
+wall time, its rate and the ratio of the medians, and the least and greatest of each round's
+ratio against that round's N = 1: this shared machine moves a ten-second ingest by 15% or
+more from one run to the next, more than two workers change it (bench/README.md). The corpus is a
 seeded synthetic one written as .txt files (one document per file, so it can be spread
 over workers): news-length pseudo-word articles, 10% near-copies, 5% exact copies and 10%
 excerpts of earlier ones, so matching and derivation work is part of what is timed.
@@ -40,6 +45,7 @@ import sys
 import tempfile
 import time
 import uuid
+from statistics import median
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -230,32 +236,43 @@ def count_documents(url: str) -> int:
         engine.dispose()
 
 
-def measure(backend: Backend, files: list[Path], counts: list[int]) -> list[list]:
-    rows = []
-    single = None  # (seconds, rate) of N = 1, the same command in both modes
-    for mode in ("--workers N", "N processes"):
-        base = None
-        for n in counts:
-            if n == 1 and single is not None:
-                seconds, rate = single
-                base = rate
-                rows.append([backend.name, mode, n, f"{seconds:.1f}", f"{rate:.1f}", "1.00x"])
-                continue
+MODES = ("--workers N", "N processes")
+
+
+def measure(backend: Backend, files: list[Path], counts: list[int], rounds: int = 1) -> list[list]:
+    """A table row for each mode and N: the median wall seconds over ``rounds``, its rate,
+    the ratio of medians against N = 1 and, over several rounds, the range of each round's."""
+    # N = 1 is the same command in both modes: timed once a round.
+    commands = [(MODES[0], 1)] * (1 in counts) + [(mode, n) for mode in MODES for n in counts if n != 1]
+    seconds: dict[tuple[str, int], list[float]] = {command: [] for command in commands}
+    for round_number in range(1, rounds + 1):
+        for mode, n in commands:
             with backend.database() as url:
                 if mode == "--workers N":
-                    seconds = run_ingests(url, [files], workers=n)
+                    elapsed = run_ingests(url, [files], workers=n)
                 else:
-                    seconds = run_ingests(url, [files[k::n] for k in range(n)], workers=1)
+                    elapsed = run_ingests(url, [files[k::n] for k in range(n)], workers=1)
                 stored = count_documents(url)
             if stored != len(files):
                 raise SystemExit(f"{backend.name} {mode} N={n}: {stored} documents stored, expected {len(files)}")
-            rate = stored / seconds
-            if n == 1:
-                single = (seconds, rate)
-            base = base or rate
-            rows.append([backend.name, mode, n, f"{seconds:.1f}", f"{rate:.1f}", f"{rate / base:.2f}x"])
-            print(f"  {backend.name:10} {mode:12} N={n}: {seconds:6.1f} s, {rate:6.1f} docs/s",
-                  file=sys.stderr, flush=True)
+            seconds[(mode, n)].append(elapsed)
+            print(f"  {backend.name:10} {mode:12} N={n}: {elapsed:6.1f} s, {stored / elapsed:6.1f} docs/s"
+                  + (f" (round {round_number})" if rounds > 1 else ""), file=sys.stderr, flush=True)
+    single = seconds.get((MODES[0], 1))
+    rows = []
+    for mode in MODES:
+        for n in counts:
+            times = single if n == 1 else seconds[(mode, n)]
+            wall = median(times)
+            row = [backend.name, mode, n, f"{wall:.1f}", f"{len(files) / wall:.1f}"]
+            if single is None:
+                row.append("")
+            else:
+                row.append(f"{median(single) / wall:.2f}x")
+                if rounds > 1:
+                    each = [first / other for first, other in zip(single, times)]
+                    row.append(f"{min(each):.2f}-{max(each):.2f}x")
+            rows.append(row)
     return rows
 
 
@@ -269,7 +286,11 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=200, help="documents in the corpus [200]")
     parser.add_argument("--counts", default="1,2,4", help="worker counts to time [1,2,4]")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="time every command this many times, in turn, and give medians [1]")
     arguments = parser.parse_args()
+    if arguments.rounds < 1:
+        parser.error("--rounds must be at least 1")
     counts = [int(n) for n in arguments.counts.split(",")]
     with tempfile.TemporaryDirectory(prefix="provenance-bench-") as scratch:
         scratch_dir = Path(scratch)
@@ -277,7 +298,7 @@ def main() -> None:
         files = write_corpus(scratch_dir / "corpus", arguments.docs)
         print(f"corpus: {len(files)} documents, {sum(f.stat().st_size for f in files) / 1e6:.1f} MB; "
               f"{os.cpu_count()} CPU(s), Python {platform.python_version()}, {platform.platform()}", file=sys.stderr)
-        rows = measure(SQLiteBackend(scratch_dir), files, counts)
+        rows = measure(SQLiteBackend(scratch_dir), files, counts, arguments.rounds)
         pg_dir = scratch_dir / "pg"
         pg_dir.mkdir()
         server_url = os.environ.get("PROVENANCE_BENCH_PG_URL")
@@ -286,10 +307,13 @@ def main() -> None:
             if url and not arguments.no_postgres:
                 label = "PROVENANCE_BENCH_PG_URL" if server_url else "local throwaway server"
                 print(f"PostgreSQL: {label}", file=sys.stderr)
-                rows += measure(PostgresBackend(url, label), files, counts)
+                rows += measure(PostgresBackend(url, label), files, counts, arguments.rounds)
             elif not arguments.no_postgres:
                 print("PostgreSQL: skipped (no PROVENANCE_BENCH_PG_URL and no initdb found)", file=sys.stderr)
-    print(tabulate(rows, headers=["database", "mode", "N", "wall s", "docs/s", "vs N=1"], tablefmt="github"))
+    headers = ["database", "mode", "N", "wall s", "docs/s", "vs N=1"]
+    if arguments.rounds > 1:
+        headers = ["database", "mode", "N", "median wall s", "docs/s", "vs N=1", "each round vs its N=1"]
+    print(tabulate(rows, headers=headers, tablefmt="github"))
 
 
 if __name__ == "__main__":
