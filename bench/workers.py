@@ -19,8 +19,8 @@ one worker: the same command in both modes, so it is timed once). ``--rounds K``
 command K times, in turn (N = 1, then each of the others, then again), and gives the median
 wall time, its rate and the ratio of the medians, and the least and greatest of each round's
 ratio against that round's N = 1: this shared machine moves a ten-second ingest by 15% or
-more from one run to the next, more than two workers change it (bench/README.md). The corpus is a
-seeded synthetic one written as .txt files (one document per file, so it can be spread
+more from one run to the next, more than two workers change it (bench/README.md). The
+corpus is a seeded synthetic one written as .txt files (one document per file, so it can be spread
 over workers): news-length pseudo-word articles, 10% near-copies, 5% exact copies and 10%
 excerpts of earlier ones, so matching and derivation work is part of what is timed.
 
@@ -45,9 +45,9 @@ import sys
 import tempfile
 import time
 import uuid
-from statistics import median
 from contextlib import contextmanager
 from pathlib import Path
+from statistics import median
 from typing import Iterator, Optional
 
 from tabulate import tabulate
