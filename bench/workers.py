@@ -243,7 +243,7 @@ def measure(backend: Backend, files: list[Path], counts: list[int], rounds: int 
     """A table row for each mode and N: the median wall seconds over ``rounds``, its rate,
     the ratio of medians against N = 1 and, over several rounds, the range of each round's."""
     # N = 1 is the same command in both modes: timed once a round.
-    commands = [(MODES[0], 1)] * (1 in counts) + [(mode, n) for mode in MODES for n in counts if n != 1]
+    commands = ([(MODES[0], 1)] if 1 in counts else []) + [(mode, n) for mode in MODES for n in counts if n != 1]
     seconds: dict[tuple[str, int], list[float]] = {command: [] for command in commands}
     for round_number in range(1, rounds + 1):
         for mode, n in commands:

@@ -1048,7 +1048,7 @@ def test_a_statement_sent_to_the_driver_reads_and_writes_what_sqlalchemy_would(d
     RETURNING gives the new id, the rows come back with their columns' names, parameters are
     stored as SQLAlchemy stores them (timestamps too), and an expanding IN (which cannot be
     compiled once) is refused. On each backend."""
-    from sqlalchemy import bindparam, delete, insert
+    from sqlalchemy import bindparam, delete, insert, text
 
     from provenance.db.bulk import DriverStatement
     from provenance.db.models import Derivation, Document
@@ -1087,7 +1087,7 @@ def test_a_statement_sent_to_the_driver_reads_and_writes_what_sqlalchemy_would(d
         columns.insert(0, "path")  # read back below and left out of the comparison
         insert_document = DriverStatement(insert(Document.__table__).returning(Document.__table__.c.id),
                                           column_keys=columns)
-        raw = f"SELECT {', '.join(columns)} FROM document WHERE id = "
+        stored_row = text(f"SELECT {', '.join(columns)} FROM document WHERE id = :document")
         for published, ingested in ((datetime(2024, 5, 1), datetime(2026, 11, 29, 9, 30, 5, 250)),
                                     (None, datetime(2026, 11, 29, 9, 30, 5))):
             values = {**stored_as, "published_at": published, "ingested_at": ingested, "is_latest": False}
@@ -1099,8 +1099,8 @@ def test_a_statement_sent_to_the_driver_reads_and_writes_what_sqlalchemy_would(d
                 connection, **{**{name: values[name] for name in columns}, "path": f"by the driver, {published}"}
             )
             assert by_the_driver != by_sqlalchemy
-            as_stored = [connection.exec_driver_sql(raw + str(made)).one()[1:]
-                         for made in (by_sqlalchemy, by_the_driver)]
+            as_stored = [connection.execute(stored_row, {"document": document_id}).one()[1:]
+                         for document_id in (by_sqlalchemy, by_the_driver)]
             assert as_stored[0] == as_stored[1]
             assert session.get(Document, by_the_driver).published_at == published
             assert session.get(Document, by_the_driver).ingested_at == ingested
