@@ -20,6 +20,9 @@ It also prints how many stored passages' sketches the ingest asked its cache for
 share already held (``--sketch-cache N`` sets the cache's size; ``--recent-bands N`` the recent
 passage band rows that make a merge; ``--lone-band-bucket-max N`` first copies the database with
 that value written into its settings manifest, to compare a database with and without it).
+``--workers N`` ingests with N worker processes, which also read each document's passage
+buckets (provenance.prefetch): the stages are then the writer's, and below them how many
+documents it matched from a worker's snapshot and how many it read itself.
 ``--cold`` drops the kernel's page cache after each copy (Linux, as root), so that the ingest
 reads the database from disk, as the first ingest after a reboot, or into an archive left
 alone for a while, does; ``--read-ahead N`` sets how many connections read ahead of the
@@ -60,7 +63,7 @@ from candidates import new_documents  # noqa: E402
 from scale import drop_page_cache  # noqa: E402
 from workers import CLI, ROOT, write_corpus  # noqa: E402
 
-from provenance import derive, index, ingest, lookup, manifest  # noqa: E402
+from provenance import derive, index, ingest, lookup, manifest, prefetch  # noqa: E402
 from provenance.db import readahead  # noqa: E402
 from provenance.db.bulk import chunks  # noqa: E402
 from provenance.db.migrate import upgrade_to_head  # noqa: E402
@@ -210,13 +213,31 @@ def counted_read_ahead() -> Iterator[list[int]]:
         readahead.ReadAhead.read = original
 
 
+@contextmanager
+def counted_snapshots() -> Iterator[list[prefetch.IndexChanges]]:
+    """The IndexChanges an ingest with workers made, to read their counts afterwards."""
+    made: list[prefetch.IndexChanges] = []
+    original = prefetch.IndexChanges
+
+    class Counted(original):
+        def __init__(self, *args):
+            super().__init__(*args)
+            made.append(self)
+
+    prefetch.IndexChanges = Counted
+    try:
+        yield made
+    finally:
+        prefetch.IndexChanges = original
+
+
 def ingest_round(
-    stored: Path, files: list[Path], scratch: Path, seconds: dict[str, float], cold: bool = False,
+    stored: Path, files: list[Path], scratch: Path, seconds: dict[str, float], cold: bool = False, workers: int = 1,
 ) -> tuple[float, int, int, dict[str, float]]:
     """Seconds to ingest ``files`` into a copy of ``stored``, the stored passages' sketches
     its cache was asked for and had at hand, and :data:`COUNTERS` over the ingest alone (the
     copy not counted) and :data:`BUCKET_COUNTERS`; stage times land in ``seconds``. ``cold``:
-    the page cache is dropped after the copy."""
+    the page cache is dropped after the copy; ``workers``: as ``ingest --workers``."""
     copy = scratch / "round.db"
     shutil.copyfile(stored, copy)
     if cold:
@@ -227,13 +248,16 @@ def ingest_round(
             settings = manifest.load(session)
         ingestor = ingest.Ingestor(engine, settings)
         counted = process_counters()
-        with counted_index() as calls, counted_read_ahead() as read_ahead:
+        with counted_index() as calls, counted_read_ahead() as read_ahead, counted_snapshots() as snapshots:
             started = time.perf_counter()
-            ingestor.ingest_paths([str(path) for path in files])
+            ingestor.ingest_paths([str(path) for path in files], workers=workers)
             elapsed = time.perf_counter() - started
         spent = {name: value - counted[name] for name, value in process_counters().items() if name in counted}
         spent.update(bucket_counters(calls, settings))
         spent["statements read ahead"] = read_ahead[0]
+        if workers > 1:
+            spent["documents matched from a worker's snapshot"] = sum(made.used for made in snapshots)
+            spent["documents whose buckets the writer read"] = sum(made.read_instead for made in snapshots)
         if ingestor.busy_buckets is not None:
             spent.update({"busy buckets wanted": ingestor.busy_buckets.asked,
                           "busy buckets at hand": ingestor.busy_buckets.at_hand})
@@ -299,6 +323,10 @@ def main() -> None:
                         help="with --db: measure a copy whose settings hold this lone_band_bucket_max")
     parser.add_argument("--cold", action="store_true",
                         help="drop the page cache after each copy, before the ingest (Linux, as root)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="worker processes, as ingest --workers; the stages timed are the writer's [1]")
+    parser.add_argument("--worker-niceness", type=int, metavar="N",
+                        help="how much nicer than the writer the workers are [ingest.WORKER_NICENESS]")
     parser.add_argument("--read-ahead", type=int, metavar="N",
                         help="connections that read ahead of a writer waiting on the disk, 0 for none "
                              "[readahead.READ_AHEAD_CONNECTIONS]")
@@ -313,6 +341,8 @@ def main() -> None:
         index.BUSY_MEMBERS_MAX = arguments.busy_members
     if arguments.read_ahead is not None:
         readahead.READ_AHEAD_CONNECTIONS = arguments.read_ahead
+    if arguments.worker_niceness is not None:
+        ingest.WORKER_NICENESS = arguments.worker_niceness
     with tempfile.TemporaryDirectory(prefix="provenance-stages-") as folder:
         scratch = Path(folder)
         if arguments.db:
@@ -342,7 +372,8 @@ def main() -> None:
         rounds = []
         for _ in range(arguments.rounds):
             before = dict(seconds)
-            total, asked, at_hand, spent = ingest_round(stored, files, scratch, seconds, cold=arguments.cold)
+            total, asked, at_hand, spent = ingest_round(stored, files, scratch, seconds, cold=arguments.cold,
+                                                        workers=arguments.workers)
             sketches = [sketches[0] + asked, sketches[1] + at_hand]
             rounds.append((total, {name: seconds[name] - before.get(name, 0.0) for name, _ in seconds.items()}, spent))
     print(f"{len(files)} new documents, {arguments.stored:,} stored; provenance from {Path(derive.__file__).parent}")
@@ -353,7 +384,8 @@ def main() -> None:
                  for _, name, within in STAGES]
         rows += [[name, *(f"{spent[name]:.2f}" if name.endswith(" s") else f"{spent[name]:,.0f}"
                           for _, _, spent in rounds)]
-                 for name in (*COUNTERS, *BUCKET_COUNTERS, "statements read ahead")
+                 for name in (*COUNTERS, *BUCKET_COUNTERS, "statements read ahead",
+                              "documents matched from a worker's snapshot", "documents whose buckets the writer read")
                  if all(name in spent for _, _, spent in rounds)]
         print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
         print(f"sketch cache of {derive.SKETCH_CACHE_SIZE:,}: {sketches[0]:,} sketches asked for, "

@@ -200,9 +200,10 @@ def cli(ctx: click.Context, db: Optional[str], quiet: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Run summary format on stdout.")
 @click.option("-w", "--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Processes that read, normalise and sign files; one writer matches and stores them "
-                   "in input order, so the result is the same for any number. The writer is most of the "
-                   "work: 2 gave 1.02-1.16x on two cores (README, Speed).")
+              help="Processes that read, normalise and sign files and, on SQLite, read each document's "
+                   "passage buckets; one writer matches and stores them in input order, so the result is "
+                   "the same for any number. The writer is most of the work: 2 gave 1.15-1.21x on two "
+                   "cores (README, Speed).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line (errors still print).")
 @click.pass_obj
 def ingest(state: Context, paths, source, threshold, num_perm, shingle_size, seed, passage_threshold,

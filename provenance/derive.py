@@ -96,17 +96,19 @@ def derive(
     sketches: Optional[SketchCache] = None,
     band_keys: Optional[dict[int, Sequence[int]]] = None,
     busy: Optional[index.BusyBuckets] = None,
+    at_hand: Optional[tuple[Mapping[int, list[int]], frozenset]] = None,
 ) -> Found:
     """Find and store the derivations between a new document and earlier ones.
 
     ``crowded``: over-full LSH buckets already known (see :func:`index.passage_candidates`);
     ``sketches``: stored passages' sketches already read (see :class:`SketchCache`);
     ``band_keys``: the passages' band keys, if computed already (see :func:`index.keys_of`);
-    ``busy``: busy buckets' members already read (see :class:`index.BusyBuckets`).
+    ``busy``: busy buckets' members already read (see :class:`index.BusyBuckets`);
+    ``at_hand``: every bucket's members, read already (see provenance.prefetch).
     """
     policy = settings.match_policy()
     candidates = index.passage_candidates(
-        session, signed, document_id, settings, crowded=crowded, band_keys=band_keys, busy=busy,
+        session, signed, document_id, settings, crowded=crowded, band_keys=band_keys, busy=busy, at_hand=at_hand,
     )
     my_signatures = {pid: from_blob(blob) for pid, blob in signed}
     texts: dict[int, str] = {}

@@ -11,7 +11,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
-from typing import Callable, Iterable, Mapping, NamedTuple, Optional, Sequence
+from typing import Callable, Iterable, Mapping, NamedTuple, Optional, Protocol, Sequence
 
 import numpy as np
 from sqlalchemy import bindparam, delete, func, or_, select
@@ -24,6 +24,14 @@ from .db.session import connection_state
 from .prepare import document_shingles, passage_words
 from .settings import Settings, SketchSettings
 from .sketch import band_keys, estimate_jaccard, from_blob, jaccard
+
+
+class IndexWatcher(Protocol):
+    """Told of the rows written to and deleted from the passage index (see BusyBuckets)."""
+
+    def added(self, rows: Iterable[tuple[int, int]]) -> None: ...
+
+    def removed(self, rows: Iterable[tuple[int, int]]) -> None: ...
 
 
 @dataclass
@@ -147,12 +155,13 @@ def stored_shingles(session: Session, document_ids: list[int], settings: Setting
 
 def remove_document(
     session: Session, document_id: int, settings: Settings, busy: Optional[BusyBuckets] = None,
+    changes: Optional[IndexWatcher] = None,
 ) -> None:
-    """Take a document (e.g. a superseded version) out of both indexes (``busy``: see
-    :func:`remove_passages`)."""
+    """Take a document (e.g. a superseded version) out of both indexes (``busy``,
+    ``changes``: see :func:`remove_passages`)."""
     session.execute(delete(DocumentBand).where(DocumentBand.document_id == document_id))
     passage_ids = list(session.scalars(select(Passage.id).where(Passage.document_id == document_id)))
-    remove_passages(session, passage_ids, settings, busy)
+    remove_passages(session, passage_ids, settings, busy, changes)
 
 
 #: Passages whose band keys :func:`passage_candidates` looks up, and :func:`add_passages`
@@ -166,6 +175,7 @@ PASSAGES_AT_A_TIME = 4_096
 def add_passages(
     session: Session, signed: list[tuple[int, bytes]], settings: Settings, *, replace: bool = False,
     band_keys: Optional[Mapping[int, Sequence[int]]] = None, busy: Optional[BusyBuckets] = None,
+    changes: Optional[IndexWatcher] = None,
 ) -> None:
     """Put passages into the passage index: into its small table of recent rows (see
     :class:`RecentPassageBand` and :func:`merge_recent_bands`).
@@ -173,20 +183,22 @@ def add_passages(
     ``replace``: some may be indexed already (a document indexed again after its
     boilerplate changed); their rows are taken out first, so that no row is in both tables.
     ``band_keys``: the keys of some passages by id, computed already (see :func:`keys_of`).
-    ``busy``: told what is added (see :class:`BusyBuckets`).
+    ``busy``, ``changes``: told what is added (see :class:`BusyBuckets` and
+    provenance.prefetch.IndexChanges).
     """
     if len(signed) > PASSAGES_AT_A_TIME:
         for start in range(0, len(signed), PASSAGES_AT_A_TIME):
             add_passages(session, signed[start : start + PASSAGES_AT_A_TIME], settings, replace=replace,
-                         band_keys=band_keys, busy=busy)
+                         band_keys=band_keys, busy=busy, changes=changes)
         return
     rows = [(key, passage_id) for passage_id, blob in signed for key in set(keys_of(passage_id, blob, settings, band_keys))]
     if replace:
-        _delete_bands(session, rows, busy)
+        _delete_bands(session, rows, busy, changes)
     if rows:
         insert_rows(session, RecentPassageBand.__table__, ("band_key", "passage_id"), rows, ignore_duplicates=True)
-        if busy is not None:
-            busy.added(rows)
+        for watcher in (busy, changes):
+            if watcher is not None:
+                watcher.added(rows)
 
 
 #: Recent passage band rows (about 700 per document) that make a merge worth it. A merge
@@ -254,9 +266,10 @@ def keys_of(
 
 def remove_passages(
     session: Session, passage_ids: list[int], settings: Settings, busy: Optional[BusyBuckets] = None,
+    changes: Optional[IndexWatcher] = None,
 ) -> None:
-    """Take passages out of the passage index (``busy``: told what is taken out, see
-    :class:`BusyBuckets`).
+    """Take passages out of the passage index (``busy``, ``changes``: told what is taken
+    out, see :class:`BusyBuckets` and provenance.prefetch.IndexChanges).
 
     The index has no passage_id column index (see :class:`PassageBand`): each passage's
     rows are found by recomputing its band keys from its stored signature.
@@ -269,15 +282,19 @@ def remove_passages(
             )
             for key in set(passage_band_keys(row.signature, settings.passage))
         ]
-        _delete_bands(session, pairs, busy)
+        _delete_bands(session, pairs, busy, changes)
 
 
-def _delete_bands(session: Session, pairs: list[tuple[int, int]], busy: Optional[BusyBuckets] = None) -> None:
+def _delete_bands(
+    session: Session, pairs: list[tuple[int, int]], busy: Optional[BusyBuckets] = None,
+    changes: Optional[IndexWatcher] = None,
+) -> None:
     """Delete (band_key, passage_id) rows from both tables of the passage index."""
     for table in (RecentPassageBand.__table__, PassageBand.__table__):
         delete_rows(session, table, ("band_key", "passage_id"), pairs)
-    if busy is not None:
-        busy.removed(pairs)
+    for watcher in (busy, changes):
+        if watcher is not None:
+            watcher.removed(pairs)
 
 
 def _from_both_tables(columns: str, condition: str, group_by: str = "") -> str:
@@ -294,7 +311,7 @@ def _from_both_tables(columns: str, condition: str, group_by: str = "") -> str:
 #: and table with its members' ids joined by commas. At 100,000 documents a new document's
 #: buckets hold some 7,000 members (most in the few busy buckets of common words), and a
 #: row per member cost more to hand over and loop through than SQLite took to find them.
-_BUCKET_MEMBERS = _from_both_tables("band_key, group_concat(passage_id)", "band_key {in}", group_by="band_key")
+BUCKET_MEMBERS = _from_both_tables("band_key, group_concat(passage_id)", "band_key {in}", group_by="band_key")
 #: How many members each of a batch of passage buckets holds, counted by SQLite without
 #: handing the rows over, and only up to ``{limit}`` in each table: at 100,000 documents
 #: three quarters of the rows in a new text's buckets were in the few buckets too crowded
@@ -330,7 +347,7 @@ def _bucket_members(
     if session.connection().dialect.name == "postgresql":
         sql = _BUCKET_MEMBERS_POSTGRESQL.replace("{limit}", str(int(limit)))
         members: dict[int, list[int]] = {}
-        for key, passage_id in select_in(session, _BUCKET_MEMBERS, keys, postgresql=sql):
+        for key, passage_id in select_in(session, BUCKET_MEMBERS, keys, postgresql=sql):
             members.setdefault(key, []).append(passage_id)
         return members, set(), None
     if not count_first:
@@ -349,9 +366,9 @@ def _bucket_members(
 
 
 def _joined_members(session: Session, keys: list[int]) -> dict[int, list[int]]:
-    """Bucket members by key, from :data:`_BUCKET_MEMBERS`'s joined ids (SQLite)."""
+    """Bucket members by key, from :data:`BUCKET_MEMBERS`'s joined ids (SQLite)."""
     members: dict[int, list[int]] = {}
-    for key, joined in select_in(session, _BUCKET_MEMBERS, keys):
+    for key, joined in select_in(session, BUCKET_MEMBERS, keys):
         ids = list(map(int, joined.split(",")))
         if key in members:  # in both tables
             members[key].extend(ids)
@@ -482,6 +499,7 @@ def passage_candidates(
     session: Session, signed: list[tuple[int, bytes]], document_id: int, settings: Settings,
     oversized: Optional[list[int]] = None, crowded: Optional[set[int]] = None, count_first: bool = False,
     band_keys: Optional[Mapping[int, Sequence[int]]] = None, busy: Optional[BusyBuckets] = None,
+    at_hand: Optional[tuple[Mapping[int, list[int]], frozenset]] = None,
 ) -> dict[int, set[int]]:
     """For each of the document's signed passages, the passages of other documents that
     share a band with it.
@@ -496,6 +514,8 @@ def passage_candidates(
     of every document (1,000 documents into 1,000: 3.3 s more in the bucket reads).
     ``band_keys``: as for :func:`add_passages`. ``busy``: the members of busy buckets read
     earlier in the run (see :class:`BusyBuckets`); those found now are added to it.
+    ``at_hand``: the members of every one of the passages' buckets, empty ones left out, and
+    the keys of those crowded, read already (see provenance.prefetch): nothing is read here.
 
     A passage that shares a single band with another, through a bucket holding more than
     ``settings.lone_band_bucket_max`` other passages, is not its candidate (see Settings).
@@ -509,7 +529,7 @@ def passage_candidates(
         for start in range(0, len(signed), PASSAGES_AT_A_TIME):
             found_in_slices.update(passage_candidates(
                 session, signed[start : start + PASSAGES_AT_A_TIME], document_id, settings, oversized=oversized,
-                crowded=crowded, count_first=count_first, band_keys=band_keys, busy=busy,
+                crowded=crowded, count_first=count_first, band_keys=band_keys, busy=busy, at_hand=at_hand,
             ))
         return found_in_slices
     by_key: dict[int, list[int]] = {}
@@ -529,8 +549,17 @@ def passage_candidates(
     # (A passage's keys must fit one statement for that.)
     busy_over = lone_max + len(own) if lone_max and settings.passage.bands <= IN_CHUNK else None
     wanted = by_key.keys() - skipped
-    held = busy.take(wanted) if busy is not None else {}
-    members, full, counted_busy = _bucket_members(session, sorted(wanted - held.keys()), limit, count_first, busy_over)
+    if at_hand is not None:
+        known, full = at_hand
+        full = full & wanted
+        held, counted_busy = {}, None
+        members = {key: known[key] for key in wanted - full if key in known}
+        busy = None  # nothing read to keep
+    else:
+        held = busy.take(wanted) if busy is not None else {}
+        members, full, counted_busy = _bucket_members(
+            session, sorted(wanted - held.keys()), limit, count_first, busy_over
+        )
     crowded.update(full)
     skipped.update(full)
     members.update(held)

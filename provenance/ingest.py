@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Iterator, Optional, Union
 from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from . import __version__, derive, index, manifest, sketch
+from . import __version__, derive, index, manifest, prefetch, sketch
 from .collect import fewer_collections
 from .db.bulk import DriverStatement, insert_rows, select_in
 from .db.models import (
@@ -216,6 +216,9 @@ class Ingestor:
         #: document's storing has waited on the disk (see :meth:`_read_ahead_once_waited`),
         #: until the end of :meth:`ingest_items`.
         self._read_ahead: Optional[ReadAhead] = None
+        #: What this writer added to the passage index, to complete the buckets that worker
+        #: processes read (see provenance.prefetch); during a run with workers on SQLite.
+        self._changes: Optional[prefetch.IndexChanges] = None
 
     # -- the boilerplate library, by hand ----------------------------------------------
     def mark(self, text: str, status: str) -> dict:
@@ -312,7 +315,7 @@ class Ingestor:
                 files.append(item)
         if any(item.path == STDIN for item in files):
             workers = 1  # standard input can only be read here
-        pool = (multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_ctrl_c)
+        pool = (self._start_workers(workers)
                 if workers > 1 and (len(files) > 1 or any(item.format == "jsonl" for item in files)) else None)
         stop = StopOnCtrlC()
         finished = False
@@ -344,6 +347,7 @@ class Ingestor:
             self._stop_reading_ahead()
             if pool:
                 pool.terminate()
+            self._changes = None
             summary.interrupted = summary.interrupted or stop.requested
             if summary.interrupted:
                 # A KeyboardInterrupt raised inside a statement (an executemany) leaves the
@@ -355,6 +359,23 @@ class Ingestor:
             refresh_statistics(self.engine)
         summary.seconds = round(time.monotonic() - started, 3)
         return summary
+
+    def _start_workers(self, workers: int):
+        """A pool of ``workers`` processes that prepare documents and, on a SQLite file, read
+        their passage buckets too (see provenance.prefetch)."""
+        context = multiprocessing.get_context("spawn")
+        path = prefetch.sqlite_file(self.engine)
+        if path is None:
+            return context.Pool(workers, initializer=_ignore_ctrl_c)
+        commits = context.Value("q", 0)
+        self._changes = prefetch.IndexChanges(commits)
+        try:
+            with self._writing():  # the state the next transaction is compared with (IndexChanges.begin)
+                pass
+        except Exception:  # a busy database: the first snapshots are not used
+            pass
+        return context.Pool(workers, initializer=_start_worker,
+                            initargs=(path, commits, self.settings.bucket_cap, WORKER_NICENESS))
 
     def ingest_document(self, raw: RawDocument, summary: IngestSummary, on_event: EventHandler = lambda *a: None) -> str:
         """Prepare and store one document; returns the outcome word."""
@@ -489,20 +510,25 @@ class Ingestor:
         """A writer's transaction (:func:`write_scope`) for whatever changes documents or
         the passage index: what was learned from the database in it (passage sketches, see
         derive.SketchCache; busy and crowded buckets) is forgotten when it does not commit."""
+        watchers = [watcher for watcher in (self.busy_buckets, self._changes) if watcher is not None]
         try:
             with write_scope(self.engine) as session:
                 self.sketches.begin(session)
-                if self.busy_buckets is not None:
-                    self.busy_buckets.begin(session)
+                for watcher in watchers:
+                    watcher.begin(session)
                 yield session
-                if self.busy_buckets is not None:
-                    self.busy_buckets.ended(session)
+                for watcher in watchers:
+                    watcher.ended(session)
         except BaseException:
             self.sketches.clear()
             self.crowded_buckets.clear()
             if self.busy_buckets is not None:
                 self.busy_buckets.clear()
+            if self._changes is not None:
+                self._changes.rolled_back()
             raise
+        if self._changes is not None:
+            self._changes.committed()
 
     def store_document(self, prepared: PreparedDocument, summary: IngestSummary, on_event: EventHandler = lambda *a: None) -> str:
         """Store one prepared document in its own transaction; returns the outcome word.
@@ -612,7 +638,7 @@ class Ingestor:
             prepared = prepare(raw, self.settings, prepared.content_hash)
         if latest is not None:
             session.execute(update(Document).where(Document.id == latest.id).values(is_latest=False))
-            index.remove_document(session, latest.id, self.settings, self.busy_buckets)
+            index.remove_document(session, latest.id, self.settings, self.busy_buckets, self._changes)
         document_id = _INSERT_DOCUMENT.scalar(
             connection,
             path=raw.path,
@@ -642,7 +668,7 @@ class Ingestor:
         ])
         by_id = {passage_ids[p.seq]: p for p in prepared.passages}
         self._index_document(session, document_id, {pid: p.words for pid, p in by_id.items()}, summary,
-                             rematch=True, new=True, prepared=by_id)
+                             rematch=True, new=True, prepared=by_id, buckets=prepared.buckets)
         for other_id in sorted(affected - {document_id}):
             self._refresh(session, other_id, summary)
         if prepared.word_count < self.settings.document.shingle_size:
@@ -793,12 +819,14 @@ class Ingestor:
         rematch: bool = False,
         new: bool = False,
         prepared: Optional[dict[int, PreparedPassage]] = None,
+        buckets: Optional[prefetch.BucketSnapshot] = None,
     ) -> None:
         """(Re)sign a document from its content passages, find its duplicates and sources.
 
         ``new``: the document was just stored, so none of its passages is indexed yet.
         ``prepared``: its passages by id as prepare made them, with the token hashes and band
-        keys computed there (see :class:`PreparedPassage`)."""
+        keys computed there (see :class:`PreparedPassage`). ``buckets``: their buckets as a
+        worker read them (see provenance.prefetch)."""
         connection = session.connection()
         content = derive.CONTENT_PASSAGES.rows(connection, document=document_id)
         content_words_lists = [words_by_passage[row.id] for row in content]
@@ -820,13 +848,17 @@ class Ingestor:
         # Matched before its passages are indexed: the buckets then hold only other documents'
         # passages, and a new document's own band rows (some 600) are not read back.
         if rematch:
+            at_hand = None
+            if buckets is not None and self._changes is not None and keys is not None:
+                at_hand = self._changes.members(buckets, [key for each in keys.values() for key in each])
             found = derive.derive(
                 session, document_id, signed, words_by_passage, self.settings, crowded=self.crowded_buckets,
-                sketches=self.sketches, band_keys=keys, busy=self.busy_buckets,
+                sketches=self.sketches, band_keys=keys, busy=self.busy_buckets, at_hand=at_hand,
             )
             summary.derivations += found.derivations
             summary.derivations_retired += found.retired
-        index.add_passages(session, signed, self.settings, replace=not new, band_keys=keys, busy=self.busy_buckets)
+        index.add_passages(session, signed, self.settings, replace=not new, band_keys=keys, busy=self.busy_buckets,
+                           changes=self._changes)
 
     def _refresh(self, session: Session, document_id: int, summary: IngestSummary) -> None:
         """Correct an earlier document after some of its passages became boilerplate.
@@ -839,7 +871,7 @@ class Ingestor:
             .where(Passage.document_id == document_id)
         ).all()
         tagged = [row.id for row in rows if row.boilerplate_id is not None]
-        index.remove_passages(session, tagged, self.settings, self.busy_buckets)
+        index.remove_passages(session, tagged, self.settings, self.busy_buckets, self._changes)
         derive.drop_matches_of(session, tagged)
         words_by_passage = {row.id: passage_words(text[row.start_offset : row.end_offset], self.settings) for row in rows}
         self._index_document(session, document_id, words_by_passage, summary)
@@ -947,6 +979,20 @@ def _ignore_ctrl_c() -> None:
     """Worker processes leave Ctrl-C (sent to the whole process group) to the writer, which
     stops the run; a worker dying of it would leave the pool waiting for its result."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+#: How much nicer to the CPU than the writer the workers that read buckets are (``nice``):
+#: they only need to keep ahead of it, and taking turns with it on two cores slowed it down
+#: by about what they took off its work (see bench/README.md).
+WORKER_NICENESS = 10
+
+
+def _start_worker(path: str, commits, bucket_cap: int, niceness: int = 0) -> None:
+    """A worker that also reads the passage buckets of what it prepares (see provenance.prefetch)."""
+    _ignore_ctrl_c()
+    if niceness:
+        os.nice(niceness)
+    prefetch.start_worker(path, commits, bucket_cap)
 
 
 PREPARE_FAILED = "could not be prepared"
@@ -1152,6 +1198,7 @@ def prepare_unit(unit, source: Optional[str], max_bytes: int, settings: Settings
         else:
             outcomes = [d if isinstance(d, InputError) else _prepare_or_error(d, settings, known.get(d.path))
                         for d in documents]
+        prefetch.attach(outcomes)
         done.append((item, first, outcomes))
     return done
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import xxhash
@@ -19,6 +19,9 @@ from .settings import Settings
 from .text.attribution import Citation, citations
 from .text.normalize import boilerplate_key_text, content_words, normalize, phonetic_key, tokens
 from .text.segment import segment
+
+if TYPE_CHECKING:
+    from .prefetch import BucketSnapshot
 
 
 @dataclass
@@ -48,6 +51,8 @@ class PreparedDocument:
     word_count: int
     passages: list[PreparedPassage]
     citations: list[Citation]
+    #: Its passages' buckets, read by the worker that prepared it (see provenance.prefetch).
+    buckets: Optional["BucketSnapshot"] = None
 
 
 def signed64(value: int) -> int:
