@@ -225,7 +225,7 @@ _MATCH_COLUMNS = (
 
 #: A candidate's compact sketch (see :class:`PassagePrefilter`): content-word count and the
 #: low byte of each signature value.
-_PREFILTERS = (
+PREFILTERS = (
     f"SELECT passage_id, content_word_count, low_bytes FROM {PassagePrefilter.__tablename__} WHERE passage_id {{in}}"
 )
 #: Which of these passages may still be sources (content passages of latest documents),
@@ -327,7 +327,7 @@ class SketchCache:
         held = self._ids[slots] == ids
         self.asked += len(ids)
         self.at_hand += int(np.count_nonzero(held))
-        rows = select_in(session, _PREFILTERS, ids[~held].tolist())
+        rows = select_in(session, PREFILTERS, ids[~held].tolist())
         read_ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
         read_counts = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
         if self._low_bytes is None:
@@ -357,6 +357,24 @@ class SketchCache:
         self._word_counts[read_slots] = read_counts
         self._low_bytes[read_slots] = read_low
         return Sketches(ids[found], word_counts[found], low[found])
+
+    def offer(self, ids: np.ndarray, word_counts: np.ndarray, low_bytes: bytes) -> None:
+        """Keep sketches read elsewhere in this transaction's snapshot or an earlier one (a
+        worker's, see provenance.prefetch): a stored passage's sketch never changes."""
+        if not len(ids):
+            return
+        if self._low_bytes is None:
+            self._low_bytes = np.zeros((self.slots, len(low_bytes) // len(ids)), dtype=np.uint8)
+        width = self._low_bytes.shape[1]
+        if len(low_bytes) != len(ids) * width:
+            return  # sketches of another length: the filter reads and reports them
+        self._written += len(ids)
+        if 2 * self._written > self.slots and self.slots < self.capacity:
+            self._grow(min(self.capacity, max(2 * self.slots, 2 * self._written)))
+        slots = ids % self.slots
+        self._ids[slots] = ids
+        self._word_counts[slots] = word_counts
+        self._low_bytes[slots] = np.frombuffer(low_bytes, dtype=np.uint8).reshape(len(ids), width)
 
     def _grow(self, slots: int) -> None:
         """Move what the arrays hold into arrays of ``slots`` slots."""

@@ -375,7 +375,7 @@ class Ingestor:
         except Exception:  # a busy database: the first snapshots are not used
             pass
         return context.Pool(workers, initializer=_start_worker,
-                            initargs=(path, commits, self.settings.bucket_cap, WORKER_NICENESS))
+                            initargs=(path, commits, self.settings, WORKER_NICENESS))
 
     def ingest_document(self, raw: RawDocument, summary: IngestSummary, on_event: EventHandler = lambda *a: None) -> str:
         """Prepare and store one document; returns the outcome word."""
@@ -851,6 +851,8 @@ class Ingestor:
             at_hand = None
             if buckets is not None and self._changes is not None and keys is not None:
                 at_hand = self._changes.members(buckets, [key for each in keys.values() for key in each])
+                if at_hand is not None:
+                    self.sketches.offer(buckets.sketch_ids, buckets.sketch_word_counts, buckets.sketch_low_bytes)
             found = derive.derive(
                 session, document_id, signed, words_by_passage, self.settings, crowded=self.crowded_buckets,
                 sketches=self.sketches, band_keys=keys, busy=self.busy_buckets, at_hand=at_hand,
@@ -987,12 +989,12 @@ def _ignore_ctrl_c() -> None:
 WORKER_NICENESS = 10
 
 
-def _start_worker(path: str, commits, bucket_cap: int, niceness: int = 0) -> None:
+def _start_worker(path: str, commits, settings: Settings, niceness: int = 0) -> None:
     """A worker that also reads the passage buckets of what it prepares (see provenance.prefetch)."""
     _ignore_ctrl_c()
     if niceness:
         os.nice(niceness)
-    prefetch.start_worker(path, commits, bucket_cap)
+    prefetch.start_worker(path, commits, settings)
 
 
 PREPARE_FAILED = "could not be prepared"

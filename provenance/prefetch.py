@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Iterable, Iterator, NamedTuple, Optional
 from urllib.parse import quote
@@ -30,7 +30,9 @@ from sqlalchemy.orm import Session
 
 from .db.bulk import IN_CHUNK
 from .db.session import connection_state, sqlite_path
+from .derive import PREFILTERS
 from .index import BUCKET_MEMBERS
+from .settings import Settings
 
 #: Members a snapshot holds at most (8 bytes each): a document whose buckets hold more (a
 #: story syndicated hundreds of times) is read by the writer, so the documents in flight to
@@ -45,6 +47,10 @@ TRANSACTIONS_KEPT = 16
 CROWDED_FRESH = TRANSACTIONS_KEPT // 2
 #: SQLite page cache of a worker's connection, in KiB: the writer's commits empty it anyway.
 WORKER_CACHE_KIB = 16 * 1024
+
+
+def _no_ids() -> np.ndarray:
+    return np.empty(0, dtype=np.int64)
 
 
 @dataclass
@@ -64,6 +70,11 @@ class BucketSnapshot:
     #: first of them was counted.
     crowded: dict
     crowded_since: int
+    #: The compact sketches (see derive.SketchCache) of the members of its quiet buckets,
+    #: those the writer's candidate filter reads: ids, content-word counts, low bytes.
+    sketch_ids: np.ndarray = field(default_factory=_no_ids)
+    sketch_word_counts: np.ndarray = field(default_factory=_no_ids)
+    sketch_low_bytes: bytes = b""
 
 
 def sqlite_file(engine: Engine) -> Optional[str]:
@@ -77,10 +88,10 @@ def sqlite_file(engine: Engine) -> Optional[str]:
 _reader: Optional["SnapshotReader"] = None
 
 
-def start_worker(path: str, commits, bucket_cap: int) -> None:
+def start_worker(path: str, commits, settings: Settings) -> None:
     """Pool initializer: this worker reads the buckets of what it prepares (see :func:`attach`)."""
     global _reader
-    _reader = SnapshotReader(path, commits, bucket_cap)
+    _reader = SnapshotReader(path, commits, settings)
 
 
 def attach(documents: Iterable) -> None:
@@ -88,6 +99,11 @@ def attach(documents: Iterable) -> None:
     worker process started by :func:`start_worker` (elsewhere, nothing)."""
     if _reader is not None:
         _reader.attach(documents)
+
+
+def _sketches_statement(count: int) -> str:
+    """The writer's own statement for ``count`` passages' compact sketches (see derive.PREFILTERS)."""
+    return PREFILTERS.replace("{in}", f"IN ({', '.join('?' * count)})")
 
 
 def _members_statement(count: int) -> str:
@@ -98,10 +114,14 @@ def _members_statement(count: int) -> str:
 class SnapshotReader:
     """Reads prepared documents' buckets on a read-only connection to the writer's file."""
 
-    def __init__(self, path: str, commits, bucket_cap: int):
+    def __init__(self, path: str, commits, settings: Settings):
         self.path = path
         self.commits = commits  # a multiprocessing.Value the writer counts its commits in
-        self.bucket_cap = bucket_cap
+        self.bucket_cap = settings.bucket_cap
+        #: Buckets of at most this many members are quiet: a single band shared through one
+        #: makes a candidate (see index.passage_candidates), so their members' sketches are
+        #: what the writer's candidate filter reads, and are read here too.
+        self.quiet_max = settings.lone_band_bucket_max or settings.bucket_cap
         #: Buckets found over the cap: key -> (the writer's commits seen then, members over
         #: the cap); not read again for :data:`CROWDED_FRESH` commits.
         self.crowded: dict[int, tuple[int, int]] = {}
@@ -150,6 +170,11 @@ class SnapshotReader:
             held -= len(members.pop(key))
         if held > SNAPSHOT_MEMBERS_MAX:
             return None
+        quiet = sorted({m for ids in members.values() if len(ids) <= self.quiet_max for m in ids})
+        sketches: list[tuple] = []
+        for start in range(0, len(quiet), IN_CHUNK):
+            batch = quiet[start : start + IN_CHUNK]
+            sketches.extend(connection.execute(_sketches_statement(len(batch)), batch))
         ordered = sorted(members)
         sizes = [len(members[key]) for key in ordered]
         return BucketSnapshot(
@@ -158,6 +183,9 @@ class SnapshotReader:
             members=np.fromiter(chain.from_iterable(members[key] for key in ordered), dtype=np.int64, count=held),
             crowded={key: over for key, (_, over) in crowded.items()},
             crowded_since=min([seen, *(since for since, _ in crowded.values())]),
+            sketch_ids=np.fromiter((row[0] for row in sketches), np.int64, len(sketches)),
+            sketch_word_counts=np.fromiter((row[1] for row in sketches), np.int64, len(sketches)),
+            sketch_low_bytes=b"".join(row[2] for row in sketches),
         )
 
 

@@ -391,7 +391,7 @@ def test_cached_sketches_are_read_once_and_checked_when_used(tmp_path, monkeypat
     real_select_in = derive.select_in
 
     def counting_select_in(session, sql, values):
-        if sql == derive._PREFILTERS:
+        if sql == derive.PREFILTERS:
             sketch_reads.append(list(values))
         return real_select_in(session, sql, values)
 
@@ -444,7 +444,7 @@ def test_lookups_sharing_a_sketch_cache_answer_as_alone_and_read_each_sketch_onc
     real_select_in = derive.select_in
 
     def counting_select_in(session, sql, values):
-        if sql == derive._PREFILTERS:
+        if sql == derive.PREFILTERS:
             sketch_reads.extend(values)
         return real_select_in(session, sql, values)
 

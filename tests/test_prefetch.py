@@ -9,11 +9,12 @@ import random
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import BELTA_SEED, TASS_SEED, made_up_words
+from provenance import derive, prefetch
 from provenance import ingest as ingest_module
-from provenance import prefetch
 from provenance.db.bulk import select_in
 from provenance.db.migrate import upgrade_to_head
 from provenance.db.session import database_url, make_engine, session_scope
@@ -74,7 +75,7 @@ def writer(tmp_path):
     ingestor._changes = changes
     with ingestor._writing():  # the state later transactions are compared with
         pass
-    reader = prefetch.SnapshotReader(str(tmp_path / "p.db"), commits, ingestor.settings.bucket_cap)
+    reader = prefetch.SnapshotReader(str(tmp_path / "p.db"), commits, ingestor.settings)
     return engine, ingestor, changes, reader
 
 
@@ -108,6 +109,23 @@ def test_a_snapshot_brought_up_to_date_holds_what_the_writer_would_read(writer, 
                    for i, key in enumerate(snapshot.keys.tolist())}, "the buckets changed since the snapshot"
     assert any(key not in held for key in now), "buckets empty in the snapshot gained members"
     assert changes.used == 1 and changes.read_instead == 0
+
+
+def test_the_sketches_a_worker_read_are_those_the_writer_would_read(writer):
+    engine, ingestor, changes, reader = writer
+    belta = BELTA_SEED.read_text(encoding="utf-8")
+    snapshot, keys = _snapshot_of(reader, _reworded(belta, 9, "reportedly"), ingestor.settings)
+    assert len(snapshot.sketch_ids), "the quiet buckets' members come with their sketches"
+    offered, fresh = derive.SketchCache(), derive.SketchCache()
+    offered.offer(snapshot.sketch_ids, snapshot.sketch_word_counts, snapshot.sketch_low_bytes)
+    ids = np.sort(snapshot.sketch_ids)
+    with session_scope(engine) as session:
+        given = offered.sketches(session, ids)
+        read = fresh.sketches(session, ids)
+    assert offered.at_hand == len(ids) and fresh.at_hand == 0
+    assert given.ids.tolist() == read.ids.tolist() == ids.tolist()
+    assert given.word_counts.tolist() == read.word_counts.tolist()
+    assert given.low_bytes.tolist() == read.low_bytes.tolist()
 
 
 def test_a_snapshot_is_not_used_across_another_process_commit(writer, tmp_path):
