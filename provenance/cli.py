@@ -202,7 +202,7 @@ def cli(ctx: click.Context, db: Optional[str], quiet: bool) -> None:
 @click.option("-w", "--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Processes that read, normalise and sign files and, on SQLite, read each document's "
                    "passage buckets; one writer matches and stores them in input order, so the result is "
-                   "the same for any number. The writer is most of the work: 2 gave 1.15-1.21x on two "
+                   "the same for any number. The writer is most of the work: 2 gave 1.09-1.26x on two "
                    "cores (README, Speed).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line (errors still print).")
 @click.pass_obj
