@@ -149,7 +149,7 @@ def test_a_snapshot_older_than_the_changes_kept_is_not_used(writer, tmp_path, mo
     engine, ingestor, changes, reader = writer
     belta = BELTA_SEED.read_text(encoding="utf-8")
     snapshot, keys = _snapshot_of(reader, _reworded(belta, 9, "reportedly"), ingestor.settings)
-    for number in range(prefetch.TRANSACTIONS_KEPT + 1):
+    for _ in range(prefetch.TRANSACTIONS_KEPT + 1):
         with ingestor._writing():
             pass
     assert changes.members(snapshot, keys) is None
