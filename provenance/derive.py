@@ -349,13 +349,7 @@ class SketchCache:
         found[at] = True
         word_counts[at] = read_counts
         low[at] = read_low
-        self._written += len(read_ids)
-        if 2 * self._written > self.slots and self.slots < self.capacity:
-            self._grow(min(self.capacity, max(2 * self.slots, 2 * self._written)))
-        read_slots = read_ids % self.slots
-        self._ids[read_slots] = read_ids
-        self._word_counts[read_slots] = read_counts
-        self._low_bytes[read_slots] = read_low
+        self._keep(read_ids, read_counts, read_low)
         return Sketches(ids[found], word_counts[found], low[found])
 
     def offer(self, ids: np.ndarray, word_counts: np.ndarray, low_bytes: bytes) -> None:
@@ -368,13 +362,17 @@ class SketchCache:
         width = self._low_bytes.shape[1]
         if len(low_bytes) != len(ids) * width:
             return  # sketches of another length: the filter reads and reports them
+        self._keep(ids, word_counts, np.frombuffer(low_bytes, dtype=np.uint8).reshape(len(ids), width))
+
+    def _keep(self, ids: np.ndarray, word_counts: np.ndarray, low_bytes: np.ndarray) -> None:
+        """Write sketches into their slots, the arrays grown first when it is time."""
         self._written += len(ids)
         if 2 * self._written > self.slots and self.slots < self.capacity:
             self._grow(min(self.capacity, max(2 * self.slots, 2 * self._written)))
         slots = ids % self.slots
         self._ids[slots] = ids
         self._word_counts[slots] = word_counts
-        self._low_bytes[slots] = np.frombuffer(low_bytes, dtype=np.uint8).reshape(len(ids), width)
+        self._low_bytes[slots] = low_bytes
 
     def _grow(self, slots: int) -> None:
         """Move what the arrays hold into arrays of ``slots`` slots."""
