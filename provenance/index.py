@@ -367,8 +367,14 @@ def _bucket_members(
 
 def _joined_members(session: Session, keys: list[int]) -> dict[int, list[int]]:
     """Bucket members by key, from :data:`BUCKET_MEMBERS`'s joined ids (SQLite)."""
+    return joined_members(select_in(session, BUCKET_MEMBERS, keys))
+
+
+def joined_members(rows: Iterable[tuple[int, str]]) -> dict[int, list[int]]:
+    """Bucket members by key from the rows of :data:`BUCKET_MEMBERS`: a row per bucket and
+    table, its members' ids joined by commas."""
     members: dict[int, list[int]] = {}
-    for key, joined in select_in(session, BUCKET_MEMBERS, keys):
+    for key, joined in rows:
         ids = list(map(int, joined.split(",")))
         if key in members:  # in both tables
             members[key].extend(ids)

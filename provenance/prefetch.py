@@ -28,10 +28,10 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from .db.bulk import IN_CHUNK
+from .db.bulk import sqlite_rows_in
 from .db.session import connection_state, sqlite_path
 from .derive import PREFILTERS
-from .index import BUCKET_MEMBERS
+from .index import BUCKET_MEMBERS, joined_members
 from .settings import Settings
 
 #: Members a snapshot holds at most (8 bytes each): a document whose buckets hold more (a
@@ -103,16 +103,6 @@ def attach(documents: Iterable) -> None:
         _reader.attach(documents)
 
 
-def _sketches_statement(count: int) -> str:
-    """The writer's own statement for ``count`` passages' compact sketches (see derive.PREFILTERS)."""
-    return PREFILTERS.replace("{in}", f"IN ({', '.join('?' * count)})")
-
-
-def _members_statement(count: int) -> str:
-    """The writer's own statement for ``count`` buckets' members (see index.BUCKET_MEMBERS)."""
-    return BUCKET_MEMBERS.replace("{in}", f"IN ({', '.join('?' * count)})")
-
-
 class SnapshotReader:
     """Reads prepared documents' buckets on a read-only connection to the writer's file."""
 
@@ -158,25 +148,16 @@ class SnapshotReader:
         keys = {key for passage in document.passages for key in passage.band_keys}
         crowded = {key: self.crowded[key] for key in keys & self.crowded.keys()
                    if self.crowded[key][0] >= seen - CROWDED_FRESH}
-        members: dict[int, list[int]] = {}
-        held = 0
-        wanted = sorted(keys - crowded.keys())
-        for start in range(0, len(wanted), IN_CHUNK):
-            batch = wanted[start : start + IN_CHUNK]
-            for key, joined in connection.execute(_members_statement(len(batch)), batch * 2):
-                ids = list(map(int, joined.split(",")))
-                members.setdefault(key, []).extend(ids)
-                held += len(ids)
+        # The writer's own statements (index.BUCKET_MEMBERS, derive.PREFILTERS), so both read the same rows.
+        members = joined_members(sqlite_rows_in(connection, BUCKET_MEMBERS, sorted(keys - crowded.keys())))
+        held = sum(map(len, members.values()))
         for key in [key for key, ids in members.items() if len(ids) > self.bucket_cap]:
             crowded[key] = self.crowded[key] = (seen, len(members[key]) - self.bucket_cap)
             held -= len(members.pop(key))
         if held > SNAPSHOT_MEMBERS_MAX:
             return None
         quiet = sorted({m for ids in members.values() if len(ids) <= self.quiet_max for m in ids})
-        sketches: list[tuple] = []
-        for start in range(0, len(quiet), IN_CHUNK):
-            batch = quiet[start : start + IN_CHUNK]
-            sketches.extend(connection.execute(_sketches_statement(len(batch)), batch))
+        sketches = sqlite_rows_in(connection, PREFILTERS, quiet)
         ordered = sorted(members)
         sizes = [len(members[key]) for key in ordered]
         return BucketSnapshot(

@@ -133,27 +133,34 @@ def select_in(session: Session, sql: str, values: Sequence, postgresql: Optional
         for start in range(0, len(values), IN_CHUNK):
             out.extend(tuple(row) for row in connection.execute(statement, {"values": list(values[start : start + IN_CHUNK])}))
         return out
-    prepare = None  # the driver's default: prepared once it has run a few times
-    if dialect == "postgresql":
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        if dialect == "sqlite":
+            return sqlite_rows_in(cursor, sql, values)
+        prepare = None  # the driver's default: prepared once it has run a few times
         if postgresql:
             sql, prepare = postgresql.replace("{array}", "%s"), False
         else:
             sql = sql.replace("{in}", "= ANY(%s)").replace("{values}", "SELECT unnest(%s)")
         markers = sql.count("%s")
-    else:
-        markers = sql.count("{in}") + sql.count("{values}")
-    cursor = connection.connection.driver_connection.cursor()
-    try:
         for start in range(0, len(values), IN_CHUNK):
-            batch = list(values[start : start + IN_CHUNK])
-            if dialect == "sqlite":
-                cursor.execute(sql.replace("{in}", f"IN ({', '.join('?' * len(batch))})")
-                               .replace("{values}", f"VALUES {', '.join(['(?)'] * len(batch))}"), batch * markers)
-            else:
-                cursor.execute(sql, (batch,) * markers, prepare=prepare)
+            cursor.execute(sql, (list(values[start : start + IN_CHUNK]),) * markers, prepare=prepare)
             out.extend(cursor.fetchall())
     finally:
         cursor.close()
+    return out
+
+
+def sqlite_rows_in(cursor, sql: str, values: Sequence) -> list[tuple]:
+    """:func:`select_in` on a sqlite3 cursor (or connection) of one's own, as a worker
+    process that reads the database without SQLAlchemy has (see provenance.prefetch)."""
+    markers = sql.count("{in}") + sql.count("{values}")
+    out: list[tuple] = []
+    for start in range(0, len(values), IN_CHUNK):
+        batch = list(values[start : start + IN_CHUNK])
+        out.extend(cursor.execute(sql.replace("{in}", f"IN ({', '.join('?' * len(batch))})")
+                                  .replace("{values}", f"VALUES {', '.join(['(?)'] * len(batch))}"), batch * markers)
+                   .fetchall())
     return out
 
 
