@@ -34,8 +34,9 @@ only, and in full with one sketch cache shared across the texts, in turn, and pr
 medians; and it times the command a user runs, ``provenance match`` (interpreter start
 included): the first new text alone, and all of them in one run, in full and documents only.
 Below the stages: the ingest's user and system CPU seconds and its read and write
-system calls (Linux), the passage band rows it wrote, and the bucket keys its passages
-looked up and the members handed over. Last it prints the process's peak resident set.
+system calls (Linux), its worker processes' CPU seconds, the passage band rows it wrote,
+and the bucket keys its passages looked up and the members handed over. Last it prints
+the process's peak resident set.
 Run it on two checkouts (``PYTHONPATH=OTHER python bench/stages.py``) to compare them.
 Asserts nothing.
 """
@@ -125,8 +126,10 @@ def with_lone_band_limit(stored: Path, limit: int, scratch: Path) -> Path:
 
 #: What the process spent in Python and SQLite and in the kernel, and its system calls that
 #: read and write (Linux's /proc/self/io; absent elsewhere): at 100,000 documents most page
-#: reads come from outside SQLite's cache, one system call each.
-COUNTERS = ("user CPU s", "system CPU s", "read system calls", "write system calls")
+#: reads come from outside SQLite's cache, one system call each. Then what ``--workers``
+#: processes spent (0 with one worker, which is the writer itself).
+COUNTERS = ("user CPU s", "system CPU s", "read system calls", "write system calls", "workers' user CPU s",
+            "workers' system CPU s")
 
 
 #: What the ingest did to the passage index (:func:`counted_index`): the band rows it wrote,
@@ -187,6 +190,10 @@ def bucket_counters(calls: IndexCalls, settings) -> dict[str, float]:
 def process_counters() -> dict[str, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     counters = {"user CPU s": usage.ru_utime, "system CPU s": usage.ru_stime}
+    # The ingest's worker processes are waited for as it ends (the stored database's build
+    # before it is a child too, hence the difference).
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    counters.update({"workers' user CPU s": children.ru_utime, "workers' system CPU s": children.ru_stime})
     try:
         io = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
         counters.update({"read system calls": int(io["syscr"]), "write system calls": int(io["syscw"])})

@@ -468,8 +468,11 @@ class Ingestor:
             self._read_ahead_buckets(coming)
 
     def _read_ahead_buckets(self, batch: list[PreparedDocument]) -> None:
+        """Those of ``batch`` a worker did not read (see provenance.prefetch): its reads
+        have just brought the pages of the others' buckets into the page cache."""
         if self._read_ahead.active:  # a SQLite file (PostgreSQL waits on its server)
-            index.read_buckets_ahead(self._read_ahead, batch, self.settings)
+            unread = [prepared for prepared in batch if prepared.buckets is None]
+            index.read_buckets_ahead(self._read_ahead, unread, self.settings)
 
     def _stop_reading_ahead(self) -> None:
         if self._read_ahead is not None:

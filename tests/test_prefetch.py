@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BELTA_SEED, TASS_SEED, made_up_words
+from conftest import BELTA_SEED, TASS_SEED, made_up_words, record_read_ahead
 from provenance import derive, prefetch
 from provenance import ingest as ingest_module
 from provenance.db.bulk import select_in
@@ -247,3 +247,31 @@ def test_an_ingest_with_workers_reading_buckets_stores_what_one_process_does(tmp
     assert len(made) == 2, "one for each run with workers"
     assert bool(ingestor.crowded_buckets) == (bucket_cap == 2)
     assert sum(changes.used for changes in made) >= 60, [(c.used, c.read_instead) for c in made]
+
+
+def test_what_the_workers_read_is_not_read_ahead_again(tmp_path, monkeypatch):
+    """Once the writer has waited on the disk it has the buckets of the documents coming read
+    ahead (see Ingestor._read_ahead_once_waited), but not of those whose buckets a worker
+    has just read: with workers, only of the first unit, which the writer prepares itself
+    while they start (see prepared_stream)."""
+    monkeypatch.setattr(ingest_module, "UNIT_DOCUMENTS", 8)
+    monkeypatch.setattr(ingest_module, "BATCH_DOCUMENTS", 10)
+    monkeypatch.setattr(ingest_module, "waited_on_disk", lambda since: True)
+    asked, _ = record_read_ahead(monkeypatch, ingest_module)
+    corpus = _corpus(tmp_path / "stories", 40, 7)
+    files = sorted(Path(corpus[0]).iterdir())
+    settings = Settings()
+
+    def keys_of(paths: list[Path]) -> set[int]:
+        return {key for path in paths for passage in prepare(_raw(str(path), path.read_text()), settings).passages
+                for key in passage.band_keys}
+
+    first_unit = keys_of(files[: ingest_module.UNIT_DOCUMENTS])
+    read_ahead = {}
+    for workers in (1, 2):
+        asked.clear()
+        summary = Ingestor(_engine(tmp_path / f"w{workers}.db"), settings).ingest_paths(corpus, workers=workers)
+        assert not summary.problems and summary.documents_added == len(files)
+        read_ahead[workers] = {key for _, values in asked for key in values}
+    assert read_ahead[1] == keys_of(files[1:]), "one process reads ahead every document after the first"
+    assert read_ahead[2] and read_ahead[2] <= first_unit
