@@ -468,8 +468,8 @@ class Ingestor:
             self._read_ahead_buckets(coming)
 
     def _read_ahead_buckets(self, batch: list[PreparedDocument]) -> None:
-        """Those of ``batch`` a worker did not read (see provenance.prefetch): its reads
-        have just brought the pages of the others' buckets into the page cache."""
+        """Have the buckets of those of ``batch`` that no worker read (see provenance.prefetch)
+        read ahead: a worker's own reads have just brought the others' pages into the page cache."""
         if self._read_ahead.active:  # a SQLite file (PostgreSQL waits on its server)
             unread = [prepared for prepared in batch if prepared.buckets is None]
             index.read_buckets_ahead(self._read_ahead, unread, self.settings)

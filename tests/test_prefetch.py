@@ -263,8 +263,8 @@ def test_what_the_workers_read_is_not_read_ahead_again(tmp_path, monkeypatch):
     settings = Settings()
 
     def keys_of(paths: list[Path]) -> set[int]:
-        return {key for path in paths for passage in prepare(_raw(str(path), path.read_text()), settings).passages
-                for key in passage.band_keys}
+        prepared = [prepare(_raw(str(path), path.read_text(encoding="utf-8")), settings) for path in paths]
+        return {key for document in prepared for passage in document.passages for key in passage.band_keys}
 
     first_unit = keys_of(files[: ingest_module.UNIT_DOCUMENTS])
     read_ahead = {}
